@@ -1,0 +1,3 @@
+from p1logger.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Bytes in, validated telegrams out: framing, CRC and decoding chained, with counters.
+
+Pure: no I/O.  The reader thread feeds it whatever the source delivers; the
+dump, record and replay commands feed it files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from p1logger import crc
+from p1logger.decode import Decoder, Telegram
+from p1logger.errors import DecodeError
+from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer, Reject
+from p1logger.timestamps import TimestampParser
+
+logger = logging.getLogger(__name__)
+
+# Unknown OBIS codes are reported by name; a noisy line must not grow this forever.
+_MAX_TRACKED_UNKNOWN = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A telegram (or what was left of one) that did not pass."""
+
+    reason: str  # "crc", "decode", or a framing reason: "incomplete", "oversize", "bad_end"
+    raw: bytes
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class ReaderStats:
+    ok: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    unknown_obis: Counter[str] = field(default_factory=Counter)
+    invalid_values: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class TelegramReader:
+    def __init__(
+        self,
+        timestamps: TimestampParser,
+        max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES,
+        on_unknown: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.timestamps = timestamps
+        self.decoder = Decoder(timestamps)
+        self.framer = Framer(max_telegram_bytes)
+        self.stats = ReaderStats()
+        self._on_unknown = on_unknown
+
+    @property
+    def garbage_bytes(self) -> int:
+        return self.framer.stats.garbage_bytes
+
+    def feed(self, data: bytes) -> list[Telegram | Rejected]:
+        results: list[Telegram | Rejected] = []
+        for item in self.framer.feed(data):
+            if isinstance(item, Reject):
+                self.stats.rejected[item.reason] += 1
+                results.append(Rejected(item.reason, item.raw, item.detail))
+            else:
+                results.append(self._check(item))
+        return results
+
+    def _check(self, frame: Frame) -> Telegram | Rejected:
+        crc_ok = crc.check(frame.body, frame.crc_text)
+        if crc_ok is False:
+            self.stats.rejected["crc"] += 1
+            return Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X}")
+        try:
+            telegram = self.decoder.decode(frame.body, crc_ok, frame.raw)
+        except DecodeError as exc:
+            self.stats.rejected["decode"] += 1
+            return Rejected("decode", frame.raw, str(exc))
+        self.stats.ok += 1
+        if telegram.invalid:
+            self.stats.invalid_values += len(telegram.invalid)
+        for obis, payload in telegram.unknown.items():
+            first = obis not in self.stats.unknown_obis
+            if first and len(self.stats.unknown_obis) >= _MAX_TRACKED_UNKNOWN:
+                continue
+            self.stats.unknown_obis[obis] += 1
+            if first:
+                logger.info("meter sends OBIS %s%s, which p1logger does not know; it is kept raw", obis, payload[:40])
+                if self._on_unknown is not None:
+                    self._on_unknown(obis, payload)
+        return telegram
+
+
+class RejectSummary:
+    """Logs rejects as one summary line per interval, never one line per telegram.
+
+    A bad cable can corrupt every telegram; a line per telegram would bury
+    everything else in the log and wear out an SD card.
+    """
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._pending: Counter[str] = Counter()
+        self._last_detail = ""
+        self._window_start = clock()
+
+    def add(self, rejected: Rejected) -> None:
+        self._pending[rejected.reason] += 1
+        self._last_detail = rejected.detail
+
+    def maybe_log(self, ok_in_window: int | None = None) -> str | None:
+        now = self._clock()
+        if now - self._window_start < self.interval_s:
+            return None
+        self._window_start = now
+        if not self._pending:
+            return None
+        parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self._pending.items()))
+        total = sum(self._pending.values())
+        message = f"rejected {total} telegram(s) in the last {self.interval_s:.0f} s ({parts}); last: {self._last_detail}"
+        if ok_in_window is not None:
+            message += f"; {ok_in_window} valid"
+        self._pending.clear()
+        logger.warning(message)
+        return message

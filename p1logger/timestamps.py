@@ -1,0 +1,87 @@
+"""DSMR timestamps (``YYMMDDhhmmssX``) to aware UTC datetimes.
+
+X is ``S`` (summer time) or ``W`` (winter time).  The flag is what makes the
+autumn hour that occurs twice unambiguous, so it decides the UTC offset whenever
+the zone allows it.  DSMR 2.2/3 timestamps have no flag; they take the zone's
+first occurrence.  Placeholders a meter sends for "no time" (``000101010000W``,
+``632525252525W``) and impossible dates become None.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from p1logger.errors import ConfigError
+
+UTC = timezone.utc
+DEFAULT_TIMEZONE = "Europe/Brussels"
+# Meters send these when their clock was never set or an entry is empty.
+PLACEHOLDER_PREFIXES = ("000101010000", "632525252525")
+
+
+def load_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {name!r}: set P1_TIMEZONE to an IANA name such as Europe/Brussels or Europe/Amsterdam"
+        ) from None
+
+
+class TimestampParser:
+    """Parses meter timestamps for one time zone, caching the per-hour UTC offsets."""
+
+    def __init__(self, zone: str | ZoneInfo = DEFAULT_TIMEZONE) -> None:
+        self.zone = load_zone(zone) if isinstance(zone, str) else zone
+        # Bounded caches: a telegram's own timestamp is new every second, but the
+        # offset only changes per hour, and gas/peak/history times repeat a lot.
+        self.parse = lru_cache(maxsize=2048)(self._parse)
+        self._offset = lru_cache(maxsize=512)(self._offset_uncached)
+
+    def _parse(self, text: str) -> datetime | None:
+        n = len(text)
+        if n == 13:
+            flag = text[12]
+            if flag not in "SW":
+                return None
+        elif n == 12:
+            flag = ""
+        else:
+            return None
+        digits = text[:12]
+        if not digits.isdigit() or digits in PLACEHOLDER_PREFIXES:
+            return None
+        try:
+            naive = datetime(
+                2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]),
+                int(digits[6:8]), int(digits[8:10]), int(digits[10:12]),
+            )
+        except ValueError:
+            return None
+        offset = self._offset(digits[:8], flag)
+        return (naive - offset).replace(tzinfo=UTC)
+
+    def _offset_uncached(self, yymmddhh: str, flag: str) -> timedelta:
+        naive = datetime(2000 + int(yymmddhh[0:2]), int(yymmddhh[2:4]), int(yymmddhh[4:6]), int(yymmddhh[6:8]))
+        candidates = [naive.replace(tzinfo=self.zone, fold=fold) for fold in (0, 1)]
+        if flag:
+            want_dst = flag == "S"
+            for local in candidates:
+                if bool(local.dst()) == want_dst:
+                    offset = local.utcoffset()
+                    assert offset is not None
+                    return offset
+        # No flag, or a flag the zone cannot honour (a zone without DST, or a
+        # meter clock that is wrong): trust the zone.
+        offset = candidates[0].utcoffset()
+        assert offset is not None
+        return offset
+
+
+def format_utc(value: datetime | None) -> str | None:
+    """ISO 8601 with a ``Z`` suffix, the form used in JSON output."""
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
