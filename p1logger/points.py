@@ -1,0 +1,283 @@
+"""Decoded telegrams to InfluxDB line protocol (pipeline stage: points).
+
+The mapping from OBIS objects to measurements and fields is a table, and so is
+``SCHEMA``, the list of everything p1logger ever writes (checked against
+``docs/data-model.md`` and the dashboards by the tests).  No I/O here.
+
+``PointBuilder`` keeps a little state so that a gas, water, heat or peak value
+is written only when its own capture time changes, not once per telegram.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal, Mapping
+from zoneinfo import ZoneInfo
+
+from p1logger.decode import HistoryEntry, Reading, Telegram
+from p1logger.obis import MBUS_DEVICE_TYPES
+
+FieldType = Literal["float", "int"]
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    fields: Mapping[str, FieldType]
+    tags: frozenset[str]
+
+
+def _floats(*names: str) -> dict[str, FieldType]:
+    return {name: "float" for name in names}
+
+
+_TARIFFS = ("t1", "t2", "t3", "t4")
+
+SCHEMA: dict[str, Measurement] = {
+    "power": Measurement(_floats("import_w", "export_w"), frozenset({"meter", "phase"})),
+    "voltage": Measurement(_floats("voltage_v"), frozenset({"meter", "phase"})),
+    "current": Measurement(_floats("current_a"), frozenset({"meter", "phase"})),
+    "energy": Measurement(
+        {
+            **_floats(*(f"{d}_{t}_kwh" for d in ("import", "export") for t in _TARIFFS)),
+            **_floats("import_total_kwh", "export_total_kwh"),
+            "active_tariff": "int",
+        },
+        frozenset({"meter"}),
+    ),
+    "gas": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
+    "water": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
+    "heat": Measurement(_floats("energy_gj"), frozenset({"meter", "channel", "device"})),
+    "capacity": Measurement(
+        {
+            **_floats("demand_kw", "month_peak_kw", "history_peak_kw"),
+            **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
+            **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
+            "peak_warning": "int",
+        },
+        frozenset({"meter", "month"}),
+    ),
+    "p1logger": Measurement(
+        {
+            "telegrams_ok": "int",
+            "telegrams_rejected": "int",
+            "queue_depth": "int",
+            "spool_points": "int",
+            "points_dropped": "int",
+            "write_latency_ms": "float",
+            "last_telegram_age_s": "float",
+        },
+        frozenset({"instance"}),
+    ),
+}
+
+# Unit conversions into the unit a field's name carries.
+_TO_W = {"kW": 1000.0, "W": 1.0}
+_TO_KW = {"kW": 1.0, "W": 0.001}
+_TO_KWH = {"kWh": 1.0, "Wh": 0.001}
+_SAME_V = {"V": 1.0}
+_SAME_A = {"A": 1.0}
+_TO_M3 = {"m3": 1.0, "dm3": 0.001, "l": 0.001}
+_TO_GJ = {"GJ": 1.0, "MWh": 3.6, "kWh": 0.0036}
+
+# OBIS -> (measurement, field, phase tag, unit conversion).  Objects that share a
+# measurement and phase end up as fields of one line.
+INSTANT_MAP: dict[str, tuple[str, str, str | None, Mapping[str, float]]] = {
+    "1-0:1.7.0": ("power", "import_w", None, _TO_W),
+    "1-0:2.7.0": ("power", "export_w", None, _TO_W),
+    "1-0:21.7.0": ("power", "import_w", "L1", _TO_W),
+    "1-0:41.7.0": ("power", "import_w", "L2", _TO_W),
+    "1-0:61.7.0": ("power", "import_w", "L3", _TO_W),
+    "1-0:22.7.0": ("power", "export_w", "L1", _TO_W),
+    "1-0:42.7.0": ("power", "export_w", "L2", _TO_W),
+    "1-0:62.7.0": ("power", "export_w", "L3", _TO_W),
+    "1-0:32.7.0": ("voltage", "voltage_v", "L1", _SAME_V),
+    "1-0:52.7.0": ("voltage", "voltage_v", "L2", _SAME_V),
+    "1-0:72.7.0": ("voltage", "voltage_v", "L3", _SAME_V),
+    "1-0:31.7.0": ("current", "current_a", "L1", _SAME_A),
+    "1-0:51.7.0": ("current", "current_a", "L2", _SAME_A),
+    "1-0:71.7.0": ("current", "current_a", "L3", _SAME_A),
+    "1-0:1.8.1": ("energy", "import_t1_kwh", None, _TO_KWH),
+    "1-0:1.8.2": ("energy", "import_t2_kwh", None, _TO_KWH),
+    "1-0:1.8.3": ("energy", "import_t3_kwh", None, _TO_KWH),
+    "1-0:1.8.4": ("energy", "import_t4_kwh", None, _TO_KWH),
+    "1-0:2.8.1": ("energy", "export_t1_kwh", None, _TO_KWH),
+    "1-0:2.8.2": ("energy", "export_t2_kwh", None, _TO_KWH),
+    "1-0:2.8.3": ("energy", "export_t3_kwh", None, _TO_KWH),
+    "1-0:2.8.4": ("energy", "export_t4_kwh", None, _TO_KWH),
+    "1-0:1.8.0": ("energy", "import_total_kwh", None, _TO_KWH),
+    "1-0:2.8.0": ("energy", "export_total_kwh", None, _TO_KWH),
+    "1-0:1.4.0": ("capacity", "demand_kw", None, _TO_KW),
+}
+TARIFF_OBIS = "0-0:96.14.0"
+MONTH_PEAK_OBIS = "1-0:1.6.0"
+PEAK_HISTORY_OBIS = "0-0:98.1.0"
+# Totals, when the meter sends none: the sum of the tariffs it does send.
+_TOTALS = {
+    "import_total_kwh": tuple(f"import_{t}_kwh" for t in _TARIFFS),
+    "export_total_kwh": tuple(f"export_{t}_kwh" for t in _TARIFFS),
+}
+# M-Bus readings, best first: the temperature-corrected value, then the others.
+_MBUS_READING_SUFFIXES = (":24.2.1", ":24.2.3", ":24.3.0")
+_MBUS_FIELDS: dict[str, tuple[str, Mapping[str, float]]] = {
+    "gas": ("volume_m3", _TO_M3),
+    "water": ("volume_m3", _TO_M3),
+    "heat": ("energy_gj", _TO_GJ),
+}
+_MBUS_BY_UNIT = {"m3": "gas", "GJ": "heat"}  # older meters send no device type
+
+
+def escape_tag(value: str) -> str:
+    """Line protocol escaping for a tag value.
+
+    Backslashes stay as they are (InfluxDB reads them literally, and Belgian
+    meter ids contain one), except at the end, where one would escape the
+    separator that follows.
+    """
+    return value.rstrip("\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def format_field(value: float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "1i" if value else "0i"
+    if isinstance(value, int):
+        return f"{value}i"
+    # repr gives the shortest text that reads back as the same float; a float
+    # field must always look like one, so "0" never turns a field into an integer.
+    return repr(float(value))
+
+
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool], time_s: int) -> str:
+    tag_text = "".join(f",{key}={escape_tag(tags[key])}" for key in sorted(tags) if tags[key])
+    field_text = ",".join(f"{key}={format_field(value)}" for key, value in fields.items())
+    return f"{measurement}{tag_text} {field_text} {time_s}"
+
+
+def _convert(reading: Reading, units: Mapping[str, float]) -> float | None:
+    value = reading.value
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if reading.unit is None:
+        return float(value)
+    factor = units.get(reading.unit)
+    if factor is None:
+        return None  # a unit we cannot convert is left out, never stored as something else
+    return round(value * factor, 9) if factor != 1.0 else float(value)
+
+
+def _epoch_s(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class PointBuilder:
+    """Turns telegrams into line protocol.  One instance per meter stream."""
+
+    def __init__(self, zone: ZoneInfo, use_receive_time: bool = False) -> None:
+        self.zone = zone
+        self.use_receive_time = use_receive_time
+        # Bounded by construction: one entry per M-Bus channel (at most 4) and per peak kind.
+        self._last_capture: dict[tuple[str, str], int] = {}
+        self._last_peak: tuple[int, float] | None = None
+        self._last_history: tuple[HistoryEntry, ...] | None = None
+
+    def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        if telegram.timestamp is not None and not self.use_receive_time:
+            time_s = _epoch_s(telegram.timestamp)
+        else:
+            time_s = int(received_at_s)
+        meter = telegram.meter_id
+        fields = telegram.fields
+        grouped: dict[tuple[str, str | None], dict[str, float | int]] = {}
+        for obis, reading in fields.items():
+            target = INSTANT_MAP.get(obis)
+            if target is None:
+                continue
+            measurement, field_name, phase, units = target
+            value = _convert(reading, units)
+            if value is not None:
+                grouped.setdefault((measurement, phase), {})[field_name] = value
+        energy = grouped.get(("energy", None))
+        if energy is not None:
+            for total, parts in _TOTALS.items():
+                if total not in energy:
+                    present = [energy[p] for p in parts if p in energy]
+                    if present:
+                        energy[total] = round(sum(present), 6)
+        tariff = fields.get(TARIFF_OBIS)
+        if tariff is not None and isinstance(tariff.value, int):
+            grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
+
+        lines: list[str] = []
+        for (measurement, phase), values in grouped.items():
+            tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
+            lines.append(line(measurement, tags, values, time_s))
+        self._mbus_lines(telegram, meter, lines)
+        self._peak_lines(fields, meter, lines)
+        return lines
+
+    def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
+        for channel, (device_type, device_id) in telegram.mbus_devices().items():
+            reading = None
+            for suffix in _MBUS_READING_SUFFIXES:
+                reading = telegram.fields.get(f"0-{channel}{suffix}")
+                if reading is not None:
+                    break
+            if reading is None or reading.time is None:
+                continue  # no capture time: the reading cannot be placed in time honestly
+            measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
+            if measurement is None:
+                measurement = _MBUS_BY_UNIT.get(reading.unit or "")
+            if measurement is None:
+                continue
+            field_name, units = _MBUS_FIELDS[measurement]
+            value = _convert(reading, units)
+            if value is None:
+                continue
+            capture_s = _epoch_s(reading.time)
+            key = (measurement, channel)
+            if self._last_capture.get(key) == capture_s:
+                continue
+            self._last_capture[key] = capture_s
+            tags = {"meter": meter, "channel": channel, "device": device_id or ""}
+            lines.append(line(measurement, tags, {field_name: value}, capture_s))
+
+    def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
+        peak = fields.get(MONTH_PEAK_OBIS)
+        if peak is not None and peak.time is not None:
+            value = _convert(peak, _TO_KW)
+            if value is not None:
+                current = (_epoch_s(peak.time), value)
+                if current != self._last_peak:
+                    self._last_peak = current
+                    lines.append(line("capacity", {"meter": meter}, {"month_peak_kw": value}, current[0]))
+        history = fields.get(PEAK_HISTORY_OBIS)
+        if history is None or not isinstance(history.value, tuple) or history.value == self._last_history:
+            return
+        self._last_history = history.value  # type: ignore[assignment]
+        for entry in history.value:
+            if not isinstance(entry, HistoryEntry) or entry.value is None or entry.month is None:
+                continue
+            factor = _TO_KW.get(entry.unit or "kW")
+            if factor is None:
+                continue
+            when = entry.time if entry.time is not None else self.month_start(entry.month)
+            tags = {"meter": meter, "month": entry.month}
+            lines.append(line("capacity", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
+
+    def month_start(self, month: str) -> datetime:
+        """00:00 local time on the first day of ``YYYY-MM``, in UTC."""
+        year, number = int(month[:4]), int(month[5:7])
+        return datetime(year, number, 1, tzinfo=self.zone).astimezone(timezone.utc)
+
+
+def health_line(instance: str, time_s: int, **values: float | int) -> str:
+    """One ``p1logger`` health point; unknown field names are a programming error."""
+    schema = SCHEMA["p1logger"].fields
+    unknown = set(values) - set(schema)
+    if unknown:
+        raise KeyError(f"not in the p1logger schema: {sorted(unknown)}")
+    typed = {key: (int(value) if schema[key] == "int" else float(value)) for key, value in values.items()}
+    return line("p1logger", {"instance": instance}, typed, time_s)
+
+
+__all__ = ["SCHEMA", "PointBuilder", "health_line", "line", "escape_tag", "format_field"]
