@@ -17,11 +17,13 @@ from typing import Callable, NamedTuple, Union
 
 from p1logger.errors import DecodeError
 from p1logger.obis import Kind, lookup
-from p1logger.timestamps import TimestampParser
+from p1logger.timestamps import PLACEHOLDER_PREFIXES, TimestampParser
 
 TIMESTAMP_OBIS = "0-0:1.0.0"
 # Where a meter's own identity can be found, best first.
 METER_ID_OBIS = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "1-0:0.0.0", "0-0:96.1.255")
+# A history stamp on a placeholder date says nothing about the month.
+_PLACEHOLDER_DATES = tuple(prefix[:6] for prefix in PLACEHOLDER_PREFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ def _previous_month(stamp: str) -> str | None:
     The meter stamps each month's peak at 00:00 local on the first of the next
     month, so the peak belongs to the month before the stamp.
     """
-    if len(stamp) < 6 or not stamp[:6].isdigit() or stamp.startswith(("000101", "632525")):
+    if len(stamp) < 6 or not stamp[:6].isdigit() or stamp.startswith(_PLACEHOLDER_DATES):
         return None
     year, month = 2000 + int(stamp[0:2]), int(stamp[2:4])
     if not 1 <= month <= 12:
@@ -282,6 +284,8 @@ class Decoder:
         if self.cache_lines and len(cache) + len(misses) > self.cache_lines:
             cache.clear()  # crude but bounded; it refills within a few telegrams
             misses = body_lines
+            if len(misses) > self.cache_lines:
+                cache = {}  # a telegram longer than the cache must not grow it past its bound
         if len(misses) > 2:
             # Most new lines are one plain number: one regex pass in C reads
             # them all, and only the rest take the general path below.

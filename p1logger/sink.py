@@ -38,8 +38,9 @@ from typing import Any, Literal, Protocol
 
 import tenacity
 import urllib3
-from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from p1logger.errors import ConfigError, SinkError
@@ -224,9 +225,8 @@ def _describe_io_error(exc: BaseException) -> str:
     return type(chain[-1]).__name__
 
 
-def _status_error(status: int, reason: str, retry_after_s: float | None) -> _TransientError:
-    message = f"HTTP {status}" + (f": {reason}" if reason else "")
-    return _TransientError(message, retry_after_s)
+def _http_text(status: int, reason: str) -> str:
+    return f"HTTP {status}" + (f": {reason}" if reason else "")
 
 
 def _basic_auth(username: str, password: str) -> str:
@@ -290,7 +290,7 @@ class _V2Transport:
         self._target = target
         self.client = InfluxDBClient(
             url=target.url,
-            token=target.token,
+            token=target.token or "",
             org=target.org,
             timeout=int(target.timeout_s * 1000),
             enable_gzip=target.gzip,
@@ -301,10 +301,14 @@ class _V2Transport:
     def post(self, lines: Sequence[str]) -> _Reply:
         try:
             self._write_api.write(
-                bucket=self._target.bucket, org=self._target.org, record=list(lines), write_precision=WritePrecision.S
+                bucket=self._target.bucket,
+                org=self._target.org,
+                record=list(lines),
+                # The client annotates the enum class, but its members are plain strings.
+                write_precision=WritePrecision.S,  # type: ignore[arg-type]
             )
         except ApiException as exc:
-            headers = exc.headers or {}
+            headers: Any = exc.headers or {}
             return _Reply(exc.status or 0, _reason_from_body(exc.body), _retry_after_s(headers.get("Retry-After")))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _TransientError(f"no answer from {self._target.url}: {_describe_io_error(exc)}") from None
@@ -367,8 +371,8 @@ class InfluxSink:
         self.target = target
         self.dead_letter_path = dead_letter_path
         self.dead_letter_max_bytes = dead_letter_max_bytes
-        self._shutdown = shutdown or threading.Event()
-        self._sleep = sleep or self._interruptible_sleep
+        self._shutdown = shutdown if shutdown is not None else threading.Event()
+        self._sleep = sleep if sleep is not None else self._interruptible_sleep
         self._clock = clock
         self._wall_clock = wall_clock
         self._max_attempts = max_attempts
@@ -397,7 +401,11 @@ class InfluxSink:
     # -- writing
 
     def write(self, lines: Sequence[str]) -> WriteResult:
-        """Write line protocol lines (second precision) and report what became of each."""
+        """Write line protocol lines (second precision) and report what became of each.
+
+        Server and network trouble never raises: it is in the result, with the
+        lines the caller must keep.
+        """
         started = self._clock()
         tally = _Tally()
         if lines:
@@ -428,7 +436,7 @@ class InfluxSink:
     def _post_once(self, lines: Sequence[str]) -> _Reply:
         reply = self._transport.post(lines)
         if reply.status == 429 or reply.status >= 500:
-            raise _status_error(reply.status, reply.reason, reply.retry_after_s)
+            raise _TransientError(_http_text(reply.status, reply.reason), reply.retry_after_s)
         return reply
 
     def _post(self, lines: Sequence[str]) -> _Reply:
@@ -463,7 +471,7 @@ class InfluxSink:
         elif status in (400, 422):
             tally.first_rejection = tally.first_rejection or reply.reason or f"HTTP {status}"
             if len(lines) == 1:
-                tally.rejected.append((lines[0], f"HTTP {status}: {reply.reason}"))
+                tally.rejected.append((lines[0], _http_text(status, reply.reason)))
             else:
                 self._split(lines, tally)
         elif status == 413:
@@ -646,10 +654,9 @@ def _check_v1(target: InfluxTarget, transport: _V1Transport) -> list[tuple[bool,
     version = headers.get("X-Influxdb-Version", "(unknown version)")
     checks: list[tuple[bool, str]] = [(True, f"InfluxDB {version} answers at {target.url}")]
 
-    def show(influxql: str, db: str | None = None) -> tuple[int, list[str], str]:
-        params = {"q": influxql} | ({"db": db} if db else {})
+    def show(influxql: str) -> tuple[int, list[str], str]:
         try:
-            status, body, _ = transport.request("GET", "/query", params)
+            status, body, _ = transport.request("GET", "/query", {"q": influxql})
         except _TransientError as exc:
             return 0, [], str(exc)
         try:

@@ -1,10 +1,11 @@
 """DSMR timestamps (``YYMMDDhhmmssX``) to aware UTC datetimes.
 
-X is ``S`` (summer time) or ``W`` (winter time).  The flag is what makes the
-autumn hour that occurs twice unambiguous, so it decides the UTC offset whenever
-the zone allows it.  DSMR 2.2/3 timestamps have no flag; they take the zone's
-first occurrence.  Placeholders a meter sends for "no time" (``000101010000W``,
-``632525252525W``) and impossible dates become None.
+X is ``S`` (summer time) or ``W`` (winter time); a few meters send it in lower
+case.  The flag is what makes the autumn hour that occurs twice unambiguous, so
+it decides the UTC offset whenever the zone allows it.  DSMR 2.2/3 timestamps
+have no flag; they take the zone's first occurrence.  Placeholders a meter sends
+for "no time" (``000101010000W``, ``632525252525W``, and ``700101010000W``, the
+Unix epoch, on an empty M-Bus channel) and impossible dates become None.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from p1logger.errors import ConfigError
 UTC = timezone.utc
 DEFAULT_TIMEZONE = "Europe/Brussels"
 # Meters send these when their clock was never set or an entry is empty.
-PLACEHOLDER_PREFIXES = ("000101010000", "632525252525")
+PLACEHOLDER_PREFIXES = ("000101010000", "632525252525", "700101010000")
 
 
 def load_zone(name: str) -> ZoneInfo:
@@ -43,8 +44,8 @@ class TimestampParser:
     def _parse(self, text: str) -> datetime | None:
         n = len(text)
         if n == 13:
-            flag = text[12]
-            if flag not in "SW":
+            flag = text[12].upper()
+            if flag not in ("S", "W"):
                 return None
         elif n == 12:
             flag = ""
@@ -65,19 +66,19 @@ class TimestampParser:
 
     def _offset_uncached(self, yymmddhh: str, flag: str) -> timedelta:
         naive = datetime(2000 + int(yymmddhh[0:2]), int(yymmddhh[2:4]), int(yymmddhh[4:6]), int(yymmddhh[6:8]))
-        candidates = [naive.replace(tzinfo=self.zone, fold=fold) for fold in (0, 1)]
-        if flag:
-            want_dst = flag == "S"
-            for local in candidates:
-                if bool(local.dst()) == want_dst:
-                    offset = local.utcoffset()
-                    assert offset is not None
-                    return offset
-        # No flag, or a flag the zone cannot honour (a zone without DST, or a
-        # meter clock that is wrong): trust the zone.
-        offset = candidates[0].utcoffset()
-        assert offset is not None
-        return offset
+        first = naive.replace(tzinfo=self.zone).utcoffset()
+        second = naive.replace(tzinfo=self.zone, fold=1).utcoffset()
+        assert first is not None and second is not None
+        # Only in the hour that occurs twice (autumn) or not at all (spring) do
+        # the two readings differ; there summer time is the larger offset.
+        # Comparing offsets rather than dst() also holds for zones whose winter
+        # time is "negative DST" in the tz database (Europe/Dublin).  Without a
+        # flag, or outside a transition, the zone decides.
+        if flag == "S":
+            return max(first, second)
+        if flag == "W":
+            return min(first, second)
+        return first
 
 
 def format_utc(value: datetime | None) -> str | None:

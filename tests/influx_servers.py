@@ -411,12 +411,13 @@ class V2Proxy:
             body = gzip.decompress(body)
         lines = [ln for ln in body.decode("utf-8", errors="replace").split("\n") if ln.strip()]
         record = RequestRecord(method, parsed.path, None, len(lines), len(body), encoding, query)
+        self._record(record)  # now, so a hung request shows while it hangs
         try:
             status, payload, extra = self._route(method, parsed.path, query, headers, body, lines)
         except Exception as exc:  # a proxy bug must show as a 500, not as a hung test
             status, payload, extra = 500, json.dumps({"code": "internal error", "message": repr(exc)}).encode(), {}
-        record.status = status
-        self._record(record)
+        with self._lock:
+            record.status = status
         return status, payload, extra
 
     def _route(

@@ -54,7 +54,7 @@ def v1_sink(
 def v2_sink(
     proxy: V2Proxy, bucket: str, dead_letter_path: Path | None, sleep: Sleeps, **kwargs: Any
 ) -> InfluxSink:
-    target_args = {"token": V2_TOKEN, "org": V2_ORG, "timeout_s": 5.0}
+    target_args: dict[str, Any] = {"token": V2_TOKEN, "org": V2_ORG, "timeout_s": 5.0}
     target_args |= {k: kwargs.pop(k) for k in ("token", "org", "timeout_s", "gzip") if k in kwargs}
     target = InfluxTarget(url=proxy.url, api="v2", bucket=bucket, **target_args)
     return InfluxSink(target, dead_letter_path=dead_letter_path, sleep=sleep, wall_clock=lambda: WALL, **kwargs)
@@ -147,7 +147,10 @@ def test_v1_write_reads_back_every_value_type_tag_and_timestamp(
     assert_all_stored(result, 7)
     assert result.message == "7 points stored"
     assert result.latency_ms >= 0.0
-    rows = lambda m: sorted(influxd.rows(influx_db, m), key=repr)  # noqa: E731
+
+    def rows(measurement: str) -> list[dict[str, Any]]:
+        return sorted(influxd.rows(influx_db, measurement), key=repr)
+
     assert rows("power") == [
         {"time": T0, "export_w": 0, "import_w": 120.5, "meter": METER, "phase": "L1"},
         {"time": T0, "export_w": 0, "import_w": 234, "meter": METER, "phase": None},
@@ -641,16 +644,20 @@ def test_v2_shutdown_stops_the_retries(v2_proxy: V2Proxy, influx_db: str) -> Non
 
 
 def test_v2_default_sleep_is_cut_short_by_shutdown(v2_proxy: V2Proxy, influx_db: str) -> None:
+    # The one test that uses the real sleep: it must end when shutdown is set, not after Retry-After.
     v2_proxy.fail_with(503, times=None, retry_after_s=120)
     shutdown = threading.Event()
-    shutdown.set()
     target = InfluxTarget(url=v2_proxy.url, api="v2", org=V2_ORG, bucket=influx_db, token=V2_TOKEN)
-    with InfluxSink(target, dead_letter_path=None, shutdown=shutdown, max_attempts=3) as sink:
-        result = sink.write(power_lines(1))
-    # With the event already set the first failure is final; no 120 s wait happened.
+    timer = threading.Timer(0.2, shutdown.set)
+    timer.start()
+    try:
+        with InfluxSink(target, dead_letter_path=None, shutdown=shutdown, max_attempts=3) as sink:
+            result = sink.write(power_lines(1))
+    finally:
+        timer.cancel()
     assert result.kind is WriteKind.TRANSIENT
-    assert v2_proxy.write_statuses() == [503]
-    assert result.latency_ms < 5000
+    assert v2_proxy.write_statuses() == [503, 503]
+    assert 150 < result.latency_ms < 5000
 
 
 def test_v2_auth_failure_halfway_through_a_split_keeps_the_rest_unsent(

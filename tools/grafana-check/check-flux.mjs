@@ -16,6 +16,12 @@
 
 import { createRequire } from 'node:module';
 
+// The WebAssembly module logs through console.log/info; stdout carries the
+// JSON result alone.
+for (const level of ['log', 'info', 'debug', 'warn']) {
+  console[level] = (...args) => process.stderr.write(args.join(' ') + '\n');
+}
+
 const require = createRequire(import.meta.url);
 const flux = require('@influxdata/flux-lsp-node');
 

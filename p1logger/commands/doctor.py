@@ -1,0 +1,105 @@
+"""``p1logger doctor``: check the configuration, the source and the database, in plain words."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from p1logger import config
+from p1logger.commands.run import build_pipeline, influx_target, register as register_run
+from p1logger.errors import ConfigError, SourceError
+from p1logger.reader import TelegramReader
+from p1logger.sink import InfluxSink
+from p1logger.source import GARBAGE_HINT, open_source
+from p1logger.timestamps import TimestampParser
+
+OK, BAD = "ok  ", "FIX "
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    # Same flags and variables as run, so what doctor checks is what run would use.
+    scratch = argparse.ArgumentParser(add_help=False)
+    scratch_sub = scratch.add_subparsers()
+    register_run(scratch_sub)
+    run_parser = scratch_sub.choices["run"]
+    parser = subparsers.add_parser(
+        "doctor",
+        parents=[run_parser],
+        conflict_handler="resolve",
+        help="check the configuration, the serial port and InfluxDB, and say what to fix",
+        description="Checks, in order: the configuration, the source (opens it and waits for a valid telegram), "
+        "and InfluxDB (URL, token, organization and bucket, or database and credentials for v1). "
+        "Uses the same flags and environment variables as 'run'.",
+    )
+    parser.add_argument("--wait-s", type=float, default=25.0,
+                        help="how long to wait for a valid telegram (default %(default)s; DSMR 4 sends every 10 s)")
+    parser.set_defaults(func=main)
+
+
+def _print(ok: bool, message: str) -> None:
+    print(f"{OK if ok else BAD}{message}")
+
+
+def main(args: argparse.Namespace) -> int:
+    problems = 0
+    try:
+        timestamps = TimestampParser(args.timezone)
+        config.check_country(args.country)
+        config.check_log_level(args.log_level)
+        settings = config.serial_settings(args)
+        target = influx_target(args)
+        _print(True, f"configuration: source {args.source or '(none)'}, InfluxDB {target.url} ({target.api}), "
+               f"{target.describe_destination()}")
+    except ConfigError as exc:
+        _print(False, f"configuration: {exc}")
+        return 1
+    problems += not _check_source(args, settings, timestamps)
+    with InfluxSink(target, dead_letter_path=None) as sink:
+        for ok, message in sink.check():
+            _print(ok, message)
+            problems += not ok
+    try:
+        pipeline, _ = build_pipeline(args)
+        pipeline.spool.close()
+        _print(True, f"spool: {args.spool_dir} is writable")
+    except ConfigError as exc:
+        _print(False, f"spool: {exc}")
+        problems += 1
+    print("all good: p1logger run is ready" if not problems else f"{problems} thing(s) to fix, see FIX lines above")
+    return 0 if not problems else 1
+
+
+def _check_source(args: argparse.Namespace, settings: config.SerialSettings, timestamps: TimestampParser) -> bool:
+    if not args.source:
+        _print(False, "source: P1_SOURCE is not set: set it to /dev/ttyUSB0, socket://host:port, file:PATH or simulator")
+        return False
+    try:
+        source = open_source(args.source, settings)
+    except SourceError as exc:
+        _print(False, f"source: {exc}")
+        return False
+    reader = TelegramReader(timestamps)
+    deadline = time.monotonic() + args.wait_s
+    received = 0
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data = source.read()
+            except EOFError:
+                break
+            received += len(data)
+            for item in reader.feed(data):
+                if hasattr(item, "fields"):
+                    _print(True, f"source: {source.description} sends valid telegrams (meter {item.meter_id})")
+                    return True
+    except SourceError as exc:
+        _print(False, f"source: {exc}")
+        return False
+    finally:
+        source.close()
+    if received == 0:
+        _print(False, f"source: nothing arrived from {source.description} in {args.wait_s:.0f} s: is the P1 port "
+               "enabled at your grid operator and the cable plugged in?")
+    else:
+        _print(False, f"source: {received} bytes but no valid telegram: {GARBAGE_HINT}")
+    return False

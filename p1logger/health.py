@@ -1,0 +1,95 @@
+"""The logger's own health: counters shared by the threads, and a state file.
+
+The state file (``health.json`` in the spool directory) lets ``p1logger health``
+(the Docker HEALTHCHECK) and people see from outside whether telegrams are
+arriving and writes succeed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+STATE_FILE = "health.json"
+
+
+@dataclass
+class Health:
+    """Counters the reader and writer threads update; plain ints are atomic enough under the GIL."""
+
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    started_at: float = 0.0
+    telegrams_ok: int = 0
+    telegrams_rejected: int = 0
+    telegrams_dropped: int = 0  # live queue full
+    points_dropped: int = 0
+    points_written: int = 0
+    points_spooled: int = 0
+    queue_depth: int = 0
+    spool_points: int = 0
+    write_latency_ms: float = 0.0
+    last_telegram_at: float | None = None
+    last_write_ok_at: float | None = None
+    last_write_error: str = ""
+    source_state: str = "starting"
+    database_state: str = "unknown"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.started_at:
+            self.started_at = self.clock()
+
+    def last_telegram_age_s(self) -> float:
+        reference = self.last_telegram_at if self.last_telegram_at is not None else self.started_at
+        return max(0.0, self.clock() - reference)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            data = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        data["updated_at"] = self.clock()
+        data["last_telegram_age_s"] = self.last_telegram_age_s()
+        return data
+
+    def write_state(self, directory: Path) -> None:
+        """Atomically replace the state file, so a reader never sees half of it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / STATE_FILE
+        temporary = directory / f".{STATE_FILE}.{os.getpid()}"
+        temporary.write_text(json.dumps(self.snapshot(), indent=1), encoding="utf-8")
+        os.replace(temporary, target)
+
+
+def check_state(directory: Path, max_age_s: float, now: float | None = None) -> tuple[bool, str]:
+    """Is the logger healthy, judging by its state file?  (ok, one line for people)."""
+    path = directory / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False, f"no health state at {path}: is p1logger run running with this P1_SPOOL_DIR?"
+    except (OSError, ValueError) as exc:
+        return False, f"cannot read {path}: {exc}"
+    now = time.time() if now is None else now
+    updated_age_s = now - float(state.get("updated_at", 0))
+    if updated_age_s > max_age_s:
+        return False, f"the logger has not updated its state for {updated_age_s:.0f} s: it is stuck or stopped"
+    telegram_at = state.get("last_telegram_at")
+    if telegram_at is None:
+        started_age_s = now - float(state.get("started_at", now))
+        if started_age_s > max_age_s:
+            return False, f"no valid telegram since start {started_age_s:.0f} s ago (source: {state.get('source_state')})"
+        return True, "starting: waiting for the first telegram"
+    telegram_age_s = now - float(telegram_at)
+    if telegram_age_s > max_age_s:
+        return False, f"last valid telegram {telegram_age_s:.0f} s ago (source: {state.get('source_state')})"
+    if state.get("database_state") == "down":
+        last_ok = state.get("last_write_ok_at") or state.get("started_at", now)
+        down_s = now - float(last_ok)
+        if down_s > max_age_s:
+            return False, (f"writes failing for {down_s:.0f} s ({state.get('last_write_error')}); "
+                           f"{state.get('spool_points', 0)} points safe in the spool")
+    return True, f"ok: last telegram {telegram_age_s:.0f} s ago, database {state.get('database_state')}"
