@@ -251,7 +251,12 @@ class _V1Transport:
             self._headers["Authorization"] = f"Token {target.token}"
 
     def request(
-        self, method: str, path: str, params: dict[str, str], body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes, http.client.HTTPMessage]:
         """One HTTP exchange; OSError and HTTPException become _TransientError."""
         conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -463,7 +468,9 @@ class InfluxSink:
             reply = self._post(lines)
         except _TransientError as exc:
             tries = "1 attempt" if exc.attempts == 1 else f"{exc.attempts} attempts"
-            tally.keep(lines, WriteKind.TRANSIENT, f"InfluxDB did not take the write after {tries} ({exc}); the data is kept")
+            tally.keep(
+                lines, WriteKind.TRANSIENT, f"InfluxDB did not take the write after {tries} ({exc}); the data is kept"
+            )
             return
         status = reply.status
         if 200 <= status < 300:
@@ -513,7 +520,7 @@ class InfluxSink:
         if self.target.api == "v2":
             fix = "create it in InfluxDB or fix the bucket/org names"
         else:
-            fix = f"create it (CREATE DATABASE \"{self.target.database}\") or fix the name"
+            fix = f'create it (CREATE DATABASE "{self.target.database}") or fix the name'
         said = f" (InfluxDB said: {reason})" if reason else ""
         return f"InfluxDB has no {where}{said}: {fix}; the data is kept"
 
@@ -617,10 +624,14 @@ def _check_v2(target: InfluxTarget, client: InfluxDBClient) -> list[tuple[bool, 
 
     orgs, status, reason = ask(lambda: client.organizations_api().find_organizations(org=target.org))
     if status in (401, 403):
-        checks.append((False, f"the API token was not accepted (HTTP {status}): create an API token in InfluxDB and configure it"))
+        checks.append(
+            (False, f"the API token was not accepted (HTTP {status}): create an API token in InfluxDB and configure it")
+        )
         return checks
     if status == 404 or (status is None and not orgs):
-        checks.append((False, f"organization '{target.org}' does not exist or the token cannot see it: fix the org name"))
+        checks.append(
+            (False, f"organization '{target.org}' does not exist or the token cannot see it: fix the org name")
+        )
         return checks
     if status is not None:
         checks.append((False, f"cannot list organizations ({f'HTTP {status}' if status else 'no answer'}: {reason})"))
@@ -682,7 +693,7 @@ def _check_v1(target: InfluxTarget, transport: _V1Transport) -> list[tuple[bool,
             (
                 False,
                 f"database '{target.database}' does not exist (or this user cannot see it): "
-                f"run CREATE DATABASE \"{target.database}\" or fix the name",
+                f'run CREATE DATABASE "{target.database}" or fix the name',
             )
         )
         return checks
@@ -694,6 +705,10 @@ def _check_v1(target: InfluxTarget, transport: _V1Transport) -> list[tuple[bool,
             checks.append((True, f"retention policy '{rp}' exists on database '{target.database}'"))
         else:
             checks.append(
-                (False, f"retention policy '{rp}' does not exist on database '{target.database}': create it or fix the name")
+                (
+                    False,
+                    f"retention policy '{rp}' does not exist on database '{target.database}': "
+                    "create it or fix the name",
+                )
             )
     return checks

@@ -171,7 +171,6 @@ def open_source(
     realtime: bool = False,
     read_timeout_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
-    simulator_speed: float = 1.0,
 ) -> Source:
     """Open what P1_SOURCE names."""
     if not spec:
@@ -182,7 +181,7 @@ def open_source(
     if spec == "-":
         return FileSource("-", realtime=realtime, sleep=sleep)
     if spec == "simulator":
-        from p1logger.simulate import SimulatorSource
+        from p1logger.simulate import simulator_from_env
 
-        return SimulatorSource(speed=simulator_speed, sleep=sleep)
+        return simulator_from_env(sleep=sleep)
     return SerialSource(spec, settings, read_timeout_s)

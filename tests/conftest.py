@@ -12,10 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from influx_servers import REQUIRE_SERVERS_ENV, InfluxServer, V2Proxy, find_influxd
-
-V2_TOKEN = "proxy-token-for-tests"
-V2_ORG = "p1org"
+from influx_servers import REQUIRE_SERVERS_ENV, V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, find_influxd
 
 
 def require_server(what: str, why: str) -> None:

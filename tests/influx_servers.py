@@ -27,6 +27,9 @@ from typing import Any
 
 REQUIRE_SERVERS_ENV = "P1_TEST_REQUIRE_SERVERS"
 INFLUXD_ENV = "P1_INFLUXD"
+# What the `v2_proxy` fixture accepts.
+V2_TOKEN = "proxy-token-for-tests"
+V2_ORG = "p1org"
 
 
 def free_port() -> int:
@@ -42,9 +45,7 @@ def find_influxd() -> tuple[str | None, str]:
     if not os.access(binary, os.X_OK):
         return None, f"influxd not found (apt-get install influxdb, or set {INFLUXD_ENV})"
     try:
-        out = subprocess.run(
-            [binary, "version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"{binary} version failed: {exc}"
     # The config file written below is the 1.x format; 2.x takes flags instead.
@@ -184,9 +185,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         if self.admin and not self._admin_created:
             # With auth on and no user yet, 1.x lets exactly this query through.
             user, password = self.admin
-            self.query(
-                f"CREATE USER {quote_ident(user)} WITH PASSWORD '{password}' WITH ALL PRIVILEGES"
-            )
+            self.query(f"CREATE USER {quote_ident(user)} WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
             self._admin_created = True
 
     def _wait_ready(self) -> None:
@@ -303,8 +302,11 @@ class RequestRecord:
     query: dict[str, str] = field(default_factory=dict)
 
 
-def _v2_error(status: int, code: str, message: str) -> tuple[int, bytes]:
-    return status, json.dumps({"code": code, "message": message}).encode()
+_Answer = tuple[int | None, bytes, dict[str, str]]
+
+
+def _v2_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> _Answer:
+    return status, json.dumps({"code": code, "message": message}).encode(), headers or {}
 
 
 class V2Proxy:
@@ -403,7 +405,7 @@ class V2Proxy:
         self.refuse()
 
     # -- behaviour, called from handler threads
-    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int | None, bytes, dict[str, str]]:
+    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> _Answer:
         parsed = urllib.parse.urlsplit(raw_path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query).items()}
         encoding = headers.get("Content-Encoding")
@@ -422,53 +424,57 @@ class V2Proxy:
 
     def _route(
         self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes, lines: list[str]
-    ) -> tuple[int | None, bytes, dict[str, str]]:
+    ) -> _Answer:
         if path == "/ping":
             return 204, b"", {"X-Influxdb-Version": "v2-proxy", "X-Influxdb-Build": "OSS"}
         if path == "/health":
-            return 200, json.dumps({"name": "influxdb", "status": "pass", "message": "ready for queries and writes"}).encode(), {}
+            return (
+                200,
+                json.dumps({"name": "influxdb", "status": "pass", "message": "ready for queries and writes"}).encode(),
+                {},
+            )
         if headers.get("Authorization") != f"Token {self.token}":
-            return (*_v2_error(401, "unauthorized", "unauthorized access"), {})
+            return _v2_error(401, "unauthorized", "unauthorized access")
         if path == "/api/v2/write" and method == "POST":
             return self._write(query, body, lines)
         if path == "/api/v2/orgs" and method == "GET":
             if query.get("org", self.org) != self.org:
-                return (*_v2_error(404, "not found", f'organization name "{query["org"]}" not found'), {})
+                return _v2_error(404, "not found", f'organization name "{query["org"]}" not found')
             return 200, json.dumps({"orgs": [{"id": self.ORG_ID, "name": self.org}]}).encode(), {}
         if path == "/api/v2/buckets" and method == "GET":
             if query.get("org", self.org) != self.org:
-                return (*_v2_error(404, "not found", f'organization name "{query["org"]}" not found'), {})
+                return _v2_error(404, "not found", f'organization name "{query["org"]}" not found')
             names = [n for n in self.influxd.databases() if query.get("name", n) == n]
-            buckets = [{"id": f"b{i:015d}", "orgID": self.ORG_ID, "name": n, "retentionRules": []} for i, n in enumerate(names)]
+            buckets = [
+                {"id": f"b{i:015d}", "orgID": self.ORG_ID, "name": n, "retentionRules": []} for i, n in enumerate(names)
+            ]
             return 200, json.dumps({"buckets": buckets}).encode(), {}
-        return (*_v2_error(404, "not found", "path not found"), {})
+        return _v2_error(404, "not found", "path not found")
 
-    def _write(self, query: dict[str, str], body: bytes, lines: list[str]) -> tuple[int | None, bytes, dict[str, str]]:
+    def _write(self, query: dict[str, str], body: bytes, lines: list[str]) -> _Answer:
         fault = self._take_fault(body)
         if fault is not None and fault.kind == "hang":
             self._closing.wait(fault.hang_s)
             return None, b"", {}
         if fault is not None and fault.kind == "status":
             extra = {} if fault.retry_after_s is None else {"Retry-After": f"{fault.retry_after_s:g}"}
-            return (*_v2_error(fault.status, "injected", f"injected HTTP {fault.status}"), extra)
+            return _v2_error(fault.status, "injected", f"injected HTTP {fault.status}", extra)
         if query.get("org") != self.org:
-            return (*_v2_error(404, "not found", f'organization name "{query.get("org")}" not found'), {})
+            return _v2_error(404, "not found", f'organization name "{query.get("org")}" not found')
         bucket = query.get("bucket", "")
-        rejected: list[str] = []
-        if fault is not None and fault.kind == "partial_write":
-            assert fault.marker is not None
-            rejected = [ln for ln in lines if fault.marker in ln]
-            lines = [ln for ln in lines if fault.marker not in ln]
+        marker = fault.marker if fault is not None and fault.kind == "partial_write" else None
+        rejected = [ln for ln in lines if marker is not None and marker in ln]
+        lines = [ln for ln in lines if marker is None or marker not in ln]
         precision = {"s": "s", "ms": "ms", "us": "u", "ns": "n"}.get(query.get("precision", "ns"), "n")
         if lines:
             status, message = self._forward(bucket, precision, lines)
             if status == 404:
-                return (*_v2_error(404, "not found", f'bucket "{bucket}" not found'), {})
+                return _v2_error(404, "not found", f'bucket "{bucket}" not found')
             if status >= 300:
                 code = "invalid" if status == 400 else "internal error"
-                return (*_v2_error(status if status in (400, 413) else 500, code, message), {})
+                return _v2_error(status if status in (400, 413) else 500, code, message)
         if rejected:
-            return (*_v2_error(400, "invalid", f"partial write: line holds marker {fault.marker!r} dropped={len(rejected)}"), {})  # type: ignore[union-attr]
+            return _v2_error(400, "invalid", f"partial write: line holds marker {marker!r} dropped={len(rejected)}")
         return 204, b"", {}
 
     def _forward(self, bucket: str, precision: str, lines: list[str]) -> tuple[int, str]:

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import V2_ORG, V2_TOKEN
-from influx_servers import InfluxServer, V2Proxy
+from influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy
 
 from p1logger.errors import ConfigError
 from p1logger.sink import InfluxSink, InfluxTarget, WriteKind, WriteResult
@@ -51,9 +50,7 @@ def v1_sink(
     return InfluxSink(target, dead_letter_path=dead_letter_path, sleep=sleep, wall_clock=lambda: WALL, **kwargs)
 
 
-def v2_sink(
-    proxy: V2Proxy, bucket: str, dead_letter_path: Path | None, sleep: Sleeps, **kwargs: Any
-) -> InfluxSink:
+def v2_sink(proxy: V2Proxy, bucket: str, dead_letter_path: Path | None, sleep: Sleeps, **kwargs: Any) -> InfluxSink:
     target_args: dict[str, Any] = {"token": V2_TOKEN, "org": V2_ORG, "timeout_s": 5.0}
     target_args |= {k: kwargs.pop(k) for k in ("token", "org", "timeout_s", "gzip") if k in kwargs}
     target = InfluxTarget(url=proxy.url, api="v2", bucket=bucket, **target_args)
@@ -235,7 +232,11 @@ def test_v1_rejected_lines_go_to_dead_letter_and_the_rest_is_stored(
     with v1_sink(influxd, influx_db, dead_letter_path, sleeps) as sink:
         again = sink.write([type_conflict])
     assert (again.kind, again.points_written, again.points_rejected) == (WriteKind.REJECTED, 0, 1)
-    assert dead_letter_path.read_text(encoding="utf-8").splitlines()[1::2] == [type_conflict, unparseable, type_conflict]
+    assert dead_letter_path.read_text(encoding="utf-8").splitlines()[1::2] == [
+        type_conflict,
+        unparseable,
+        type_conflict,
+    ]
 
 
 def test_v1_dead_letter_file_is_bounded_and_the_drop_is_reported(
@@ -362,7 +363,10 @@ def test_v1_check_credentials(influxd_auth: InfluxServer, influx_auth_db: str) -
         with v1_sink(influxd_auth, influx_auth_db, None, Sleeps(), username=user, password=password) as sink:
             return sink.check()
 
-    assert check(password)[1:] == [(True, "the credentials are accepted"), (True, f"database '{influx_auth_db}' exists")]
+    assert check(password)[1:] == [
+        (True, "the credentials are accepted"),
+        (True, f"database '{influx_auth_db}' exists"),
+    ]
     assert check("wrong")[1:] == [
         (False, "InfluxDB refused the username/password or token (HTTP 401): fix the credentials")
     ]
@@ -591,7 +595,9 @@ def test_v2_connection_refused_then_back(v2_proxy: V2Proxy, influxd: InfluxServe
     assert influxd.count(influx_db, "power") == 3
 
 
-def test_v2_connection_refused_throughout_keeps_the_data(v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str) -> None:
+def test_v2_connection_refused_throughout_keeps_the_data(
+    v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str
+) -> None:
     v2_proxy.refuse()
     lines = power_lines(3)
     sleeps = Sleeps()
@@ -799,7 +805,12 @@ def test_no_secret_in_any_log_result_or_error(
     influxd_auth.stop()
     try:
         target = InfluxTarget(
-            url=influxd_auth.url, api="v1", org="", bucket=influx_auth_db, username="secretive", password=SECRET_PASSWORD
+            url=influxd_auth.url,
+            api="v1",
+            org="",
+            bucket=influx_auth_db,
+            username="secretive",
+            password=SECRET_PASSWORD,
         )
         with InfluxSink(target, dead_letter_path=None, sleep=Sleeps(), max_attempts=2) as sink:
             texts += [str(sink.write(power_lines(1))), str(sink.check())]
