@@ -250,6 +250,11 @@ def _merge_continuations(lines: list[str]) -> list[str]:
 _PLAIN_NUMBER_LINE = re.compile(r"^((\d-\d{1,2}:\d{1,3}\.\d{1,3}\.\d{1,3})\((\d+(?:\.\d+)?)(?:\*([A-Za-z0-9]+))?\))$", re.M)
 
 
+_NUMBER, _INT = Kind.NUMBER, Kind.INT
+# NamedTuple's generated __new__ is Python code; tuple.__new__ builds the same object in C.
+_new_reading = tuple.__new__
+
+
 class Decoder:
     """Decodes telegrams for one time zone.
 
@@ -259,7 +264,7 @@ class Decoder:
     Pi idle at one telegram a second and makes backfills fast.
     """
 
-    def __init__(self, timestamps: TimestampParser, cache_lines: int = 2048) -> None:
+    def __init__(self, timestamps: TimestampParser, cache_lines: int = 16384) -> None:
         self.timestamps = timestamps
         self.cache_lines = cache_lines
         self._cache: dict[str, tuple[str, Reading]] = {}
@@ -294,10 +299,10 @@ class Decoder:
                 if resolved is _UNKNOWN:
                     continue
                 kind = resolved[0]  # type: ignore[index]
-                if kind is Kind.NUMBER:
-                    cache[line] = (obis, Reading(float(number), unit or None))
-                elif kind is Kind.INT and "." not in number:
-                    cache[line] = (obis, Reading(int(number), unit or None))
+                if kind is _NUMBER:
+                    cache[line] = (obis, _new_reading(Reading, (float(number), unit or None, None)))
+                elif kind is _INT and "." not in number:
+                    cache[line] = (obis, _new_reading(Reading, (int(number), unit or None, None)))
             misses = list(filterfalse(cache.__contains__, misses))
         for line in misses:
             paren = line.find("(")

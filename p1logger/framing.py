@@ -10,6 +10,7 @@ garbage cannot grow memory.  No I/O happens here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_MAX_TELEGRAM_BYTES = 8192
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
@@ -17,13 +18,16 @@ _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 _MAX_END_LINE_BYTES = 8
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One complete telegram as received."""
+class Frame(NamedTuple):
+    """One complete telegram as received (a tuple: cheap to make once per telegram)."""
 
     raw: bytes  # byte-exact, from "/" through the end line's LF
     body: bytes  # "/" through "!": what the CRC covers
     crc_text: str  # the hex digits after "!" (may be empty)
+
+
+# NamedTuple's generated __new__ is Python code; tuple.__new__ builds the same object in C.
+_new_frame = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,9 @@ class Framer:
             return
         self.stats.garbage_bytes += start
         del buf[:start]
-        self._begin()
+        self._in_frame = True
+        self._scan = 0
+        self._header_checked = False
 
     def _reject(self, out: list[Frame | Reject], reason: str, raw: bytes, detail: str = "") -> None:
         setattr(self.stats, reason, getattr(self.stats, reason) + 1)
@@ -167,7 +173,7 @@ class Framer:
                 self._reject(out, "bad_end", raw, f"'!' followed by {crc_bytes[:8]!r}, not a CRC")
             else:
                 self.stats.frames += 1
-                out.append(Frame(raw, raw[: excl + 1], crc_bytes.decode("ascii")))
+                out.append(_new_frame(Frame, (raw, raw[: excl + 1], crc_bytes.decode("ascii"))))
 
     def _drop_oversize(self, out: list[Frame | Reject]) -> None:
         buf = self._buf

@@ -155,7 +155,6 @@ class Pipeline:
                         delay_s = min(delay_s * 2, self.settings.reconnect_max_s)
                         continue
                     self._source_state(f"reading {source.description}", logging.INFO)
-                    delay_s = self.settings.reconnect_initial_s
                     last_valid_at = self.clock()
                 try:
                     data = source.read()
@@ -167,12 +166,18 @@ class Pipeline:
                     self._source_state(f"lost: {exc}", logging.WARNING)
                     source.close()
                     source = None
+                    # Back off as after a failed open: a port that opens and then fails at
+                    # once (a busy ser2net, a flapping USB adapter) must not spin the CPU.
+                    self.sleep(delay_s)
+                    delay_s = min(delay_s * 2, self.settings.reconnect_max_s)
                     continue
                 received_at = self.wall_clock()
                 bytes_since_valid += len(data)
                 for item in self.reader.feed(data):
                     if isinstance(item, Telegram):
                         last_valid_at = self.clock()
+                        # Only a working source earns a quick reconnect next time, not a mere open.
+                        delay_s = self.settings.reconnect_initial_s
                         bytes_since_valid = 0
                         garbage_warned = False
                         self.health.telegrams_ok += 1

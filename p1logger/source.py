@@ -83,6 +83,11 @@ class SerialSource:
         except (serial.SerialException, OSError, ValueError) as exc:
             raise SourceError(describe_os_error(target, exc)) from None
         self._port = port
+        self._read_timeout_s = read_timeout_s
+        # pyserial's socket:// port reports in_waiting as 0 or 1 (readable or
+        # not), which would take the rest of a telegram two bytes per read; its
+        # timeout can be changed freely (rfc2217's cannot: that talks to the server).
+        self._nonblocking_rest = target.startswith("socket://")
 
     def read(self) -> bytes:
         try:
@@ -92,10 +97,20 @@ class SerialSource:
             # Let the rest of the telegram arrive (about 80 ms at 115200 baud) so a
             # Raspberry Pi wakes a few times per telegram, not once per byte.
             time.sleep(TELEGRAM_SETTLE_S)
-            return bytes(first) + bytes(self._port.read(min(self._port.in_waiting, READ_BYTES)))
+            return bytes(first) + self._read_waiting()
         except (serial.SerialException, OSError, TypeError) as exc:
             # pyserial raises TypeError from a port whose USB adapter was just unplugged.
             raise SourceError(f"lost {self.description}: {exc}") from None
+
+    def _read_waiting(self) -> bytes:
+        """Whatever has arrived, up to READ_BYTES, without waiting for more."""
+        if not self._nonblocking_rest:
+            return bytes(self._port.read(min(self._port.in_waiting, READ_BYTES)))
+        self._port.timeout = 0
+        try:
+            return bytes(self._port.read(READ_BYTES))
+        finally:
+            self._port.timeout = self._read_timeout_s
 
     def close(self) -> None:
         try:

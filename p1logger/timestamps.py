@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from p1logger.errors import ConfigError
 
 UTC = timezone.utc
+_SECONDS = tuple(timedelta(seconds=s) for s in range(60))
 DEFAULT_TIMEZONE = "Europe/Brussels"
 # Meters send these when their clock was never set or an entry is empty.
 PLACEHOLDER_PREFIXES = ("000101010000", "632525252525", "700101010000")
@@ -40,6 +41,8 @@ class TimestampParser:
         # offset only changes per hour, and gas/peak/history times repeat a lot.
         self.parse = lru_cache(maxsize=2048)(self._parse)
         self._offset = lru_cache(maxsize=512)(self._offset_uncached)
+        # A telegram's own time is new every second but its minute repeats 60 times.
+        self._minute = lru_cache(maxsize=256)(self._minute_uncached)
 
     def _parse(self, text: str) -> datetime | None:
         n = len(text)
@@ -52,17 +55,24 @@ class TimestampParser:
         else:
             return None
         digits = text[:12]
-        if not digits.isdigit() or digits in PLACEHOLDER_PREFIXES:
+        # isdigit() alone also accepts digits int() cannot read ("²").
+        if not (digits.isascii() and digits.isdigit()) or digits in PLACEHOLDER_PREFIXES:
             return None
+        seconds = int(digits[10:12])
+        base = self._minute(digits[:10], flag)
+        if base is None or seconds > 59:
+            return None
+        return base + _SECONDS[seconds]
+
+    def _minute_uncached(self, yymmddhhmm: str, flag: str) -> datetime | None:
         try:
             naive = datetime(
-                2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]),
-                int(digits[6:8]), int(digits[8:10]), int(digits[10:12]),
+                2000 + int(yymmddhhmm[0:2]), int(yymmddhhmm[2:4]), int(yymmddhhmm[4:6]),
+                int(yymmddhhmm[6:8]), int(yymmddhhmm[8:10]),
             )
         except ValueError:
             return None
-        offset = self._offset(digits[:8], flag)
-        return (naive - offset).replace(tzinfo=UTC)
+        return (naive - self._offset(yymmddhhmm[:8], flag)).replace(tzinfo=UTC)
 
     def _offset_uncached(self, yymmddhh: str, flag: str) -> timedelta:
         naive = datetime(2000 + int(yymmddhh[0:2]), int(yymmddhh[2:4]), int(yymmddhh[4:6]), int(yymmddhh[6:8]))

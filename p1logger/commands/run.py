@@ -60,6 +60,9 @@ def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def influx_target(args: argparse.Namespace) -> InfluxTarget:
+    # argparse checks choices only on the command line, not on a default taken from the environment.
+    if args.influx_api not in ("v1", "v2"):
+        raise ConfigError(f"INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not {args.influx_api!r}: fix INFLUX_API")
     token = config.read_secret(config.env("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
     password = config.read_secret(config.env("INFLUX_PASSWORD"), config.env("INFLUX_PASSWORD_FILE"), "password",
                                   "INFLUX_PASSWORD_FILE")
@@ -212,11 +215,9 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
 def main(args: argparse.Namespace) -> int:
     setup_logging(config.check_log_level(args.log_level))
     pipeline, context = build_pipeline(args)
-    stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         logger.info("received %s; writing or spooling what is in memory", signal.Signals(signum).name)
-        stopping.set()
         pipeline.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -226,8 +227,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         while not pipeline.wait(0.5):
             pass
-        if stopping.is_set():
-            pipeline.join(pipeline.settings.shutdown_budget_s)
+        # Also after a failure: the other thread may still be writing or spooling
+        # what it holds, and the sink and spool must stay open until it is done.
+        pipeline.join(pipeline.settings.shutdown_budget_s)
     finally:
         for close in context.closers:
             close()
