@@ -111,7 +111,7 @@ class LanguageServer {
       .map((d) => ({
         line: d.range.start.line + 1,
         column: d.range.start.character + 1,
-        message: d.message || 'error (no message from the language server)',
+        message: d.message,
       }));
   }
 }
@@ -140,7 +140,11 @@ async function main() {
   await server.start();
   const results = [];
   for (const [index, item] of items.entries()) {
-    const errors = [...syntaxErrors(item.query), ...(await server.diagnose(index, item.query))];
+    const syntax = syntaxErrors(item.query);
+    // The server reports syntax errors with an empty message; the parser's
+    // own entries above say more.
+    const diagnosed = (await server.diagnose(index, item.query)).filter((e) => e.message || syntax.length === 0);
+    const errors = [...syntax, ...diagnosed.map((e) => ({ ...e, message: e.message || 'error without a message' }))];
     const semanticallyValid = flux.is_valid_flux(item.query);
     if (!semanticallyValid && errors.length === 0) {
       errors.push({ line: 0, column: 0, message: 'rejected by the Flux semantic check (is_valid_flux)' });
