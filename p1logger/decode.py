@@ -71,18 +71,24 @@ class Telegram:
     def mbus_devices(self) -> dict[str, tuple[int | None, str | None]]:
         """Channel -> (device type from 0-n:24.1.0, equipment id) for every M-Bus channel present."""
         devices: dict[str, tuple[int | None, str | None]] = {}
-        for obis in self.fields:
-            if obis[0] == "0" and obis[2] in "1234" and obis[3] == ":":
-                channel = obis[2]
-                if channel in devices:
-                    continue
-                kind = self.fields.get(f"0-{channel}:24.1.0")
-                ident = self.fields.get(f"0-{channel}:96.1.0") or self.fields.get(f"0-{channel}:96.1.1")
-                devices[channel] = (
-                    kind.value if kind is not None and isinstance(kind.value, int) else None,
-                    ident.value if ident is not None and isinstance(ident.value, str) and ident.value else None,
-                )
+        fields = self.fields
+        for channel, keys in _MBUS_KEYS:
+            kind = fields.get(keys[0])
+            ident = fields.get(keys[1]) or fields.get(keys[2])
+            if kind is None and ident is None and not any(key in fields for key in keys[3:]):
+                continue
+            devices[channel] = (
+                kind.value if kind is not None and isinstance(kind.value, int) else None,
+                ident.value if ident is not None and isinstance(ident.value, str) and ident.value else None,
+            )
         return devices
+
+
+# Per M-Bus channel: device type, the two id forms, then the readings.
+_MBUS_KEYS = tuple(
+    (channel, tuple(f"0-{channel}:{code}" for code in ("24.1.0", "96.1.0", "96.1.1", "24.2.1", "24.2.3", "24.3.0")))
+    for channel in "1234"
+)
 
 
 def _split_number(group: str) -> tuple[float, str | None]:

@@ -138,6 +138,8 @@ def escape_tag(value: str) -> str:
 
 
 def format_field(value: float | int | bool) -> str:
+    if value.__class__ is float:
+        return repr(value)
     if isinstance(value, bool):
         return "1i" if value else "0i"
     if isinstance(value, int):
@@ -179,6 +181,8 @@ class PointBuilder:
         self._last_capture: dict[tuple[str, str], int] = {}
         self._last_peak: tuple[int, float] | None = None
         self._last_history: tuple[HistoryEntry, ...] | None = None
+        self._prefixes: dict[tuple[str, str, str | None], str] = {}
+        self._factors: dict[tuple[str, str | None], float] = {}
 
     def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
         if telegram.timestamp is not None and not self.use_receive_time:
@@ -188,14 +192,30 @@ class PointBuilder:
         meter = telegram.meter_id
         fields = telegram.fields
         grouped: dict[tuple[str, str | None], dict[str, float | int]] = {}
+        factors = self._factors
         for obis, reading in fields.items():
             target = INSTANT_MAP.get(obis)
             if target is None:
                 continue
-            measurement, field_name, phase, units = target
-            value = _convert(reading, units)
-            if value is not None:
-                grouped.setdefault((measurement, phase), {})[field_name] = value
+            value = reading.value
+            if value.__class__ is not float:
+                if value.__class__ is not int:
+                    continue  # None, text or a list: nothing to write
+                value = float(value)  # type: ignore[arg-type]
+            unit = reading.unit
+            factor = factors.get((obis, unit))
+            if factor is None:
+                factor = 1.0 if unit is None else target[3].get(unit)
+                if factor is None:
+                    continue  # a unit we cannot convert is left out, never stored as something else
+                factors[(obis, unit)] = factor
+            if factor != 1.0:
+                value = round(value * factor, 9)  # type: ignore[operator]
+            key = (target[0], target[2])
+            group = grouped.get(key)
+            if group is None:
+                group = grouped[key] = {}
+            group[target[1]] = value  # type: ignore[assignment]
         energy = grouped.get(("energy", None))
         if energy is not None:
             for total, parts in _TOTALS.items():
@@ -208,12 +228,25 @@ class PointBuilder:
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
 
         lines: list[str] = []
+        suffix = f" {time_s}"
         for (measurement, phase), values in grouped.items():
-            tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
-            lines.append(line(measurement, tags, values, time_s))
+            prefix = self._prefix(measurement, meter, phase)
+            lines.append(prefix + ",".join([f"{key}={format_field(value)}" for key, value in values.items()]) + suffix)
         self._mbus_lines(telegram, meter, lines)
         self._peak_lines(fields, meter, lines)
         return lines
+
+    def _prefix(self, measurement: str, meter: str, phase: str | None) -> str:
+        """``measurement,tags `` for the instantaneous points, remembered (bounded) per meter."""
+        key = (measurement, meter, phase)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
+            prefix = line(measurement, tags, {}, 0)[: -len(" 0")]  # type: ignore[arg-type]
+            if len(self._prefixes) > 256:
+                self._prefixes.clear()
+            self._prefixes[key] = prefix
+        return prefix
 
     def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
         for channel, (device_type, device_id) in telegram.mbus_devices().items():
