@@ -69,17 +69,19 @@ def main(args: argparse.Namespace) -> int:
                     valid += 1
                     out.write((render.json_line(item) if as_json else render.table(item, country) + "\n") + "\n")
                     if args.once:
-                        return 0
+                        break
                 else:
                     rejected[item.reason] += 1
                     if args.all:
                         _show_rejected(item, reader, as_json, country)
+            if args.once and valid:
+                break
             if live and valid == 0 and bytes_in > GARBAGE_LIMIT_BYTES:
                 raise SourceError(GARBAGE_HINT)
     finally:
         out.flush()
         source.close()
-        _summary(valid, rejected, reader)
+    _summary(valid, rejected, reader)
     if valid == 0 and bytes_in and reader.garbage_bytes + sum(rejected.values()) > 0:
         print(f"p1logger dump: no valid telegram in {bytes_in} bytes; {GARBAGE_HINT}", file=sys.stderr)
     return 0 if valid else 1
