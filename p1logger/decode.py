@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import filterfalse
-from typing import Callable, NamedTuple, Union
+from typing import Callable, NamedTuple, Union, cast
 
 from p1logger.errors import DecodeError
 from p1logger.obis import Kind, lookup
@@ -69,7 +69,7 @@ class Telegram:
         return self.header
 
     def mbus_devices(self) -> dict[str, tuple[int | None, str | None]]:
-        """Channel -> (device type from 0-n:24.1.0, equipment id) for every M-Bus channel present."""
+        """Channel -> (device type from 0-n:24.1.0, equipment id) for each M-Bus channel with a type, an id or a reading."""
         devices: dict[str, tuple[int | None, str | None]] = {}
         fields = self.fields
         for channel, keys in _MBUS_KEYS:
@@ -205,10 +205,10 @@ def _parse_peak_history(groups: list[str], ts: TimestampParser) -> Reading:
     # Some meters announce a count but send no entries (Sagemcom XT211): decode what is there.
     entries: list[HistoryEntry] = []
     for i in range(min(count, len(triples) // 3)):
-        stamp, occurred, value_text = triples[3 * i : 3 * i + 3]
+        month_stamp, occurred, value_text = triples[3 * i : 3 * i + 3]
         value, unit = _split_number(value_text)
         occurred_at = ts.parse(occurred)
-        month = _previous_month(stamp)
+        month = _previous_month(month_stamp)
         if month is None and occurred_at is not None:
             month = f"{2000 + int(occurred[0:2]):04d}-{occurred[2:4]}"
         entries.append(HistoryEntry(occurred_at, value, unit, month))
@@ -329,7 +329,7 @@ class Decoder:
                 invalid[obis] = f"value {value_text[:40]!r} is not in parentheses"
                 continue
             inner = value_text[1:-1]
-            kind, parser = resolved  # type: ignore[misc]
+            kind, parser = cast("tuple[Kind, Parser]", resolved)
             try:
                 if kind is Kind.NUMBER and ")(" not in inner:
                     # Fast path for the most common line: one number with an optional unit.

@@ -99,9 +99,13 @@ class Pipeline:
         self._last_health_ok = 0
         self._reject_summary = RejectSummary(self.settings.reject_summary_interval_s, clock=self.clock)
         if self.sleep is None:
-            self.sleep = self.stop_event.wait  # sleeps end at once on shutdown
+            self.sleep = self._sleep_until_stopped
 
     # ------------------------------------------------------------------ control
+
+    def _sleep_until_stopped(self, seconds: float) -> None:
+        """A backoff that ends at once on shutdown."""
+        self.stop_event.wait(seconds)
 
     def start(self) -> None:
         self._reader_thread = threading.Thread(target=self._guard, args=(self._read_loop,), name="p1-reader", daemon=True)

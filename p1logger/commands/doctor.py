@@ -8,6 +8,7 @@ import time
 from p1logger import config
 from p1logger.commands.run import build_pipeline, influx_target, register as register_run
 from p1logger.errors import ConfigError, SourceError
+from p1logger.decode import Telegram
 from p1logger.reader import TelegramReader
 from p1logger.sink import InfluxSink
 from p1logger.source import GARBAGE_HINT, open_source
@@ -89,7 +90,7 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
                 break
             received += len(data)
             for item in reader.feed(data):
-                if hasattr(item, "fields"):
+                if isinstance(item, Telegram):
                     _print(True, f"source: {source.description} sends valid telegrams (meter {item.meter_id})")
                     return True
     except SourceError as exc:
