@@ -256,7 +256,7 @@ def _merge_continuations(lines: list[str]) -> list[str]:
 _PLAIN_NUMBER_LINE = re.compile(r"^((\d-\d{1,2}:\d{1,3}\.\d{1,3}\.\d{1,3})\((\d+(?:\.\d+)?)(?:\*([A-Za-z0-9]+))?\))$", re.M)
 
 
-_NUMBER, _INT = Kind.NUMBER, Kind.INT
+_NUMBER, _INT, _TIMESTAMP = Kind.NUMBER, Kind.INT, Kind.TIMESTAMP
 # NamedTuple's generated __new__ is Python code; tuple.__new__ builds the same object in C.
 _new_reading = tuple.__new__
 
@@ -331,7 +331,10 @@ class Decoder:
             inner = value_text[1:-1]
             kind, parser = cast("tuple[Kind, Parser]", resolved)
             try:
-                if kind is Kind.NUMBER and ")(" not in inner:
+                if kind is _TIMESTAMP:
+                    # Every telegram's own time is new: skip the generic parser call.
+                    reading = _new_reading(Reading, (self.timestamps.parse(inner), None, None))
+                elif kind is Kind.NUMBER and ")(" not in inner:
                     # Fast path for the most common line: one number with an optional unit.
                     star = inner.find("*")
                     if star > 0:
