@@ -1,0 +1,108 @@
+"""Line protocol on standard output instead of InfluxDB (``run --output -``).
+
+For Telegraf's ``execd`` input (``data_format = "influx"``, see
+``docs/telegraf.md``) and for piping into ``influx write``. Each batch is
+written and flushed as one block of lines. Timestamps are printed in
+nanoseconds, line protocol's default precision, so neither Telegraf nor
+``influx write`` needs a precision setting; the values are still whole seconds.
+
+When the reader of standard output goes away, the logger stops: the batch in
+hand is kept (spooled) for the next run, as when a database is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from p1logger import config
+from p1logger.errors import ConfigError
+from p1logger.sink import WriteKind, WriteResult
+
+if TYPE_CHECKING:
+    from p1logger.commands.run import RunContext
+
+logger = logging.getLogger(__name__)
+
+_SECONDS_TO_NS = "000000000"
+
+
+class StdoutSink:
+    """The pipeline's Sink protocol, writing line protocol to a text stream."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        on_closed: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self._on_closed = on_closed
+        self._clock = clock
+        self.closed = False
+
+    def write(self, lines: Sequence[str]) -> WriteResult:
+        started = self._clock()
+        if not self.closed:
+            # Every line p1logger makes ends with its timestamp in seconds.
+            text = "".join(f"{line}{_SECONDS_TO_NS}\n" for line in lines)
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (BrokenPipeError, OSError, ValueError) as exc:  # ValueError: the stream was closed
+                self._stream_closed(exc)
+        latency_ms = (self._clock() - started) * 1000.0
+        if self.closed:
+            return WriteResult(WriteKind.TRANSIENT, 0, 0, tuple(lines),
+                               "standard output is closed; the points are kept for the next run", latency_ms)
+        return WriteResult(WriteKind.OK, len(lines), 0, (), f"{len(lines)} points written to standard output",
+                           latency_ms)
+
+    def _stream_closed(self, exc: BaseException) -> None:
+        self.closed = True
+        logger.error("standard output was closed (%s): stopping; unwritten points stay in the spool",
+                     getattr(exc, "strerror", None) or exc)
+        if self._stream is sys.stdout:
+            # Python would complain again at exit, flushing into the same closed pipe.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+        if self._on_closed is not None:
+            self._on_closed()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--output", metavar="-", default=config.env("P1_OUTPUT"),
+                       help="'-' writes line protocol (nanosecond timestamps) to standard output instead of "
+                       "InfluxDB, for Telegraf's execd input or 'influx write'; the InfluxDB settings are then "
+                       "not needed [env P1_OUTPUT]")
+
+
+def setup_run(context: RunContext) -> None:
+    output = context.args.output
+    if not output:
+        return
+    if output != "-":
+        raise ConfigError(f"--output {output!r} is not supported: use '-' for standard output, or leave it unset "
+                          "to write to InfluxDB (fix P1_OUTPUT)")
+    if context.sink is not None:
+        raise ConfigError("--output - cannot be combined with another output")
+    context.sink = StdoutSink(sys.stdout, on_closed=context.shutdown.set)
