@@ -47,7 +47,7 @@ class StdoutSink:
         self._clock = clock
         self.closed = False
 
-    def write(self, lines: Sequence[str]) -> WriteResult:
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
         started = self._clock()
         if not self.closed:
             # Every line p1logger makes ends with its timestamp in seconds.

@@ -25,20 +25,18 @@ from p1logger.decode import Telegram
 from p1logger.errors import SourceError
 from p1logger.health import Health
 from p1logger.points import PointBuilder, health_line
-from p1logger.reader import Rejected, RejectSummary, TelegramReader
+from p1logger.reader import RejectSummary, TelegramReader
 from p1logger.sink import WriteKind, WriteResult
-from p1logger.source import GARBAGE_HINT, FileSource, Source
+from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, FileSource, Source
 from p1logger.spool import Spool
 
 logger = logging.getLogger(__name__)
 
 _END = None  # queue marker: the source is exhausted
-# Without a valid telegram, this much input means the line settings are wrong.
-GARBAGE_WARN_BYTES = 16384
 
 
 class Sink(Protocol):
-    def write(self, lines: Sequence[str]) -> WriteResult: ...
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult: ...
 
     def close(self) -> None: ...
 
@@ -193,7 +191,7 @@ class Pipeline:
                         self._reject_summary.add(item)
                         self._notify(item.raw, False)
                 self._reject_summary.maybe_log(None)
-                if not garbage_warned and bytes_since_valid > GARBAGE_WARN_BYTES:
+                if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
                     logger.warning("%s: %s", source.description, GARBAGE_HINT)
                     garbage_warned = True
                 if self.clock() - last_valid_at > self.settings.watchdog_s and not isinstance(source, FileSource):
@@ -206,6 +204,7 @@ class Pipeline:
         finally:
             if source is not None:
                 source.close()
+            self._reject_summary.flush()
             # The writer flushes and finishes after this marker; never block on a dead writer.
             while not self._writer_done.is_set():
                 try:
@@ -294,10 +293,15 @@ class Pipeline:
             # the queue never backs up behind retries.
             self._to_spool(lines)
             return
-        result = self.sink.write(lines)
+        result = self.sink.write(lines, max_attempts=self._attempts())
         self._account(result)
         if result.kept_lines:
             self._to_spool(list(result.kept_lines))
+
+    def _attempts(self) -> int | None:
+        """One attempt per probe while the database is down: a batch must not sit in
+        memory through a whole retry sequence, where a kill -9 would lose it."""
+        return 1 if self._database_down else None
 
     def _account(self, result: WriteResult) -> None:
         self.health.points_written += result.points_written
@@ -333,7 +337,7 @@ class Pipeline:
         batch = self.spool.oldest()
         if batch is None:
             return False
-        result = self.sink.write(batch.lines)
+        result = self.sink.write(batch.lines, max_attempts=self._attempts())
         self._account(result)
         if result.kind in (WriteKind.OK, WriteKind.REJECTED):
             self.spool.ack(batch.id)
@@ -347,7 +351,6 @@ class Pipeline:
             return
         self._next_health_at = now + self.settings.health_interval_s
         self.health.spool_points = self.spool.backlog_points
-        self.health.points_dropped = max(self.health.points_dropped, self.spool.dropped_points)
         self._add_lines([
             health_line(
                 self.settings.instance,
@@ -356,7 +359,8 @@ class Pipeline:
                 telegrams_rejected=self.health.telegrams_rejected,
                 queue_depth=self.queue.qsize(),
                 spool_points=self.spool.backlog_points,
-                points_dropped=self.health.points_dropped + self.health.telegrams_dropped,
+                points_dropped=self.health.points_dropped,
+                telegrams_dropped=self.health.telegrams_dropped,
                 write_latency_ms=self.health.write_latency_ms,
                 last_telegram_age_s=round(self.health.last_telegram_age_s(), 3),
             )

@@ -64,6 +64,7 @@ SCHEMA: dict[str, Measurement] = {
             "queue_depth": "int",
             "spool_points": "int",
             "points_dropped": "int",
+            "telegrams_dropped": "int",
             "write_latency_ms": "float",
             "last_telegram_age_s": "float",
         },

@@ -116,10 +116,15 @@ class RejectSummary:
         self._last_detail = rejected.detail
 
     def maybe_log(self, ok_in_window: int | None = None) -> str | None:
+        """Log the window's rejects once the interval is over."""
         now = self._clock()
         if now - self._window_start < self.interval_s:
             return None
         self._window_start = now
+        return self.flush(ok_in_window)
+
+    def flush(self, ok_in_window: int | None = None) -> str | None:
+        """Log what is pending now (at the end of a file or at a stop), so no reject goes unreported."""
         if not self._pending:
             return None
         parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self._pending.items()))

@@ -34,14 +34,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import tenacity
 import urllib3
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
+
+if TYPE_CHECKING:
+    from influxdb_client.client.influxdb_client import InfluxDBClient
+
+
+def _api_exception() -> type[Exception]:
+    # influxdb-client is imported only for the v2 API: it costs about 38 MB of
+    # memory, too much for a Raspberry Pi that writes to InfluxDB 1.x.
+    from influxdb_client.rest import ApiException
+
+    return ApiException
 
 from p1logger.errors import ConfigError, SinkError
 
@@ -292,7 +299,11 @@ class _V2Transport:
     """InfluxDB 2 through influxdb-client, synchronous, with the client's own retries off."""
 
     def __init__(self, target: InfluxTarget) -> None:
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
         self._target = target
+        self._api_exception = _api_exception()
         self.client = InfluxDBClient(
             url=target.url,
             token=target.token or "",
@@ -304,6 +315,8 @@ class _V2Transport:
         self._write_api = self.client.write_api(write_options=SYNCHRONOUS)
 
     def post(self, lines: Sequence[str]) -> _Reply:
+        from influxdb_client.domain.write_precision import WritePrecision
+
         try:
             self._write_api.write(
                 bucket=self._target.bucket,
@@ -312,9 +325,10 @@ class _V2Transport:
                 # The client annotates the enum class, but its members are plain strings.
                 write_precision=WritePrecision.S,  # type: ignore[arg-type]
             )
-        except ApiException as exc:
-            headers: Any = exc.headers or {}
-            return _Reply(exc.status or 0, _reason_from_body(exc.body), _retry_after_s(headers.get("Retry-After")))
+        except self._api_exception as exc:
+            headers: Any = exc.headers or {}  # type: ignore[attr-defined]
+            return _Reply(exc.status or 0, _reason_from_body(exc.body),  # type: ignore[attr-defined]
+                          _retry_after_s(headers.get("Retry-After")))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _TransientError(f"no answer from {self._target.url}: {_describe_io_error(exc)}") from None
         return _Reply(204, "")
@@ -381,6 +395,7 @@ class InfluxSink:
         self._clock = clock
         self._wall_clock = wall_clock
         self._max_attempts = max_attempts
+        self._call_attempts = max_attempts
         self._backoff_max_s = backoff_max_s
         self._backoff = tenacity.wait_exponential_jitter(
             initial=backoff_initial_s, max=backoff_max_s, jitter=backoff_jitter_s
@@ -405,12 +420,14 @@ class InfluxSink:
 
     # -- writing
 
-    def write(self, lines: Sequence[str]) -> WriteResult:
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
         """Write line protocol lines (second precision) and report what became of each.
 
         Server and network trouble never raises: it is in the result, with the
-        lines the caller must keep.
+        lines the caller must keep.  ``max_attempts`` overrides the retry budget
+        for this call (a single-attempt probe while the database is known down).
         """
+        self._call_attempts = max_attempts or self._max_attempts
         started = self._clock()
         tally = _Tally()
         if lines:
@@ -433,7 +450,7 @@ class InfluxSink:
         logger.info(
             "InfluxDB write attempt %d of %d failed (%s); trying again in %.1f s",
             state.attempt_number,
-            self._max_attempts,
+            self._call_attempts,
             exc,
             wait_s,
         )
@@ -447,7 +464,7 @@ class InfluxSink:
     def _post(self, lines: Sequence[str]) -> _Reply:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_TransientError),
-            stop=tenacity.stop_after_attempt(self._max_attempts) | tenacity.stop_when_event_set(self._shutdown),
+            stop=tenacity.stop_after_attempt(self._call_attempts) | tenacity.stop_when_event_set(self._shutdown),
             wait=self._wait,
             sleep=self._sleep,
             before_sleep=self._before_sleep,
@@ -606,6 +623,7 @@ def _unreachable(target: InfluxTarget, why: str) -> tuple[bool, str]:
 
 
 def _check_v2(target: InfluxTarget, client: InfluxDBClient) -> list[tuple[bool, str]]:
+    ApiException = _api_exception()  # noqa: N806
     try:
         version = client.version()
     except ApiException as exc:

@@ -26,6 +26,8 @@ READ_BYTES = 4096
 TELEGRAM_SETTLE_S = 0.05
 URL_SCHEMES = ("socket://", "rfc2217://", "loop://", "spy://", "alt://", "hwgrep://")
 
+# This much input without one valid telegram means the line settings are wrong.
+GARBAGE_LIMIT_BYTES = 16384
 GARBAGE_HINT = (
     "only garbage is arriving: wrong baud rate or cable? DSMR 4/5 and Belgian meters use 115200 8N1, "
     "DSMR 2.2/3 use 9600 7E1 (--dsmr22); the P1 cable must invert the signal"

@@ -795,7 +795,7 @@ def test_capacity_command_counts_rejected_telegrams(tmp_path: Path, capsys: pyte
     path.write_bytes(stream[0] + broken + stream[2])
     assert cli.main(["capacity", "--input", str(path), "--format", "json"]) == 0
     captured = capsys.readouterr()
-    assert captured.err == "p1logger capacity: 2 valid telegrams, 1 rejected (1 crc), 0 bytes of noise skipped\n"
+    assert captured.err == "p1logger capacity: 2 valid, 1 rejected (1 crc)\n"
     assert json.loads(captured.out)["time_local"] == "2025-05-02T10:00:02+02:00"
 
 
@@ -804,7 +804,7 @@ def test_capacity_command_on_a_live_meter_prints_every_interval(
 ) -> None:
     path = tmp_path / "live.txt"
     path.write_bytes(b"".join(raw for _, raw in SimMeter(constant(3600)).run(GAP_START, GAP_START + 25)))
-    monkeypatch.setattr(capacity_command, "_open", lambda args: (FileSource(str(path)), True))
+    monkeypatch.setattr(capacity_command, "open_input", lambda args: (FileSource(str(path)), True))
     assert cli.main(["capacity", "/dev/ttyUSB9", "--format", "json", "--every-s", "10"]) == 0
     times = [json.loads(row)["time_local"] for row in capsys.readouterr().out.splitlines()]
     # 26 telegrams, 10:00:00 .. 10:00:25: a state at 10:00:00, 10:00:10 and 10:00:20.

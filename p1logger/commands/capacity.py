@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -26,12 +25,11 @@ from p1logger.capacity import (
     quarter_label,
 )
 from p1logger.cli import setup_logging
-from p1logger.commands.dump import GARBAGE_LIMIT_BYTES, _open
+from p1logger.commands.common import ReadCounts, open_input, read_items, summary
 from p1logger.decode import Telegram
-from p1logger.errors import ConfigError, SourceError
+from p1logger.errors import ConfigError
 from p1logger.reader import TelegramReader
 from p1logger.render import iso_utc
-from p1logger.source import GARBAGE_HINT
 from p1logger.timestamps import TimestampParser
 
 
@@ -68,47 +66,33 @@ def main(args: argparse.Namespace) -> int:
     # Warnings only: a quarter heading above the peak, a counter that went back.
     setup_logging("WARNING")
     timestamps = TimestampParser(args.timezone)
-    source, live = _open(args)
+    source, live = open_input(args)
     reader = TelegramReader(timestamps, args.max_telegram_bytes)
     tracker = CapacityTracker(timestamps.zone, args.capacity_price, args.capacity_margin_kw)
     out = sys.stdout
-    valid = 0
-    rejected: Counter[str] = Counter()
-    bytes_in = 0
+    counts = ReadCounts()
     printed_at: int | None = None
     try:
-        while True:
-            try:
-                data = source.read()
-            except EOFError:
-                break
-            bytes_in += len(data)
-            for item in reader.feed(data):
-                if not isinstance(item, Telegram):
-                    rejected[item.reason] += 1
-                    continue
-                valid += 1
-                tracker.build(item, time.time())
-                if not live:
-                    continue
-                state = tracker.state()
-                if state is None:
-                    continue
-                if printed_at is None or state.time_s - printed_at >= args.every_s or args.once:
-                    _print(state, args.format, out)
-                    printed_at = state.time_s
-                    if args.once:
-                        return 0
-            if live and valid == 0 and bytes_in > GARBAGE_LIMIT_BYTES:
-                raise SourceError(GARBAGE_HINT)
+        for item in read_items(source, reader, live, counts):
+            if not isinstance(item, Telegram):
+                continue
+            tracker.build(item, time.time())
+            if not live:
+                continue
+            state = tracker.state()
+            if state is None:
+                continue
+            if printed_at is None or state.time_s - printed_at >= args.every_s or args.once:
+                _print(state, args.format, out)
+                printed_at = state.time_s
+                if args.once:
+                    return 0
     finally:
         out.flush()
         source.close()
-        if rejected or reader.garbage_bytes:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(rejected.items()))
-            print(f"p1logger capacity: {valid} valid telegrams, {sum(rejected.values())} rejected"
-                  f"{' (' + reasons + ')' if reasons else ''}, {reader.garbage_bytes} bytes of noise skipped",
-                  file=sys.stderr)
+        line = summary("capacity", counts, reader.garbage_bytes)
+        if line:
+            print(line, file=sys.stderr)
     state = tracker.state()
     if state is None:
         where = "the input" if not args.input else args.input

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 
 from p1logger import config, render
 from p1logger.decode import Telegram
-from p1logger.errors import ConfigError, SourceError
+from p1logger.commands.common import ReadCounts, open_input, read_items, summary
 from p1logger.reader import Rejected, TelegramReader
-from p1logger.source import GARBAGE_HINT, FileSource, Source, open_source
+from p1logger.source import GARBAGE_HINT
 from p1logger.timestamps import TimestampParser
-
-# Live sources: this much input without one valid telegram means a wrong line setting.
-GARBAGE_LIMIT_BYTES = 16384
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,53 +34,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(func=main)
 
 
-def _open(args: argparse.Namespace) -> tuple[Source, bool]:
-    if args.input:
-        return FileSource(args.input), False
-    if not args.device:
-        raise ConfigError("say where to read: a serial device (p1logger dump /dev/ttyUSB0), "
-                          "a URL (socket://host:port) or a file (--input FILE)")
-    return open_source(args.device, config.serial_settings(args)), not args.device.startswith("file:")
-
-
 def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
     country = config.check_country(args.country)
-    source, live = _open(args)
+    source, live = open_input(args)
     reader = TelegramReader(timestamps, args.max_telegram_bytes)
     out = sys.stdout
     as_json = args.format == "json"
-    valid = 0
-    rejected: Counter[str] = Counter()
-    bytes_in = 0
+    counts = ReadCounts()
     try:
-        while True:
-            try:
-                data = source.read()
-            except EOFError:
-                break
-            bytes_in += len(data)
-            for item in reader.feed(data):
-                if isinstance(item, Telegram):
-                    valid += 1
-                    out.write((render.json_line(item) if as_json else render.table(item, country) + "\n") + "\n")
-                    if args.once:
-                        break
-                else:
-                    rejected[item.reason] += 1
-                    if args.all:
-                        _show_rejected(item, reader, as_json, country)
-            if args.once and valid:
-                break
-            if live and valid == 0 and bytes_in > GARBAGE_LIMIT_BYTES:
-                raise SourceError(GARBAGE_HINT)
+        for item in read_items(source, reader, live, counts):
+            if isinstance(item, Telegram):
+                out.write((render.json_line(item) if as_json else render.table(item, country) + "\n") + "\n")
+                if args.once:
+                    break
+            elif args.all:
+                _show_rejected(item, reader, as_json, country)
     finally:
         out.flush()
         source.close()
-    _summary(valid, rejected, reader)
-    if valid == 0 and bytes_in and reader.garbage_bytes + sum(rejected.values()) > 0:
-        print(f"p1logger dump: no valid telegram in {bytes_in} bytes; {GARBAGE_HINT}", file=sys.stderr)
-    return 0 if valid else 1
+    line = summary("dump", counts, reader.garbage_bytes)
+    if line:
+        print(line, file=sys.stderr)
+    if counts.valid == 0 and counts.bytes_in:
+        print(f"p1logger dump: no valid telegram in {counts.bytes_in} bytes; {GARBAGE_HINT}", file=sys.stderr)
+    return 0 if counts.valid else 1
 
 
 def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, country: str) -> None:
@@ -103,11 +77,3 @@ def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, countr
         return
     sys.stdout.write((render.json_line(telegram, item.reason) if as_json
                       else render.table(telegram, country, f"{item.reason}: {item.detail}") + "\n") + "\n")
-
-
-def _summary(valid: int, rejected: Counter[str], reader: TelegramReader) -> None:
-    if rejected or reader.garbage_bytes:
-        parts = ", ".join(f"{count} {reason}" for reason, count in sorted(rejected.items()))
-        garbage = f"; {reader.garbage_bytes} bytes of noise skipped" if reader.garbage_bytes else ""
-        print(f"p1logger dump: {valid} valid, {sum(rejected.values())} rejected"
-              f"{' (' + parts + ')' if parts else ''}{garbage}", file=sys.stderr)

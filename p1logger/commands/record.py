@@ -21,11 +21,11 @@ from p1logger.archive import (
     writer_from_args,
 )
 from p1logger.cli import setup_logging
+from p1logger.commands.common import open_input
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
-from p1logger.pipeline import GARBAGE_WARN_BYTES
 from p1logger.reader import TelegramReader
-from p1logger.source import GARBAGE_HINT, FileSource, Source, open_source
+from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, Source
 from p1logger.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
@@ -72,21 +72,6 @@ def _open_target(args: argparse.Namespace, zone: ZoneInfo) -> ArchiveWriter | Re
     return recording
 
 
-def _is_live(args: argparse.Namespace) -> bool:
-    if args.input:
-        return False
-    if not args.device:
-        raise ConfigError("say where to read: a serial device (p1logger record /dev/ttyUSB0 FILE), "
-                          "a URL (socket://host:port) or a file (--input FILE)")
-    return not args.device.startswith("file:")
-
-
-def _open_source(args: argparse.Namespace) -> Source:
-    if args.input:
-        return FileSource(args.input)
-    return open_source(args.device, config.serial_settings(args))
-
-
 def main(args: argparse.Namespace) -> int:
     setup_logging(config.check_log_level(args.log_level))
     timestamps = TimestampParser(args.timezone)
@@ -96,8 +81,7 @@ def main(args: argparse.Namespace) -> int:
         logger.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
-    live = _is_live(args)
-    source = _open_source(args)  # a wrong device name is said at once, before any file is made
+    source, live = open_input(args)  # a wrong device name is said at once, before any file is made
     try:
         target = _open_target(args, timestamps.zone)
     except BaseException:
@@ -133,7 +117,7 @@ def record(
         while not stop.is_set():
             if source is None:
                 try:
-                    source = _open_source(args)
+                    source, _ = open_input(args)
                 except SourceError as exc:
                     logger.error("%s; trying again in %.0f s", exc, delay_s)
                     stop.wait(delay_s)
@@ -164,7 +148,7 @@ def record(
                     delay_s = 1.0
                 else:
                     rejected += 1
-            if live and not garbage_warned and bytes_since_valid > GARBAGE_WARN_BYTES:
+            if live and not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
                 logger.warning("%s", GARBAGE_HINT)
                 garbage_warned = True
     finally:

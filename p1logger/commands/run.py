@@ -28,6 +28,7 @@ from p1logger.timestamps import TimestampParser
 logger = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.db"
+LIVE_WRITE_ATTEMPTS = 3
 DEAD_LETTER_FILE = "dead-letter.lp"
 
 
@@ -185,8 +186,11 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
     context = RunContext(args, timestamps, spool_dir, shutdown)
     for feature in _features():
         feature.setup_run(context)
+    # A short retry budget: a batch waiting on retries lives only in memory, and the
+    # spool (drained with single-attempt probes) is the long-term retry.
     sink = context.sink or InfluxSink(influx_target(args), dead_letter_path=spool_dir / DEAD_LETTER_FILE,
-                                      shutdown=shutdown)
+                                      shutdown=shutdown, max_attempts=LIVE_WRITE_ATTEMPTS,
+                                      backoff_initial_s=0.5, backoff_max_s=10.0)
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -239,8 +243,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
     health = pipeline.health
     logger.info(
-        "done: %d telegrams, %d rejected, %d points written, %d spooled, %d in the spool, %d dropped",
+        "done: %d telegrams, %d rejected, %d points written, %d spooled, %d in the spool, %d dropped%s",
         health.telegrams_ok, health.telegrams_rejected, health.points_written, health.points_spooled,
-        health.spool_points, health.points_dropped + health.telegrams_dropped,
+        health.spool_points, health.points_dropped,
+        f", {health.telegrams_dropped} telegrams dropped (queue full)" if health.telegrams_dropped else "",
     )
     return 0

@@ -1,0 +1,62 @@
+"""What the commands that read telegrams (dump, capacity, record) share."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from p1logger import config
+from p1logger.decode import Telegram
+from p1logger.errors import ConfigError, SourceError
+from p1logger.reader import Rejected, TelegramReader
+from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, FileSource, Source, open_source
+
+
+def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
+    """The source named by ``--input`` or the positional device; and whether it is live."""
+    if args.input:
+        return FileSource(args.input), False
+    if not args.device:
+        raise ConfigError("say where to read: a serial device (/dev/ttyUSB0), "
+                          "a URL (socket://host:port) or a file (--input FILE)")
+    return open_source(args.device, config.serial_settings(args)), not args.device.startswith("file:")
+
+
+@dataclass
+class ReadCounts:
+    valid: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    bytes_in: int = 0
+
+
+def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadCounts) -> Iterator[Telegram | Rejected]:
+    """Every telegram and reject until the end of a file; counted as they pass.
+
+    A live source that delivers only noise stops with the wrong-baud-or-cable hint.
+    """
+    while True:
+        try:
+            data = source.read()
+        except EOFError:
+            return
+        counts.bytes_in += len(data)
+        for item in reader.feed(data):
+            if isinstance(item, Telegram):
+                counts.valid += 1
+            else:
+                counts.rejected[item.reason] += 1
+            yield item
+        if live and counts.valid == 0 and counts.bytes_in > GARBAGE_LIMIT_BYTES:
+            raise SourceError(GARBAGE_HINT)
+
+
+def summary(command: str, counts: ReadCounts, garbage_bytes: int) -> str | None:
+    """One stderr line about rejects and noise, or None when there were none."""
+    if not counts.rejected and not garbage_bytes:
+        return None
+    parts = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.rejected.items()))
+    garbage = f"; {garbage_bytes} bytes of noise skipped" if garbage_bytes else ""
+    return (f"p1logger {command}: {counts.valid} valid, {sum(counts.rejected.values())} rejected"
+            f"{' (' + parts + ')' if parts else ''}{garbage}")
