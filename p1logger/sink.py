@@ -41,9 +41,10 @@ import urllib3
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client import InfluxDBClient
+    from influxdb_client.rest import ApiException
 
 
-def _api_exception() -> type[Exception]:
+def _api_exception() -> type[ApiException]:
     # influxdb-client is imported only for the v2 API: it costs about 38 MB of
     # memory, too much for a Raspberry Pi that writes to InfluxDB 1.x.
     from influxdb_client.rest import ApiException
@@ -326,9 +327,8 @@ class _V2Transport:
                 write_precision=WritePrecision.S,  # type: ignore[arg-type]
             )
         except self._api_exception as exc:
-            headers: Any = exc.headers or {}  # type: ignore[attr-defined]
-            return _Reply(exc.status or 0, _reason_from_body(exc.body),  # type: ignore[attr-defined]
-                          _retry_after_s(headers.get("Retry-After")))
+            headers: Any = exc.headers or {}
+            return _Reply(exc.status or 0, _reason_from_body(exc.body), _retry_after_s(headers.get("Retry-After")))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _TransientError(f"no answer from {self._target.url}: {_describe_io_error(exc)}") from None
         return _Reply(204, "")
@@ -397,8 +397,12 @@ class InfluxSink:
         self._max_attempts = max_attempts
         self._call_attempts = max_attempts
         self._backoff_max_s = backoff_max_s
-        self._backoff = tenacity.wait_exponential_jitter(
-            initial=backoff_initial_s, max=backoff_max_s, jitter=backoff_jitter_s
+        # backoff_initial_s * 2**(n-1) + uniform(0, jitter), capped in _wait: what
+        # wait_exponential_jitter computes, but its `initial` is deprecated from tenacity
+        # 9.2 on and its replacement `multiplier` is missing before, so it is composed
+        # from parts that every tenacity >= 8.2 has.
+        self._backoff = tenacity.wait_exponential(multiplier=backoff_initial_s) + tenacity.wait_random(
+            0, backoff_jitter_s
         )
         self._transport: _Transport = _V2Transport(target) if target.api == "v2" else _V1Transport(target)
         self._last_kind = WriteKind.OK
@@ -442,7 +446,7 @@ class InfluxSink:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _TransientError) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self._backoff_max_s)
-        return float(self._backoff(state))
+        return min(float(self._backoff(state)), self._backoff_max_s)
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -623,10 +627,10 @@ def _unreachable(target: InfluxTarget, why: str) -> tuple[bool, str]:
 
 
 def _check_v2(target: InfluxTarget, client: InfluxDBClient) -> list[tuple[bool, str]]:
-    ApiException = _api_exception()  # noqa: N806
+    api_exception = _api_exception()
     try:
         version = client.version()
-    except ApiException as exc:
+    except api_exception as exc:
         return [_unreachable(target, f"HTTP {exc.status} on /ping")]
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         return [_unreachable(target, _describe_io_error(exc))]
@@ -635,7 +639,7 @@ def _check_v2(target: InfluxTarget, client: InfluxDBClient) -> list[tuple[bool, 
     def ask(call: Callable[[], Any]) -> tuple[Any, int | None, str]:
         try:
             return call(), None, ""
-        except ApiException as exc:
+        except api_exception as exc:
             return None, exc.status, _reason_from_body(exc.body)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             return None, 0, _describe_io_error(exc)

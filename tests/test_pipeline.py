@@ -13,7 +13,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,10 +41,11 @@ from fake_meter import (
 from influx_servers import InfluxServer, V2Proxy
 
 from p1logger import cli
+from p1logger import pipeline as pipeline_module
 from p1logger.commands import run as run_command
 from p1logger.crc import crc16
 from p1logger.decode import Telegram
-from p1logger.pipeline import Pipeline
+from p1logger.pipeline import Pipeline, PipelineSettings
 from p1logger.source import open_source
 
 # The logger's wall clock in these runs: the receive time of telegrams without a time of
@@ -102,7 +104,7 @@ gas,channel=2,device=28011008306429013,meter=ZBEV005106844912 volume_m3=13368.86
 # Two health lines per run (at start and at the end), at the same fixed time: the last one stays.
 THREE_METERS_HEALTH = (
     "p1logger,instance=test telegrams_ok=3i,telegrams_rejected=0i,queue_depth=0i,spool_points=0i,"
-    "points_dropped=0i,write_latency_ms=0.0,last_telegram_age_s=0.0 1700000000\n"
+    "points_dropped=0i,telegrams_dropped=0i,write_latency_ms=0.0,last_telegram_age_s=0.0 1700000000\n"
 )
 THREE_METERS_LP = (
     BELGIAN_EVERY_TELEGRAM.format(t=BELGIAN_T0) + BELGIAN_ONCE + DUTCH_DSMR5_LP + DUTCH_DSMR22_LP + THREE_METERS_HEALTH
@@ -115,6 +117,19 @@ BELGIAN_COUNTS = {
     "gas": 1, "water": 1, "p1logger": 1,
 }
 BELGIAN_LINES_SENT = 12 * N + 7 + 2
+
+# `p1logger run` retries a live write 3 times; the waits between attempts are
+# 0.5 * 2**(n-1) s plus up to 1 s of jitter (n = the attempt that failed).
+FIRST_WAIT_S = (0.5, 1.5)
+SECOND_WAIT_S = (1.0, 2.0)
+
+
+def assert_live_retry_waits(sleeps: list[float], failed_attempts: int) -> None:
+    """The waits after `failed_attempts` failed attempts of one live write, and no other wait."""
+    bounds = [FIRST_WAIT_S, SECOND_WAIT_S][:failed_attempts]
+    assert len(sleeps) == len(bounds), sleeps
+    for wait_s, (low_s, high_s) in zip(sleeps, bounds):
+        assert low_s <= wait_s <= high_s, sleeps
 
 
 @pytest.fixture(autouse=True)
@@ -256,6 +271,30 @@ def run_v2(
     return done_line(caplog)
 
 
+class OnLog(logging.Handler):
+    """Runs `action` once, in the logging thread, when a message starting with `prefix` is logged."""
+
+    def __init__(self, prefix: str, action: Callable[[], None]) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.action: Callable[[], None] | None = action
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.action is not None and record.getMessage().startswith(self.prefix):
+            action, self.action = self.action, None
+            action()
+
+
+@contextmanager
+def on_log(logger_name: str, prefix: str, action: Callable[[], None]) -> Iterator[None]:
+    handler = OnLog(prefix, action)
+    logging.getLogger(logger_name).addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger_name).removeHandler(handler)
+
+
 def lines_stored_by_proxy(proxy: V2Proxy) -> int:
     """Lines in writes the proxy stored: equal to the lines made means none was sent twice."""
     return sum(record.lines for record in proxy.writes() if record.status == 204)
@@ -287,30 +326,34 @@ def test_v2_500_is_retried_within_the_write(
 
     assert counts(influxd, influx_db) == BELGIAN_COUNTS
     assert done == f"done: {N} telegrams, 0 rejected, {BELGIAN_LINES_SENT} points written, 0 spooled, 0 in the spool, 0 dropped"
+    # The third and last attempt of the first write is taken.
     assert v2_proxy.write_statuses() == [500, 500] + [204] * 8
     assert lines_stored_by_proxy(v2_proxy) == BELGIAN_LINES_SENT
-    # Exponential backoff with up to 1 s of jitter: 1 s, then 2 s.
-    assert len(sleeps) == 2 and 1.0 <= sleeps[0] <= 2.0 and 2.0 <= sleeps[1] <= 3.0
+    assert_live_retry_waits(sleeps, 2)
+    assert [m.split(" (")[0] for m in messages(caplog, "InfluxDB write attempt")] == [
+        "InfluxDB write attempt 1 of 3 failed", "InfluxDB write attempt 2 of 3 failed",
+    ]
+    assert messages(caplog, "database unavailable") == []
 
 
 def test_v2_500_past_the_last_attempt_is_spooled_then_drained(
     v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    v2_proxy.fail_with(500, times=5)
+    v2_proxy.fail_with(500, times=3)
     sleeps = Sleeps()
     done = run_v2(v2_proxy, influx_db, tmp_path, monkeypatch, caplog, sleeps)
 
     assert counts(influxd, influx_db) == BELGIAN_COUNTS
-    # The first batch failed 5 times; everything after it went straight to the spool
-    # (no probe before the end), and the spool drained at the end.
+    # The first batch failed all 3 attempts; everything after it went straight to the spool
+    # (no probe before the end), and the spool drained at the end, starting with one probe.
     assert done == (f"done: {N} telegrams, 0 rejected, {BELGIAN_LINES_SENT} points written, "
                     f"{BELGIAN_LINES_SENT} spooled, 0 in the spool, 0 dropped")
-    assert v2_proxy.write_statuses() == [500] * 5 + [204] * 8
+    assert v2_proxy.write_statuses() == [500] * 3 + [204] * 8
     assert lines_stored_by_proxy(v2_proxy) == BELGIAN_LINES_SENT
-    assert len(sleeps) == 4
+    assert_live_retry_waits(sleeps, 2)
     assert messages(caplog, "database unavailable") == [
-        ("database unavailable (InfluxDB did not take the write after 5 attempts (HTTP 500: injected HTTP 500); "
+        ("database unavailable (InfluxDB did not take the write after 3 attempts (HTTP 500: injected HTTP 500); "
          "the data is kept); keeping data in the spool")
     ]
     assert messages(caplog, "database answers again") == [
@@ -345,7 +388,7 @@ def test_v2_429_is_retried(
     assert done == f"done: {N} telegrams, 0 rejected, {BELGIAN_LINES_SENT} points written, 0 spooled, 0 in the spool, 0 dropped"
     assert v2_proxy.write_statuses() == [429] + [204] * 8
     assert lines_stored_by_proxy(v2_proxy) == BELGIAN_LINES_SENT
-    assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 2.0
+    assert_live_retry_waits(sleeps, 1)
 
 
 def test_v2_partial_write_dead_letters_exactly_the_bad_points(
@@ -398,21 +441,22 @@ def test_v2_connection_refused_is_spooled_then_drained(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     v2_proxy.refuse()
-
-    def back_on_fifth_wait(calls: int) -> None:
-        # The first write fails all 5 attempts (4 waits); the server is back during the drain's first wait.
-        if calls == 5:
-            v2_proxy.reopen()
-
-    sleeps = Sleeps(back_on_fifth_wait)
-    done = run_v2(v2_proxy, influx_db, tmp_path, monkeypatch, caplog, sleeps)
+    sleeps = Sleeps()
+    # The first write fails all 3 attempts (2 waits); the server is back as soon as the
+    # logger has given up on it, and the probe at the end of the file finds it.
+    with on_log(pipeline_module.__name__, "database unavailable", v2_proxy.reopen):
+        done = run_v2(v2_proxy, influx_db, tmp_path, monkeypatch, caplog, sleeps)
 
     assert counts(influxd, influx_db) == BELGIAN_COUNTS
     assert done == (f"done: {N} telegrams, 0 rejected, {BELGIAN_LINES_SENT} points written, "
                     f"{BELGIAN_LINES_SENT} spooled, 0 in the spool, 0 dropped")
     assert v2_proxy.write_statuses() == [204] * 8  # refused connections never reached it
     assert lines_stored_by_proxy(v2_proxy) == BELGIAN_LINES_SENT
-    assert len(sleeps) == 5
+    assert_live_retry_waits(sleeps, 2)
+    assert messages(caplog, "database unavailable") == [
+        (f"database unavailable (InfluxDB did not take the write after 3 attempts (no answer from {v2_proxy.url}: "
+         "connection refused); the data is kept); keeping data in the spool")
+    ]
 
 
 def test_v2_hang_longer_than_the_timeout_is_retried(
@@ -427,7 +471,74 @@ def test_v2_hang_longer_than_the_timeout_is_retried(
     assert done == f"done: {N} telegrams, 0 rejected, {BELGIAN_LINES_SENT} points written, 0 spooled, 0 in the spool, 0 dropped"
     assert v2_proxy.write_statuses() == [None] + [204] * 8  # the hung request stored nothing
     assert lines_stored_by_proxy(v2_proxy) == BELGIAN_LINES_SENT
-    assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 2.0
+    assert_live_retry_waits(sleeps, 1)
+    assert [m.split(" (")[0] for m in messages(caplog, "InfluxDB write attempt")] == [
+        "InfluxDB write attempt 1 of 3 failed"
+    ]
+
+
+class MeterEvery10s:
+    """An extra point builder (no points) that runs in the writer thread: from the second
+    telegram on, each one moves the clock by the probe interval, like a meter that sends
+    every 10 s. It notes (write requests, retry waits) so far as each telegram arrives,
+    before the batch that telegram completes is written."""
+
+    def __init__(self, clock: ManualClock, proxy: V2Proxy, sleeps: Sleeps) -> None:
+        self.clock, self.proxy, self.sleeps = clock, proxy, sleeps
+        self.seen: list[tuple[int, int]] = []
+
+    def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        if self.seen:
+            self.clock.advance(PipelineSettings().probe_interval_s)
+        self.seen.append((len(self.proxy.writes()), len(self.sleeps)))
+        return []
+
+
+def test_while_the_database_is_down_each_probe_is_one_attempt_without_a_wait(
+    v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock, sleeps = ManualClock(), Sleeps()
+    meter = MeterEvery10s(clock, v2_proxy, sleeps)
+    feature = SimpleNamespace(add_run_arguments=lambda parser: None,
+                              setup_run=lambda context: context.extra_builders.append(meter))
+    # 500 for the first write's 3 attempts and for the probes of telegrams 3, 4 and 5;
+    # the probe at the end of the file is answered.
+    v2_proxy.fail_with(500, times=3 + 3)
+    monkeypatch.setenv("INFLUX_TOKEN", v2_proxy.token)
+    inject_run(monkeypatch, sink_sleep=sleeps, features=[feature], clock=clock, wall_clock=lambda: RECEIVED_AT_S)
+    source = tmp_path / "dutch.txt"
+    source.write_bytes(b"".join(restamped_series(fixture(DUTCH_DSMR5), 5)))
+    argv = [
+        "--source", f"file:{source}", "--influx-api", "v2", "--influx-url", v2_proxy.url,
+        "--influx-org", v2_proxy.org, "--influx-bucket", influx_db, "--spool-dir", str(tmp_path / "spool"),
+        "--instance", "test", "--flush-interval-s", "1",
+    ]
+
+    assert cli.main(["run", *argv]) == 0
+
+    # Telegram 2 (10 s on) completes the first batch: 3 attempts, 2 waits. Telegrams 3, 4
+    # and 5 each come when a probe is due, and each probe is one request and no wait.
+    assert meter.seen == [(0, 0), (0, 0), (3, 2), (4, 2), (5, 2)]
+    assert_live_retry_waits(sleeps, 2)
+    # Lines per request: the first batch (health point, telegrams 1 and 2 with the gas reading),
+    # three probes (a health point and one telegram each), then at the end one probe that is
+    # answered and the rest of the spool, oldest first (the last 2 are health points).
+    assert [(record.status, record.lines) for record in v2_proxy.writes()] == (
+        [(500, 24)] * 3 + [(500, 12)] * 3 + [(204, 24), (204, 12), (204, 12), (204, 12), (204, 2)]
+    )
+    lines = 12 + 4 * 11 + 6
+    assert done_line(caplog) == f"done: 5 telegrams, 0 rejected, {lines} points written, {lines} spooled, 0 in the spool, 0 dropped"
+    assert messages(caplog, "database unavailable") == [
+        ("database unavailable (InfluxDB did not take the write after 3 attempts (HTTP 500: injected HTTP 500); "
+         "the data is kept); keeping data in the spool")
+    ]
+    assert messages(caplog, "database answers again") == [f"database answers again; draining {lines} spooled points"]
+    assert counts(influxd, influx_db) == {
+        "current": 15, "energy": 5, "gas": 1, "p1logger": 1, "power": 20, "voltage": 15,
+    }
+    assert spool_lines(tmp_path / "spool" / "spool.db") == []
 
 
 # ------------------------------------------------------------------ (d) database down, then a restart
@@ -452,12 +563,16 @@ def test_database_down_everything_spooled_then_drained_by_the_next_run(
         assert cli.main(["run", *run_argv(f"file:{first}", influxd.url, influx_db, spool_dir, *extra)]) == 0
     finally:
         influxd.start()
-    # 20 telegrams x 11 points + 1 gas + 2 health lines, all in the spool; two writes of 5 attempts
-    # each (the first batch, and the drain tried at the end) waited 4 times each.
+    # 20 telegrams x 11 points + 1 gas + 2 health lines, all in the spool. The first batch
+    # tried 3 times (2 waits); the probe at the end of the file is one attempt, no wait.
     first_run = 20 * 11 + 1 + 2
     assert done_line(caplog) == f"done: 20 telegrams, 0 rejected, 0 points written, {first_run} spooled, {first_run} in the spool, 0 dropped"
     assert messages(caplog, f"{first_run} points stay") == [f"{first_run} points stay in the spool; the next run sends them"]
-    assert len(sleeps) == 8
+    assert_live_retry_waits(sleeps, 2)
+    assert messages(caplog, "database unavailable") == [
+        (f"database unavailable (InfluxDB did not take the write after 3 attempts (no answer from {influxd.url}: "
+         "connection refused); the data is kept); keeping data in the spool")
+    ]
     assert counts(influxd, influx_db) == {}
 
     caplog.clear()
@@ -470,6 +585,7 @@ def test_database_down_everything_spooled_then_drained_by_the_next_run(
     }
     assert [row["time"] for row in influxd.rows(influx_db, "energy")] == [1541509469 + i for i in range(25)]
     assert spool_lines(spool_dir / "spool.db") == []
+    assert len(sleeps) == 2  # the second run never waited
 
 
 # ------------------------------------------------------------------ (f) crashes, CRC errors, secrets

@@ -148,11 +148,12 @@ def test_sigterm_exits_0_within_10_s_with_everything_read_stored_or_spooled(
     meter = SocketMeter()
     spool_dir = tmp_path / "spool"
     # Up: nothing is written before SIGTERM (30 s flush), so the flush on SIGTERM does it all.
-    # Down: writes fail and back off while telegrams arrive; SIGTERM must cut the waits short.
+    # Down: the first write (2 s flush, after every telegram was read) fails and waits at
+    # least 0.5 s before its second attempt; SIGTERM comes in that wait and must cut it short.
     url = influxd.url if database == "up" else f"http://127.0.0.1:{free_port()}"
     env = cli_env(P1_SOURCE=meter.url, INFLUX_API="v1", INFLUX_URL=url, INFLUX_BUCKET=influx_db,
                   P1_SPOOL_DIR=spool_dir, P1_INSTANCE="sigterm",
-                  P1_FLUSH_INTERVAL_S="30" if database == "up" else "0.2")
+                  P1_FLUSH_INTERVAL_S="30" if database == "up" else "2")
     process = subprocess.Popen([sys.executable, "-m", "p1logger", "run"], env=env, cwd=REPO, text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = StderrLines(process)
@@ -162,6 +163,9 @@ def test_sigterm_exits_0_within_10_s_with_everything_read_stored_or_spooled(
         meter.hang_up()
         # The logger sees the hang-up only after it has read everything before it.
         wait_for(lambda: any("source lost" in line for line in stderr.lines), "the logger to notice the hang-up")
+        if database == "down":
+            wait_for(lambda: any("InfluxDB write attempt 1 of 3 failed" in line for line in stderr.lines),
+                     "the first write to fail and wait")
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         returncode = process.wait(timeout=10)
@@ -188,9 +192,17 @@ def test_sigterm_exits_0_within_10_s_with_everything_read_stored_or_spooled(
         assert "done: 10 telegrams, 0 rejected, 113 points written, 0 spooled, 0 in the spool, 0 dropped" in messages
     else:
         assert health_lines == 2  # at start and at the end
-        # A write had failed and was waiting to try again when SIGTERM came.
-        first_failure = next(i for i, m in enumerate(messages) if m.startswith("InfluxDB write attempt 1 of 5 failed"))
-        assert first_failure < messages.index("received SIGTERM; writing or spooling what is in memory")
+        # SIGTERM came in the wait after the first attempt: the wait ends at once, the second
+        # attempt is the last (no third, no further wait), and the batch goes to the spool.
+        refused = f"(no answer from {url}: connection refused)"
+        assert [m.split("; trying again in ")[0] for m in messages
+                if m.startswith(("InfluxDB", "received SIGTERM", "database unavailable"))] == [
+            f"InfluxDB write attempt 1 of 3 failed {refused}",
+            "received SIGTERM; writing or spooling what is in memory",
+            f"InfluxDB did not take the write after 2 attempts {refused}; the data is kept",
+            (f"database unavailable (InfluxDB did not take the write after 2 attempts {refused}; the data is kept); "
+             "keeping data in the spool"),
+        ]
         assert "done: 10 telegrams, 0 rejected, 0 points written, 113 spooled, 113 in the spool, 0 dropped" in messages
 
 
