@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from p1logger import config
 from p1logger.decode import HistoryEntry, Reading, Telegram
 from p1logger.points import INSTANT_MAP, MONTH_PEAK_OBIS, PEAK_HISTORY_OBIS, line
-from p1logger.points import _convert as convert_reading
+from p1logger.points import convert_reading
 
 if TYPE_CHECKING:
     from p1logger.commands.run import RunContext

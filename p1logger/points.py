@@ -156,7 +156,7 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float |
     return f"{measurement}{tag_text} {field_text} {time_s}"
 
 
-def _convert(reading: Reading, units: Mapping[str, float]) -> float | None:
+def convert_reading(reading: Reading, units: Mapping[str, float]) -> float | None:
     value = reading.value
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
@@ -264,7 +264,7 @@ class PointBuilder:
             if measurement is None:
                 continue
             field_name, units = _MBUS_FIELDS[measurement]
-            value = _convert(reading, units)
+            value = convert_reading(reading, units)
             if value is None:
                 continue
             capture_s = _epoch_s(reading.time)
@@ -278,7 +278,7 @@ class PointBuilder:
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
         peak = fields.get(MONTH_PEAK_OBIS)
         if peak is not None and peak.time is not None:
-            value = _convert(peak, _TO_KW)
+            value = convert_reading(peak, _TO_KW)
             if value is not None:
                 current = (_epoch_s(peak.time), value)
                 if current != self._last_peak:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy
+from fake_meter import Sleeps
 
 from p1logger.errors import ConfigError
 from p1logger.sink import InfluxSink, InfluxTarget, WriteKind, WriteResult
@@ -27,19 +28,6 @@ WALL = datetime(2020, 5, 12, 12, 0, 0, tzinfo=timezone.utc)
 
 def power_lines(count: int, *, meter: str = METER, start: int = T0) -> list[str]:
     return [f"power,meter={meter} import_w={100.0 + i:.1f},export_w=0.0 {start + i}" for i in range(count)]
-
-
-class Sleeps(list[float]):
-    """An injected sleep: records each wait, never waits; `hook` runs on each call."""
-
-    def __init__(self, hook: Callable[[int], None] | None = None) -> None:
-        super().__init__()
-        self.hook = hook
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-        if self.hook is not None:
-            self.hook(len(self))
 
 
 def v1_sink(

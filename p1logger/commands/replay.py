@@ -40,7 +40,14 @@ from p1logger import config
 from p1logger.archive import ArchiveReader, Record, archive_files
 from p1logger.batch import Batcher
 from p1logger.cli import setup_logging
-from p1logger.commands.run import DEAD_LETTER_FILE, add_influx_arguments, default_spool_dir, influx_target
+from p1logger.commands.run import (
+    DEAD_LETTER_FILE,
+    add_batch_argument,
+    add_influx_arguments,
+    add_spool_dir_argument,
+    add_timestamps_argument,
+    influx_target,
+)
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SinkError, SourceError
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES
@@ -379,13 +386,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help=f"progress file for resuming (default: {STATE_FILE} in the spool directory) "
                         "[env P1_REPLAY_STATE]")
     parser.add_argument("--restart", action="store_true", help="ignore saved progress: replay every file in full")
-    parser.add_argument("--spool-dir", default=config.env("P1_SPOOL_DIR", default_spool_dir()),
-                        help="where the progress and dead-letter files live (default %(default)s) [env P1_SPOOL_DIR]")
-    parser.add_argument("--timestamps", choices=("meter", "receive"), default=config.env("P1_TIMESTAMPS", "meter"),
-                        help="stamp points with the meter's clock, or with the receive time the archive recorded "
-                        "(default %(default)s) [env P1_TIMESTAMPS]")
-    parser.add_argument("--batch-max-points", type=int, default=config.env("P1_BATCH_MAX_POINTS", "5000"),
-                        help="points per write (default %(default)s) [env P1_BATCH_MAX_POINTS]")
+    add_spool_dir_argument(parser, "the progress and dead-letter files")
+    add_timestamps_argument(parser, "the receive time the archive recorded")
+    add_batch_argument(parser)
     parser.add_argument("--max-telegram-bytes", type=int, default=DEFAULT_MAX_TELEGRAM_BYTES,
                         help="longest telegram accepted in a plain capture (default %(default)s)")
     config.add_decode_arguments(parser)

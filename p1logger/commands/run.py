@@ -88,6 +88,23 @@ def influx_target(args: argparse.Namespace) -> InfluxTarget:
     )
 
 
+# Options that run and replay share.
+def add_timestamps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, receive_means: str) -> None:
+    parser.add_argument("--timestamps", choices=("meter", "receive"), default=config.env("P1_TIMESTAMPS", "meter"),
+                        help=f"stamp points with the meter's clock, or with {receive_means} "
+                        "(default %(default)s) [env P1_TIMESTAMPS]")
+
+
+def add_spool_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, holds: str) -> None:
+    parser.add_argument("--spool-dir", default=config.env("P1_SPOOL_DIR", default_spool_dir()),
+                        help=f"where {holds} live (default %(default)s) [env P1_SPOOL_DIR]")
+
+
+def add_batch_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--batch-max-points", type=int, default=int(config.env("P1_BATCH_MAX_POINTS", "5000") or 0),
+                        help="points per write (default %(default)s) [env P1_BATCH_MAX_POINTS]")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "run",
@@ -108,19 +125,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="pace a file: source at one telegram per second [env P1_REALTIME=1]")
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
-    parser.add_argument("--timestamps", choices=("meter", "receive"), default=config.env("P1_TIMESTAMPS", "meter"),
-                        help="stamp points with the meter's clock, or with the receive time for meters whose "
-                        "clock is wrong (default %(default)s) [env P1_TIMESTAMPS]")
+    add_timestamps_argument(parser, "the receive time for meters whose clock is wrong")
     add_influx_arguments(parser)
     store = parser.add_argument_group("batching and spool")
-    store.add_argument("--spool-dir", default=config.env("P1_SPOOL_DIR", default_spool_dir()),
-                       help="where the spool, the dead-letter file and the health state live "
-                       "(default %(default)s) [env P1_SPOOL_DIR]")
+    add_spool_dir_argument(store, "the spool, the dead-letter file and the health state")
     store.add_argument("--spool-max-bytes", type=int, default=int(config.env("P1_SPOOL_MAX_BYTES", str(1 << 30)) or 0),
                        help="spool size bound; past it the oldest data is dropped and counted "
                        "(default %(default)s = 1 GiB) [env P1_SPOOL_MAX_BYTES]")
-    store.add_argument("--batch-max-points", type=int, default=int(config.env("P1_BATCH_MAX_POINTS", "5000") or 0),
-                       help="points per write (default %(default)s) [env P1_BATCH_MAX_POINTS]")
+    add_batch_argument(store)
     store.add_argument("--flush-interval-s", type=float, default=float(config.env("P1_FLUSH_INTERVAL_S", "1") or 0),
                        help="longest wait before a write (default %(default)s) [env P1_FLUSH_INTERVAL_S]")
     store.add_argument("--watchdog-s", type=float, default=float(config.env("P1_WATCHDOG_S", "30") or 0),
