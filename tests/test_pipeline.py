@@ -541,6 +541,60 @@ def test_while_the_database_is_down_each_probe_is_one_attempt_without_a_wait(
     assert spool_lines(tmp_path / "spool" / "spool.db") == []
 
 
+class InfluxdOutage:
+    """An extra point builder (no points) in the writer thread that stops the real influxd
+    after telegram `stop_after` and starts it again after telegram `start_after`, while the
+    clock moves 10 s per telegram so that the writer probes the database."""
+
+    def __init__(self, clock: ManualClock, server: InfluxServer, stop_after: int, start_after: int) -> None:
+        self.clock, self.server = clock, server
+        self.stop_after, self.start_after = stop_after, start_after
+        self.telegrams = 0
+
+    def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        self.telegrams += 1
+        self.clock.advance(PipelineSettings().probe_interval_s)
+        if self.telegrams == self.stop_after:
+            self.server.stop()
+        elif self.telegrams == self.start_after:
+            self.server.start()
+        return []
+
+
+def test_influxd_stopped_and_started_in_the_middle_of_a_file_stores_every_reading_once(
+    influxd: InfluxServer, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """P1_SOURCE=file:X INFLUX_API=v1: influxd goes down after telegram 5 and comes back after
+    telegram 15; every reading of X is stored exactly once, from the same run."""
+    caplog.set_level(logging.INFO)
+    clock, sleeps = ManualClock(), Sleeps()
+    outage = InfluxdOutage(clock, influxd, stop_after=5, start_after=15)
+    feature = SimpleNamespace(add_run_arguments=lambda parser: None,
+                              setup_run=lambda context: context.extra_builders.append(outage))
+    inject_run(monkeypatch, sink_sleep=sleeps, features=[feature], clock=clock, wall_clock=lambda: RECEIVED_AT_S)
+    source = tmp_path / "dutch.txt"
+    source.write_bytes(b"".join(restamped_series(fixture(DUTCH_DSMR5), 20)))
+    spool_dir = tmp_path / "spool"
+    try:
+        assert cli.main(["run", *run_argv(f"file:{source}", influxd.url, influx_db, spool_dir,
+                                          "--flush-interval-s", "1")]) == 0
+    finally:
+        if not influxd.running():
+            influxd.start()
+
+    assert outage.telegrams == 20
+    assert len(messages(caplog, "database unavailable")) == 1
+    assert len(messages(caplog, "database answers again")) == 1
+    # 20 telegrams x 11 points, the gas reading once, and the health points (all stamped
+    # with the same injected wall time, so InfluxDB keeps one).
+    assert counts(influxd, influx_db) == {
+        "current": 60, "energy": 20, "gas": 1, "p1logger": 1, "power": 80, "voltage": 60,
+    }
+    assert [row["time"] for row in influxd.rows(influx_db, "energy")] == [1541509469 + i for i in range(20)]
+    assert spool_lines(spool_dir / "spool.db") == []
+
+
 # ------------------------------------------------------------------ (d) database down, then a restart
 
 
