@@ -580,7 +580,7 @@ def test_influxd_stopped_and_started_in_the_middle_of_a_file_stores_every_readin
         assert cli.main(["run", *run_argv(f"file:{source}", influxd.url, influx_db, spool_dir,
                                           "--flush-interval-s", "1")]) == 0
     finally:
-        if not influxd.running():
+        if not influxd.running:
             influxd.start()
 
     assert outage.telegrams == 20
