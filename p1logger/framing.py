@@ -55,11 +55,11 @@ class Framer:
     chunk), so line noise cannot flood the caller.
     """
 
-    def __init__(self, max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES) -> None:
+    def __init__(self, max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES, stats: FramerStats | None = None) -> None:
         if max_telegram_bytes < 64:
             raise ValueError("max_telegram_bytes must be at least 64")
         self.max_telegram_bytes = max_telegram_bytes
-        self.stats = FramerStats()
+        self.stats = stats if stats is not None else FramerStats()
         self._buf = bytearray()  # holds the current candidate, starting at "/"
         self._in_frame = False
         self._scan = 0  # where to resume searching inside _buf

@@ -168,6 +168,7 @@ class Pipeline:
                     self._source_state(f"lost: {exc}", logging.WARNING)
                     source.close()
                     source = None
+                    self.reader.reset()
                     # Back off as after a failed open: a port that opens and then fails at
                     # once (a busy ser2net, a flapping USB adapter) must not spin the CPU.
                     self.sleep(delay_s)
@@ -201,6 +202,7 @@ class Pipeline:
                     )
                     source.close()
                     source = None
+                    self.reader.reset()
         finally:
             if source is not None:
                 source.close()
@@ -334,7 +336,10 @@ class Pipeline:
             return False
         if self._database_down and self.clock() < self._next_probe_at:
             return False
+        dropped_before = self.spool.dropped_points
         batch = self.spool.oldest()
+        # A batch the spool could not read back is dropped (and counted) by oldest().
+        self.health.points_dropped += self.spool.dropped_points - dropped_before
         if batch is None:
             return False
         result = self.sink.write(batch.lines, max_attempts=self._attempts())
@@ -384,7 +389,7 @@ class Pipeline:
             # A file source is done: try the database once more, whatever the
             # probe timer says, and empty the spool while it answers.
             self._next_probe_at = 0.0
-            while self.spool.backlog_batches:
+            while self.spool.backlog_batches and not self.stop_event.is_set():
                 if not self._drain_one():
                     break
             if self.spool.backlog_points:

@@ -58,6 +58,11 @@ class TelegramReader:
         self.stats = ReaderStats()
         self._on_unknown = on_unknown
 
+    def reset(self) -> None:
+        """Forget a partial telegram: after a reconnect its rest will never come, and joined
+        to the next connection's first telegram it would cost that one too."""
+        self.framer = Framer(self.framer.max_telegram_bytes, stats=self.framer.stats)
+
     @property
     def garbage_bytes(self) -> int:
         return self.framer.stats.garbage_bytes

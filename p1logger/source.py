@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import select
 import sys
 import time
 from pathlib import Path
@@ -130,8 +132,10 @@ class FileSource:
         realtime: bool = False,
         interval_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        stdin_wait_s: float = 1.0,
     ) -> None:
         self.description = "stdin" if path == "-" else path
+        self._stdin_wait_s = stdin_wait_s
         self._realtime = realtime
         self._interval_s = interval_s
         self._sleep = sleep
@@ -146,7 +150,9 @@ class FileSource:
 
     def read(self) -> bytes:
         if not self._realtime:
-            data = self._file.read(65536)
+            data = self._read_chunk()
+            if data is None:
+                return b""  # a quiet pipe: nothing yet
             if not data:
                 raise EOFError
             return data
@@ -157,13 +163,32 @@ class FileSource:
                 chunk, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
                 self._sleep(self._interval_s)
                 return chunk
-            data = self._file.read(65536)
+            data = self._read_chunk()
+            if data is None:
+                return b""
             if not data:
                 if self._pending:
                     chunk, self._pending = self._pending, b""
                     return chunk
                 raise EOFError
             self._pending += data
+
+    def _read_chunk(self) -> bytes | None:
+        """Up to 64 KiB; b"" at the end; None when a pipe had nothing within the wait."""
+        if self._file is not sys.stdin.buffer:
+            return self._file.read(65536)
+        # A pipe (socat /dev/ttyUSB0 - | p1logger run --source -) may stay open and
+        # quiet: hand over what has arrived at once, and return now and then so the
+        # caller can notice a stop.  The raw descriptor is read, bypassing Python's
+        # buffer, which select() cannot see.
+        try:
+            descriptor = self._file.fileno()
+            ready, _, _ = select.select([descriptor], [], [], self._stdin_wait_s)
+        except (OSError, ValueError):
+            # No select() on this kind of input (Windows, or a stand-in stream): read what is there.
+            read_available: Callable[[int], bytes] = getattr(self._file, "read1", self._file.read)
+            return read_available(65536)
+        return os.read(descriptor, 65536) if ready else None
 
     def close(self) -> None:
         if self._file is not sys.stdin.buffer:
