@@ -133,8 +133,10 @@ class Pipeline:
             self.failure = exc
             self.stop_event.set()
         finally:
-            # Set only after any failure is recorded, so whoever waits sees it.
-            if loop == self._write_loop or self.failure is not None:
+            # Only the writer says it is done, after any failure is recorded: when the
+            # reader dies, its end marker still reaches the writer, which then writes or
+            # spools what it holds before the process exits.
+            if loop == self._write_loop:
                 self._writer_done.set()
 
     # ------------------------------------------------------------------ reader
