@@ -123,14 +123,21 @@ def _local(state: CapacityState, moment: datetime | None) -> str | None:
     return moment.astimezone(state.zone).isoformat() if moment is not None else None
 
 
+def _span_json(state: CapacityState, start_s: int, end_s: int) -> dict[str, str | None]:
+    """A quarter's bounds in UTC and in the meter's local time."""
+    return {
+        "start": iso_utc(_utc(start_s)),
+        "end": iso_utc(_utc(end_s)),
+        "start_local": _local(state, _utc(start_s)),
+        "end_local": _local(state, _utc(end_s)),
+    }
+
+
 def _quarter_json(state: CapacityState, result: QuarterResult | None) -> dict[str, Any] | None:
     if result is None:
         return None
     return {
-        "start": iso_utc(_utc(result.start_s)),
-        "end": iso_utc(_utc(result.end_s)),
-        "start_local": _local(state, _utc(result.start_s)),
-        "end_local": _local(state, _utc(result.end_s)),
+        **_span_json(state, result.start_s, result.end_s),
         "average_kw": result.average_kw,
         "meter_demand_kw": result.meter_demand_kw,
         "diff_kw": result.diff_kw,
@@ -145,10 +152,7 @@ def state_json(state: CapacityState) -> dict[str, Any]:
         "time_local": _local(state, state.time()),
         "timezone": str(state.zone),
         "quarter": {
-            "start": iso_utc(_utc(quarter.start_s)),
-            "end": iso_utc(_utc(quarter.end_s)),
-            "start_local": _local(state, _utc(quarter.start_s)),
-            "end_local": _local(state, _utc(quarter.end_s)),
+            **_span_json(state, quarter.start_s, quarter.end_s),
             "measured": quarter.measured,
             "not_measured_because": quarter.why_not,
             "energy_kwh": quarter.energy_kwh,
