@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from p1logger.errors import ConfigError
@@ -128,15 +128,3 @@ def read_secret(value: str | None, file_name: str | None, what: str, file_variab
             raise ConfigError(f"the {what} file {file_name} is empty: fix {file_variable}")
         return text
     return value
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A string that never shows itself in logs, reprs or tracebacks."""
-
-    value: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__

@@ -9,14 +9,6 @@ class P1Error(Exception):
     """Base class of every error p1logger raises on purpose."""
 
 
-class FramingError(P1Error):
-    """Bytes that cannot form a telegram."""
-
-
-class CRCError(P1Error):
-    """A telegram whose CRC16 does not match its content."""
-
-
 class DecodeError(P1Error):
     """A telegram whose content cannot be decoded."""
 

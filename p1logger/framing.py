@@ -99,9 +99,7 @@ class Framer:
             return
         self.stats.garbage_bytes += start
         del buf[:start]
-        self._in_frame = True
-        self._scan = 0
-        self._header_checked = False
+        self._begin()
 
     def _reject(self, out: list[Frame | Reject], reason: str, raw: bytes, detail: str = "") -> None:
         setattr(self.stats, reason, getattr(self.stats, reason) + 1)

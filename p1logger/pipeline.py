@@ -89,12 +89,10 @@ class Pipeline:
         self.queue: queue.Queue[tuple[Telegram, float] | None] = queue.Queue(self.settings.queue_max_telegrams)
         self.batcher = Batcher(self.settings.max_points, self.settings.flush_interval_s, clock=self.clock)
         self.failure: BaseException | None = None
-        self.source_exhausted = threading.Event()
         self._writer_done = threading.Event()
         self._database_down = False
         self._next_probe_at = 0.0
         self._next_health_at = 0.0
-        self._last_health_ok = 0
         self._reject_summary = RejectSummary(self.settings.reject_summary_interval_s, clock=self.clock)
         if self.sleep is None:
             self.sleep = self._sleep_until_stopped
@@ -164,7 +162,6 @@ class Pipeline:
                     data = source.read()
                 except EOFError:
                     logger.info("end of %s", source.description)
-                    self.source_exhausted.set()
                     break
                 except SourceError as exc:
                     self._source_state(f"lost: {exc}", logging.WARNING)
@@ -193,7 +190,7 @@ class Pipeline:
                         self.health.telegrams_rejected += 1
                         self._reject_summary.add(item)
                         self._notify(item.raw, False)
-                self._reject_summary.maybe_log(None)
+                self._reject_summary.maybe_log()
                 if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
                     logger.warning("%s: %s", source.description, GARBAGE_HINT)
                     garbage_warned = True

@@ -120,23 +120,21 @@ class RejectSummary:
         self._pending[rejected.reason] += 1
         self._last_detail = rejected.detail
 
-    def maybe_log(self, ok_in_window: int | None = None) -> str | None:
+    def maybe_log(self) -> str | None:
         """Log the window's rejects once the interval is over."""
         now = self._clock()
         if now - self._window_start < self.interval_s:
             return None
         self._window_start = now
-        return self.flush(ok_in_window)
+        return self.flush()
 
-    def flush(self, ok_in_window: int | None = None) -> str | None:
+    def flush(self) -> str | None:
         """Log what is pending now (at the end of a file or at a stop), so no reject goes unreported."""
         if not self._pending:
             return None
         parts = ", ".join(f"{count} {reason}" for reason, count in sorted(self._pending.items()))
         total = sum(self._pending.values())
         message = f"rejected {total} telegram(s) in the last {self.interval_s:.0f} s ({parts}); last: {self._last_detail}"
-        if ok_in_window is not None:
-            message += f"; {ok_in_window} valid"
         self._pending.clear()
         logger.warning(message)
         return message

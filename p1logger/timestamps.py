@@ -89,10 +89,3 @@ class TimestampParser:
         if flag == "W":
             return min(first, second)
         return first
-
-
-def format_utc(value: datetime | None) -> str | None:
-    """ISO 8601 with a ``Z`` suffix, the form used in JSON output."""
-    if value is None:
-        return None
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

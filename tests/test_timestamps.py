@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from p1logger.errors import ConfigError
-from p1logger.timestamps import TimestampParser, format_utc
+from p1logger.render import iso_utc as format_utc
+from p1logger.timestamps import TimestampParser
 
 BENELUX = ["Europe/Brussels", "Europe/Amsterdam"]
 
