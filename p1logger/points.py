@@ -150,10 +150,14 @@ def format_field(value: float | int | bool) -> str:
     return repr(float(value))
 
 
+def series(measurement: str, tags: Mapping[str, str]) -> str:
+    """``measurement,tag=value,...``: tags sorted, empty ones left out."""
+    return measurement + "".join(f",{key}={escape_tag(tags[key])}" for key in sorted(tags) if tags[key])
+
+
 def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool], time_s: int) -> str:
-    tag_text = "".join(f",{key}={escape_tag(tags[key])}" for key in sorted(tags) if tags[key])
     field_text = ",".join(f"{key}={format_field(value)}" for key, value in fields.items())
-    return f"{measurement}{tag_text} {field_text} {time_s}"
+    return f"{series(measurement, tags)} {field_text} {time_s}"
 
 
 def convert_reading(reading: Reading, units: Mapping[str, float]) -> float | None:
@@ -243,7 +247,7 @@ class PointBuilder:
         prefix = self._prefixes.get(key)
         if prefix is None:
             tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
-            prefix = line(measurement, tags, {}, 0)[: -len(" 0")]  # type: ignore[arg-type]
+            prefix = series(measurement, tags) + " "
             if len(self._prefixes) > 256:
                 self._prefixes.clear()
             self._prefixes[key] = prefix
