@@ -1,14 +1,22 @@
 """Decode a framed telegram into values (pipeline stage: decode).
 
 Pure functions over bytes: no I/O.  Each OBIS line is looked up in the table in
-``obis.py`` and parsed by the parser for its value kind.  A line the table does
-not know is kept raw in ``Telegram.unknown``; a known line whose value cannot
-be parsed is kept raw in ``Telegram.invalid``: nothing is dropped silently, and
-one bad line never loses the rest of the telegram.
+``obis.py`` and parsed by the parser for its value kind.  Within a line, each
+value group is recognised by its shape, not its position: ``(260102010000)``
+or ``(251026023000W)`` is a time, ``(08.796*kW)`` or ``(123.4kWh)`` a number
+with its unit, ``(1-0:1.6.0)`` a column header.  So ``1-0:1.6.0`` reads the same
+whether the meter sends its time before or after its value.
+
+Nothing changes silently: a line the table does not know is kept raw in
+``Telegram.unknown`` and, when its shape is clear, also read into
+``Telegram.unknown_values`` (number, unit, time); a known line whose value
+cannot be read is reported in ``Telegram.invalid`` with its whole raw text.
+One bad line never loses the rest of the telegram.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,23 +25,26 @@ from typing import Callable, NamedTuple, Union, cast
 
 from p1logger.errors import DecodeError
 from p1logger.obis import Kind, lookup
-from p1logger.timestamps import PLACEHOLDER_PREFIXES, TimestampParser
+from p1logger.timestamps import PLACEHOLDER_DATES, TimestampParser, is_placeholder, is_timestamp_shape
 
 TIMESTAMP_OBIS = "0-0:1.0.0"
 # Where a meter's own identity can be found, best first.
 METER_ID_OBIS = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0", "1-0:0.0.0", "0-0:96.1.255")
-# A history stamp on a placeholder date says nothing about the month.
-_PLACEHOLDER_DATES = tuple(prefix[:6] for prefix in PLACEHOLDER_PREFIXES)
+# The clock column of a capture object (profile generic) whose header lists only the captured values.
+CAPTURE_CLOCK_OBIS = "0-0:1.0.0"
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One entry of a list-valued object (peak history, power failure log)."""
 
-    time: datetime | None  # when it happened (peak occurrence, end of the failure)
+    time: datetime | None  # when it happened (peak occurrence, end of the failure, capture time)
     value: float | None
     unit: str | None
     month: str | None = None  # peak history: "YYYY-MM" the peak belongs to
+    # Capture objects: every column of the row, (column OBIS, reading), in the meter's order.
+    # A time cell is Reading(None, None, time); a number cell Reading(value, unit).
+    columns: tuple[tuple[str, "Reading"], ...] = ()
 
 
 Value = Union[float, int, str, datetime, tuple[HistoryEntry, ...], tuple["Reading", ...], None]
@@ -57,8 +68,10 @@ class Telegram:
     crc_ok: bool | None
     fields: dict[str, Reading]
     unknown: dict[str, str] = field(default_factory=dict)  # OBIS -> raw value text
-    invalid: dict[str, str] = field(default_factory=dict)  # OBIS -> why it failed
+    invalid: dict[str, str] = field(default_factory=dict)  # OBIS -> why it failed, with the whole raw text
     raw: bytes = b""
+    # Unknown lines whose shape is clear: OBIS -> number, unit and time read by shape.
+    unknown_values: dict[str, Reading] = field(default_factory=dict)
 
     @property
     def meter_id(self) -> str:
@@ -91,11 +104,37 @@ _MBUS_KEYS = tuple(
 )
 
 
+# A number with an optional unit, with or without the "*" (some Nordic meters write "123.4kWh").
+_NUMBER_UNIT = re.compile(r"([-+]?\d+(?:\.\d*)?|[-+]?\.\d+)\*?([A-Za-z][A-Za-z0-9/%]*)?\Z")
+# A column header inside a capture object: "1-0:1.6.0".
+_OBIS_GROUP = re.compile(r"\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
+
+
+def _finite(value: float, group: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{group!r} is not a meter value")
+    return value
+
+
 def _split_number(group: str) -> tuple[float, str | None]:
     star = group.find("*")
-    if star < 0:
-        return float(group), None
-    return float(group[:star]), group[star + 1 :]
+    if star >= 0:
+        unit = group[star + 1 :]
+        if not unit:
+            raise ValueError(f"{group!r} has an empty unit")
+        return _finite(float(group[:star]), group), unit
+    match = _NUMBER_UNIT.match(group)
+    if match is None:
+        raise ValueError(f"{group!r} is not a number with a unit")
+    return float(match.group(1)), match.group(2)
+
+
+def _is_number(group: str) -> bool:
+    return _NUMBER_UNIT.match(group) is not None
+
+
+def _is_time(group: str) -> bool:
+    return is_timestamp_shape(group)
 
 
 def _hex_text(group: str) -> str:
@@ -116,7 +155,7 @@ def _previous_month(stamp: str) -> str | None:
     The meter stamps each month's peak at 00:00 local on the first of the next
     month, so the peak belongs to the month before the stamp.
     """
-    if len(stamp) < 6 or not stamp[:6].isdigit() or stamp.startswith(_PLACEHOLDER_DATES):
+    if len(stamp) < 6 or not stamp[:6].isdigit() or stamp[:6] in PLACEHOLDER_DATES or is_placeholder(stamp):
         return None
     year, month = 2000 + int(stamp[0:2]), int(stamp[2:4])
     if not 1 <= month <= 12:
@@ -124,6 +163,28 @@ def _previous_month(stamp: str) -> str | None:
     if stamp[4:12] == "01000000":
         year, month = (year - 1, 12) if month == 1 else (year, month - 1)
     return f"{year:04d}-{month:02d}"
+
+
+def _time_and_value(groups: list[str], ts: TimestampParser) -> Reading:
+    """One time group and one number group, in either order: (time)(value*unit) or (value*unit)(time)."""
+    first, second = groups
+    first_time, second_time = _is_time(first), _is_time(second)
+    if first_time and second_time:
+        # Both could be times only when a bare 12-digit number stands beside one: the flagged or the
+        # non-numeric-looking group is the time, and a value with a unit or a point is never a time.
+        if "." in first or "*" in first:
+            first_time = False
+        else:
+            second_time = "." in second or "*" in second
+            first_time = not second_time
+    if first_time and not second_time:
+        stamp, number = first, second
+    elif second_time and not first_time:
+        stamp, number = second, first
+    else:
+        raise DecodeError(f"expected a time and a value, got ({first})({second})")
+    value, unit = _split_number(number)
+    return Reading(value, unit, ts.read(stamp))
 
 
 Parser = Callable[[list[str], TimestampParser], Reading]
@@ -135,12 +196,16 @@ def _parse_number(groups: list[str], ts: TimestampParser) -> Reading:
             return Reading(None)  # "()": the meter has no value for it
         value, unit = _split_number(groups[0])
         return Reading(value, unit)
+    if len(groups) == 2 and (_is_time(groups[0]) or _is_time(groups[1])):
+        return _time_and_value(groups, ts)
     # A few meters send two values on one line (Luxembourg 1-1:31.4.0).
     readings = tuple(Reading(*_split_number(g)) for g in groups)
     return Reading(readings, readings[0].unit)
 
 
 def _parse_int(groups: list[str], ts: TimestampParser) -> Reading:
+    if len(groups) != 1:
+        raise DecodeError(f"expected one value, got {len(groups)}")
     text = groups[0]
     if not text:
         return Reading(None)
@@ -155,64 +220,173 @@ def _parse_text(groups: list[str], ts: TimestampParser) -> Reading:
 
 
 def _parse_hex_text(groups: list[str], ts: TimestampParser) -> Reading:
-    return Reading(_hex_text(groups[0]))
+    return Reading(_hex_text(")(".join(groups)))
 
 
 def _parse_timestamp(groups: list[str], ts: TimestampParser) -> Reading:
-    return Reading(ts.parse(groups[0]))
+    if len(groups) != 1:
+        raise DecodeError(f"expected one time, got {len(groups)} values")
+    return Reading(ts.read(groups[0]))
 
 
 def _parse_timed_number(groups: list[str], ts: TimestampParser) -> Reading:
     if len(groups) == 1:
+        if not groups[0]:
+            return Reading(None)
         value, unit = _split_number(groups[0])
         return Reading(value, unit)
-    value, unit = _split_number(groups[1])
-    return Reading(value, unit, ts.parse(groups[0]))
+    if len(groups) != 2:
+        raise DecodeError(f"expected a time and a value, got {len(groups)} values")
+    return _time_and_value(groups, ts)
 
 
 def _parse_mbus_legacy(groups: list[str], ts: TimestampParser) -> Reading:
     # (time)(00)(60)(1)(0-1:24.2.1)(m3) followed by (value) on the next line.
-    if len(groups) < 7:
+    if len(groups) != 7:
         raise DecodeError(f"expected 7 values, got {len(groups)}")
-    return Reading(float(groups[6]), groups[5] or None, ts.parse(groups[0]))
+    stamp = groups[0]
+    if not _is_time(stamp):
+        raise DecodeError(f"{stamp!r} is not a capture time")
+    return Reading(_finite(float(groups[6]), groups[6]), groups[5] or None, ts.read(stamp))
 
 
 def _parse_power_failures(groups: list[str], ts: TimestampParser) -> Reading:
     entries: list[HistoryEntry] = []
     count = int(groups[0]) if groups[0] else 0
+    if len(groups) > 1 and not _OBIS_GROUP.match(groups[1]):
+        raise DecodeError(f"{groups[1]!r} is not the OBIS code of the logged object")
     pairs = groups[2:]
+    if pairs and pairs[-1] == "" and len(pairs) % 2:
+        pairs.pop()
     if len(pairs) < 2 * count:
         raise DecodeError(f"log announces {count} entries but holds {len(pairs) // 2}")
+    if len(pairs) > 2 * count:
+        raise DecodeError(f"log announces {count} entries but holds {len(pairs) / 2:g}")
     for i in range(count):
-        duration, unit = _split_number(pairs[2 * i + 1])
-        entries.append(HistoryEntry(ts.parse(pairs[2 * i]), duration, unit))
+        # (end time)(duration*s), in either order.
+        reading = _time_and_value(pairs[2 * i : 2 * i + 2], ts)
+        entries.append(HistoryEntry(reading.time, reading.value, reading.unit))  # type: ignore[arg-type]
     return Reading(tuple(entries), "s")
+
+
+def _cell(obis: str, group: str, ts: TimestampParser) -> tuple[str, Reading]:
+    if _is_time(group):
+        return obis, Reading(None, None, ts.read(group))
+    if not group:
+        return obis, Reading(None)
+    if _is_number(group):
+        return obis, Reading(*_split_number(group))
+    return obis, Reading(_hex_text(group))
+
+
+def _capture_rows(groups: list[str], ts: TimestampParser) -> tuple[tuple[str, ...], list[list[str]]]:
+    """A capture object (DLMS profile generic): (count)(column OBIS)...(cells of each row)...
+
+    A row holds the capture time and then one cell per listed column (the
+    e-MUCS peak history lists ``1-0:1.6.0`` twice: its time and its value),
+    or just the listed columns.  Returns the column names and the rows' cells.
+    """
+    first = groups[0]
+    if first and not first.isdigit():
+        raise DecodeError(f"{first!r} is not a count of entries")
+    count = int(first) if first else 0
+    columns: list[str] = []
+    index = 1
+    while index < len(groups) and _OBIS_GROUP.match(groups[index]):
+        columns.append(groups[index])
+        index += 1
+    cells = groups[index:]
+    if cells and cells[-1] == "":
+        cells.pop()  # an empty history ends in "()"
+    if not columns:
+        if cells:
+            raise DecodeError("no column headers before the entries")
+        return (), []
+    with_clock = len(columns) + 1
+    if count and len(cells) == count * len(columns):
+        width, names = len(columns), tuple(columns)  # the header lists the clock column itself
+    else:
+        width, names = with_clock, (CAPTURE_CLOCK_OBIS, *columns)
+        if len(cells) % width:
+            word = "threes" if width == 3 else f"groups of {width}"
+            raise DecodeError(f"history entries come in {word} (capture time and {len(columns)} columns), "
+                              f"got {len(cells)} values")
+    if len(cells) // width > count:
+        raise DecodeError(f"announces {count} entries but holds {len(cells) // width}")
+    # Some meters announce a count but send no entries (Sagemcom XT211): decode what is there.
+    rows = [cells[i : i + width] for i in range(0, min(count, len(cells) // width) * width, width)]
+    return names, rows
+
+
+def _parse_capture(groups: list[str], ts: TimestampParser) -> Reading:
+    names, rows = _capture_rows(groups, ts)
+    entries: list[HistoryEntry] = []
+    for cells in rows:
+        row = tuple(_cell(name, group, ts) for name, group in zip(names, cells))
+        times = [reading.time for _, reading in row if reading.value is None and reading.unit is None]
+        numbers = [reading for _, reading in row if isinstance(reading.value, float)]
+        time_cells = [group for group in cells if _is_time(group)]
+        month = _previous_month(time_cells[0]) if time_cells else None
+        first = numbers[0] if numbers else Reading(None)
+        entries.append(HistoryEntry(times[0] if times else None, first.value, first.unit, month, row))  # type: ignore[arg-type]
+    unit = entries[0].unit if entries else None
+    return Reading(tuple(entries), unit)
 
 
 def _parse_peak_history(groups: list[str], ts: TimestampParser) -> Reading:
     first = groups[0]
-    if len(first) >= 12:
+    if _is_time(first):
         # Hungarian meters reuse 0-0:98.1.0 for billing values captured at one time.
-        stamp = ts.parse(first)
+        stamp = ts.read(first)
         values = tuple(HistoryEntry(stamp, *_split_number(g), month=_previous_month(first)) for g in groups[1:] if g)
         return Reading(values, values[0].unit if values else None, stamp)
-    count = int(first) if first else 0
-    triples = groups[3:]
-    if triples and triples[-1] == "":
-        triples.pop()  # an empty history ends in "()"
-    if len(triples) % 3:
-        raise DecodeError(f"history entries come in threes, got {len(triples)} values")
-    # Some meters announce a count but send no entries (Sagemcom XT211): decode what is there.
+    names, rows = _capture_rows(groups, ts)
     entries: list[HistoryEntry] = []
-    for i in range(min(count, len(triples) // 3)):
-        month_stamp, occurred, value_text = triples[3 * i : 3 * i + 3]
-        value, unit = _split_number(value_text)
-        occurred_at = ts.parse(occurred)
-        month = _previous_month(month_stamp)
-        if month is None and occurred_at is not None:
-            month = f"{2000 + int(occurred[0:2]):04d}-{occurred[2:4]}"
-        entries.append(HistoryEntry(occurred_at, value, unit, month))
+    for cells in rows:
+        # Each row by shape: the first time is the capture stamp (00:00 on the 1st after the month),
+        # the next one when the peak happened, the first number the import peak itself.
+        time_cells = [group for group in cells if _is_time(group)]
+        number_cells = [group for group in cells if group and not _is_time(group) and _is_number(group)]
+        if not time_cells or not number_cells:
+            raise DecodeError(f"history entry ({')('.join(cells)}) has no capture time or no value")
+        value, unit = _split_number(number_cells[0])
+        occurred_text = time_cells[1] if len(time_cells) > 1 else None
+        occurred_at = ts.read(occurred_text) if occurred_text is not None else None
+        month = _previous_month(time_cells[0])
+        if month is None and occurred_at is not None and occurred_text is not None:
+            month = f"{2000 + int(occurred_text[0:2]):04d}-{occurred_text[2:4]}"
+        columns = tuple(_cell(name, group, ts) for name, group in zip(names, cells)) if len(cells) > 3 else ()
+        entries.append(HistoryEntry(occurred_at, value, unit, month, columns))
     return Reading(tuple(entries), "kW")
+
+
+def guess(groups: list[str], ts: TimestampParser) -> Reading | None:
+    """An unknown line read by its shape alone, or None when its shape is not clear.
+
+    ``(number*unit)``, ``(time)``, ``(time)(number*unit)`` in either order, a
+    few numbers, or a capture object with column headers.
+    """
+    try:
+        if len(groups) > 1 and _OBIS_GROUP.match(groups[1]):
+            return _parse_capture(groups, ts)
+        if len(groups) == 1:
+            group = groups[0]
+            if _is_time(group):
+                return Reading(None, None, ts.read(group))
+            if _is_number(group):
+                value, unit = _split_number(group)
+                if unit is None and "." not in group and group.lstrip("+-").isdigit() and len(group) < 12:
+                    return Reading(int(group), None)
+                return Reading(value, unit)
+            return None
+        if len(groups) == 2 and (_is_time(groups[0]) or _is_time(groups[1])):
+            return _time_and_value(groups, ts)
+        if all(g and _is_number(g) and not _is_time(g) for g in groups):
+            readings = tuple(Reading(*_split_number(g)) for g in groups)
+            return Reading(readings, readings[0].unit)
+    except (ValueError, DecodeError):
+        return None
+    return None
 
 
 PARSERS: dict[Kind, Parser] = {
@@ -225,6 +399,7 @@ PARSERS: dict[Kind, Parser] = {
     Kind.MBUS_LEGACY: _parse_mbus_legacy,
     Kind.POWER_FAILURES: _parse_power_failures,
     Kind.PEAK_HISTORY: _parse_peak_history,
+    Kind.CAPTURE: _parse_capture,
 }
 _UNKNOWN = object()
 # Resolved once per OBIS code: the hot loop then does one dict lookup per line.
@@ -274,6 +449,8 @@ class Decoder:
         self.timestamps = timestamps
         self.cache_lines = cache_lines
         self._cache: dict[str, tuple[str, Reading]] = {}
+        # Unknown lines, read by shape once: line -> (OBIS or the line itself, raw value text, reading or None).
+        self._unknown_cache: dict[str, tuple[str, str, Reading | None]] = {}
 
     def decode(self, body: bytes | str, crc_ok: bool | None = None, raw: bytes = b"") -> Telegram:
         """Decode one telegram.  Raises DecodeError only when it is not a telegram at all."""
@@ -286,17 +463,25 @@ class Decoder:
         header = lines[0].rstrip("\r")[1:]
         unknown: dict[str, str] = {}
         invalid: dict[str, str] = {}
+        unknown_values: dict[str, Reading] = {}
         # A local dict when caching is off keeps one code path for both modes.
         cache = self._cache if self.cache_lines else {}
+        ucache = self._unknown_cache if self.cache_lines else {}
+        if len(ucache) > 1024:
+            ucache.clear()  # bounded: a stream of new unknown lines cannot grow it
         body_lines = lines[1:]
         # Membership tests and the final assembly run in C; only lines not seen
         # before go through the Python loop below.
         misses = list(filterfalse(cache.__contains__, body_lines))
+        if ucache and misses:
+            misses = list(filterfalse(ucache.__contains__, misses))
         if self.cache_lines and len(cache) + len(misses) > self.cache_lines:
             cache.clear()  # crude but bounded; it refills within a few telegrams
+            ucache.clear()
             misses = body_lines
             if len(misses) > self.cache_lines:
                 cache = {}  # a telegram longer than the cache must not grow it past its bound
+                ucache = {}
         if len(misses) > 2:
             # Most new lines are one plain number: one regex pass in C reads
             # them all, and only the rest take the general path below.
@@ -310,47 +495,53 @@ class Decoder:
                 elif kind is _INT and "." not in number:
                     cache[line] = (obis, _new_reading(Reading, (int(number), unit or None, None)))
             misses = list(filterfalse(cache.__contains__, misses))
+        timestamps = self.timestamps
         for line in misses:
             paren = line.find("(")
             if paren <= 0:
                 line = line.rstrip("\r")
                 if line and line[0] != "!":
-                    unknown[line] = ""
+                    ucache[line] = (line, "", None)
                 continue
             obis = line[:paren]
             if "*" in obis:
                 obis = obis[: obis.find("*")]  # IEC 62056-21 meters append "*255"
             resolved = _RESOLVED.get(obis) or _resolve(obis)
-            if resolved is _UNKNOWN:
-                unknown[obis] = line[paren:]
-                continue
             value_text = line.rstrip("\r")[paren:]
+            if resolved is _UNKNOWN:
+                guessed = None
+                if value_text[-1] == ")":
+                    guessed = guess(value_text[1:-1].split(")("), timestamps)
+                ucache[line] = (obis, value_text, guessed)
+                continue
             if value_text[-1] != ")":
-                invalid[obis] = f"value {value_text[:40]!r} is not in parentheses"
+                invalid[obis] = f"value {value_text!r} is not in parentheses"
                 continue
             inner = value_text[1:-1]
             kind, parser = cast("tuple[Kind, Parser]", resolved)
             try:
                 if kind is _TIMESTAMP:
                     # Every telegram's own time is new: skip the generic parser call.
-                    reading = _new_reading(Reading, (self.timestamps.parse(inner), None, None))
-                elif kind is Kind.NUMBER and ")(" not in inner:
+                    reading = _new_reading(Reading, (timestamps.read(inner), None, None))
+                elif kind is _NUMBER and ")(" not in inner:
                     # Fast path for the most common line: one number with an optional unit.
-                    star = inner.find("*")
-                    if star > 0:
-                        reading = Reading(float(inner[:star]), inner[star + 1 :])
-                    else:
-                        reading = Reading(float(inner) if inner else None)
+                    reading = Reading(*_split_number(inner)) if inner else Reading(None)
                 else:
-                    reading = parser(inner.split(")("), self.timestamps)
+                    reading = parser(inner.split(")("), timestamps)
             except (ValueError, IndexError, DecodeError) as exc:
-                invalid[obis] = f"cannot read {value_text[:60]!r}: {exc}"
+                invalid[obis] = f"cannot read {value_text!r}: {exc}"
                 continue
             cache[line] = (obis, reading)
         fields: dict[str, Reading] = dict(filter(None, map(cache.get, body_lines)))
+        if ucache:
+            for line in filter(ucache.__contains__, body_lines):
+                code, raw_text, guessed = ucache[line]
+                unknown[code] = raw_text
+                if guessed is not None:
+                    unknown_values[code] = guessed
         stamp = fields.get(TIMESTAMP_OBIS)
         timestamp = stamp.value if stamp is not None and isinstance(stamp.value, datetime) else None
-        return Telegram(header, timestamp, crc_ok, fields, unknown, invalid, raw)
+        return Telegram(header, timestamp, crc_ok, fields, unknown, invalid, raw, unknown_values)
 
 
 def decode(body: bytes | str, timestamps: TimestampParser, crc_ok: bool | None = None, raw: bytes = b"") -> Telegram:

@@ -31,7 +31,7 @@ def _floats(*names: str) -> dict[str, FieldType]:
     return {name: "float" for name in names}
 
 
-_TARIFFS = ("t1", "t2", "t3", "t4")
+_TARIFFS = ("t1", "t2", "t3", "t4", "t5")
 
 SCHEMA: dict[str, Measurement] = {
     "power": Measurement(_floats("import_w", "export_w"), frozenset({"meter", "phase"})),
@@ -48,9 +48,11 @@ SCHEMA: dict[str, Measurement] = {
     "gas": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
     "water": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
     "heat": Measurement(_floats("energy_gj"), frozenset({"meter", "channel", "device"})),
+    "cooling": Measurement(_floats("energy_gj"), frozenset({"meter", "channel", "device"})),
     "capacity": Measurement(
         {
             **_floats("demand_kw", "month_peak_kw", "history_peak_kw"),
+            **_floats("export_demand_kw", "export_month_peak_kw"),
             **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
@@ -72,14 +74,18 @@ SCHEMA: dict[str, Measurement] = {
     ),
 }
 
-# Unit conversions into the unit a field's name carries.
-_TO_W = {"kW": 1000.0, "W": 1.0}
-_TO_KW = {"kW": 1.0, "W": 0.001}
-_TO_KWH = {"kWh": 1.0, "Wh": 0.001}
-_SAME_V = {"V": 1.0}
-_SAME_A = {"A": 1.0}
+# Unit conversions into the unit a field's name carries: the one place units are converted.
+# Nordic and Baltic meters send W, Wh, MWh, kV, kA and GJ as well as the DSMR units.
+_TO_W = {"kW": 1000.0, "W": 1.0, "MW": 1_000_000.0}
+_TO_KW = {"kW": 1.0, "W": 0.001, "MW": 1000.0}
+_TO_KWH = {"kWh": 1.0, "Wh": 0.001, "MWh": 1000.0}
+_SAME_V = {"V": 1.0, "kV": 1000.0}
+_SAME_A = {"A": 1.0, "kA": 1000.0, "mA": 0.001}
 _TO_M3 = {"m3": 1.0, "dm3": 0.001, "l": 0.001}
-_TO_GJ = {"GJ": 1.0, "MWh": 3.6, "kWh": 0.0036}
+_TO_GJ = {"GJ": 1.0, "MJ": 0.001, "MWh": 3.6, "kWh": 0.0036}
+UNITS_KW = _TO_KW
+UNITS_W = _TO_W
+UNITS_KWH = _TO_KWH
 
 # OBIS -> (measurement, field, phase tag, unit conversion).  Objects that share a
 # measurement and phase end up as fields of one line.
@@ -102,16 +108,20 @@ INSTANT_MAP: dict[str, tuple[str, str, str | None, Mapping[str, float]]] = {
     "1-0:1.8.2": ("energy", "import_t2_kwh", None, _TO_KWH),
     "1-0:1.8.3": ("energy", "import_t3_kwh", None, _TO_KWH),
     "1-0:1.8.4": ("energy", "import_t4_kwh", None, _TO_KWH),
+    "1-0:1.8.5": ("energy", "import_t5_kwh", None, _TO_KWH),
     "1-0:2.8.1": ("energy", "export_t1_kwh", None, _TO_KWH),
     "1-0:2.8.2": ("energy", "export_t2_kwh", None, _TO_KWH),
     "1-0:2.8.3": ("energy", "export_t3_kwh", None, _TO_KWH),
     "1-0:2.8.4": ("energy", "export_t4_kwh", None, _TO_KWH),
+    "1-0:2.8.5": ("energy", "export_t5_kwh", None, _TO_KWH),
     "1-0:1.8.0": ("energy", "import_total_kwh", None, _TO_KWH),
     "1-0:2.8.0": ("energy", "export_total_kwh", None, _TO_KWH),
     "1-0:1.4.0": ("capacity", "demand_kw", None, _TO_KW),
+    "1-0:2.4.0": ("capacity", "export_demand_kw", None, _TO_KW),
 }
 TARIFF_OBIS = "0-0:96.14.0"
 MONTH_PEAK_OBIS = "1-0:1.6.0"
+EXPORT_MONTH_PEAK_OBIS = "1-0:2.6.0"
 PEAK_HISTORY_OBIS = "0-0:98.1.0"
 # Totals, when the meter sends none: the sum of the tariffs it does send.
 _TOTALS = {
@@ -124,8 +134,9 @@ _MBUS_FIELDS: dict[str, tuple[str, Mapping[str, float]]] = {
     "gas": ("volume_m3", _TO_M3),
     "water": ("volume_m3", _TO_M3),
     "heat": ("energy_gj", _TO_GJ),
+    "cooling": ("energy_gj", _TO_GJ),
 }
-_MBUS_BY_UNIT = {"m3": "gas", "GJ": "heat"}  # older meters send no device type
+_MBUS_BY_UNIT = {"m3": "gas", "GJ": "heat", "MJ": "heat"}  # older meters send no device type
 
 
 def escape_tag(value: str) -> str:
@@ -185,6 +196,7 @@ class PointBuilder:
         # Bounded by construction: one entry per M-Bus channel (at most 4) and per peak kind.
         self._last_capture: dict[tuple[str, str], int] = {}
         self._last_peak: tuple[int, float] | None = None
+        self._last_export_peak: tuple[int, float] | None = None
         self._last_history: tuple[HistoryEntry, ...] | None = None
         self._prefixes: dict[tuple[str, str, str | None], str] = {}
         self._factors: dict[tuple[str, str | None], float] = {}
@@ -288,6 +300,14 @@ class PointBuilder:
                 if current != self._last_peak:
                     self._last_peak = current
                     lines.append(line("capacity", {"meter": meter}, {"month_peak_kw": value}, current[0]))
+        export_peak = fields.get(EXPORT_MONTH_PEAK_OBIS)
+        if export_peak is not None and export_peak.time is not None:
+            value = convert_reading(export_peak, _TO_KW)
+            if value is not None:
+                current = (_epoch_s(export_peak.time), value)
+                if current != self._last_export_peak:
+                    self._last_export_peak = current
+                    lines.append(line("capacity", {"meter": meter}, {"export_month_peak_kw": value}, current[0]))
         history = fields.get(PEAK_HISTORY_OBIS)
         if history is None or not isinstance(history.value, tuple) or history.value == self._last_history:
             return
