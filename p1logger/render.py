@@ -34,10 +34,19 @@ def _json_item(item: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {"time": iso_utc(item.time), "value": item.value, "unit": item.unit}
         if item.month is not None:
             entry["month"] = item.month
+        if item.columns:
+            entry["columns"] = [_json_cell(obis, cell) for obis, cell in item.columns]
         return entry
     if isinstance(item, Reading):
         return {"value": _json_value(item.value), "unit": item.unit}
     return {"value": item, "unit": None}
+
+
+def _json_cell(obis: str, reading: Reading) -> dict[str, Any]:
+    cell: dict[str, Any] = {"obis": obis, "value": _json_value(reading.value), "unit": reading.unit}
+    if reading.time is not None:
+        cell["time"] = iso_utc(reading.time)
+    return cell
 
 
 def telegram_json(telegram: Telegram, rejected: str | None = None) -> dict[str, Any]:
@@ -48,7 +57,15 @@ def telegram_json(telegram: Telegram, rejected: str | None = None) -> dict[str, 
             entry["time"] = iso_utc(reading.time)
         fields[obis] = entry
     for obis, raw in telegram.unknown.items():
-        fields[obis] = {"value": raw, "unit": None, "raw": True}
+        guessed = telegram.unknown_values.get(obis)
+        if guessed is None:
+            fields[obis] = {"value": raw, "unit": None, "raw": True}
+            continue
+        # Read by its shape alone: the number, unit and time, with the raw text beside them.
+        entry = {"value": _json_value(guessed.value), "unit": guessed.unit, "unknown": True, "raw_text": raw}
+        if guessed.time is not None:
+            entry["time"] = iso_utc(guessed.time)
+        fields[obis] = entry
     out: dict[str, Any] = {
         "crc_ok": telegram.crc_ok,
         "header": telegram.header,
@@ -93,6 +110,12 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+def _cell_text(obis: str, cell: Reading) -> str:
+    if cell.time is not None or (cell.value is None and cell.unit is None):
+        return f"{obis}={_plain(cell.time) if cell.time else 'no time'}"
+    return f"{obis}={_plain(cell.value)}{' ' + cell.unit if cell.unit else ''}"
+
+
 def table(telegram: Telegram, country: str, rejected: str | None = None) -> str:
     crc = {True: "CRC ok", False: "CRC FAILED", None: "no CRC"}[telegram.crc_ok]
     stamp = _plain(telegram.timestamp) if telegram.timestamp else "no meter time"
@@ -109,6 +132,8 @@ def table(telegram: Telegram, country: str, rejected: str | None = None) -> str:
                     when = _plain(item.time) if item.time else "time unknown"
                     month = f"{item.month}  " if item.month else ""
                     rows.append(("", "", f"{month}{_plain(item.value)} {item.unit or ''}  at {when}"))
+                    if item.columns:
+                        rows.append(("", "", "    " + "  ".join(_cell_text(o, c) for o, c in item.columns)))
                 else:
                     rows.append(("", "", f"{_plain(item.value)} {item.unit or ''}"))
             continue
@@ -121,7 +146,18 @@ def table(telegram: Telegram, country: str, rejected: str | None = None) -> str:
             value += f"  at {_plain(reading.time)}"
         rows.append((obis, description, value))
     for obis, raw in telegram.unknown.items():
-        rows.append((obis, "(unknown, kept raw)", raw))
+        guessed = telegram.unknown_values.get(obis)
+        if guessed is None:
+            rows.append((obis, "(unknown, kept raw)", raw))
+            continue
+        value = _plain(guessed.value) if guessed.value is not None or guessed.time is None else ""
+        if isinstance(guessed.value, tuple):
+            value = ", ".join(_plain(getattr(r, "value", r)) for r in guessed.value)
+        if guessed.unit:
+            value += f" {guessed.unit}"
+        if guessed.time is not None:
+            value += f"  at {_plain(guessed.time)}"
+        rows.append((obis, "(unknown, read by shape)", f"{value.strip()}   raw {raw}"))
     for obis, why in telegram.invalid.items():
         rows.append((obis, "(could not be read)", why))
     width = max((len(r[1]) for r in rows), default=10)
