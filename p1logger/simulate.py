@@ -7,6 +7,14 @@ uses, a gas meter reporting every 5 minutes (Belgium) or every hour (the
 Netherlands), a water meter, and Belgian capacity-tariff values computed from
 its own quarter-hour averages.  Telegrams follow the DSMR 5 / e-MUCS line
 format with a valid CRC.
+
+Appliances switch on as in a real home (``day_events``): many short spikes
+(kettle, microwave, hair dryer, toaster), an oven that cycles on its
+thermostat with the kettle now and then overlapping it, a heat pump that runs
+for tens of minutes in the cold months, and EV charging sessions of hours.
+So a simulated month has quarters that truly set a new monthly peak among
+many spikes that do not, which is what ``benchmarks/capacity_warnings.py``
+measures the warning rule on.
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 from p1logger.crc import crc16
+from p1logger.quarters import QUARTER_S, quarter_start_s
 
 UTC = timezone.utc
-QUARTER_S = 900
 
 
 @dataclass(frozen=True)
@@ -62,15 +70,83 @@ def _stamp(moment: datetime, zone: ZoneInfo) -> str:
 
 
 def load_kw(local: datetime, rng: random.Random) -> float:
-    """Household demand: a base load, a morning and a larger evening peak, some noise."""
+    """Household demand without the big appliances: a base load, a morning and an evening hump, noise."""
     hour = local.hour + local.minute / 60 + local.second / 3600
     base = 0.25
-    morning = 1.2 * math.exp(-((hour - 7.5) ** 2) / 0.8)
-    evening = 2.4 * math.exp(-((hour - 19.0) ** 2) / 2.0)
-    weekend = 0.4 if local.weekday() >= 5 and 9 <= hour <= 17 else 0.0
-    # Short appliance bursts (kettle, oven) make the quarter-hour peaks realistic.
-    burst = 2.0 if rng.random() < 0.01 else 0.0
-    return max(0.05, base + morning + evening + weekend + burst + rng.gauss(0, 0.05))
+    morning = 0.6 * math.exp(-((hour - 7.5) ** 2) / 0.8)
+    evening = 1.0 * math.exp(-((hour - 19.0) ** 2) / 2.0)
+    weekend = 0.3 if local.weekday() >= 5 and 9 <= hour <= 17 else 0.0
+    return max(0.05, base + morning + evening + weekend + rng.gauss(0, 0.05))
+
+
+@dataclass(frozen=True, slots=True)
+class Appliance:
+    """One appliance run: on from ``start_s`` to ``end_s`` (Unix seconds), drawing ``kw``.
+
+    A thermostat (oven, heat pump defrost) switches it off for ``off_s`` after every ``on_s``.
+    """
+
+    name: str
+    start_s: int
+    end_s: int
+    kw: float
+    on_s: int = 0
+    off_s: int = 0
+
+    def kw_at(self, time_s: int) -> float:
+        if not self.start_s <= time_s < self.end_s:
+            return 0.0
+        if self.on_s and (time_s - self.start_s) % (self.on_s + self.off_s) >= self.on_s:
+            return 0.0
+        return self.kw
+
+
+def day_events(day_start_s: int, local_day: datetime, seed: int) -> tuple[Appliance, ...]:
+    """The appliance runs of one local day, the same for the same day and seed."""
+    rng = random.Random(f"{seed}:{local_day:%Y-%m-%d}")
+
+    def at(hour_from: float, hour_to: float) -> int:
+        return day_start_s + int(rng.uniform(hour_from, hour_to) * 3600)
+
+    events: list[Appliance] = []
+    # Short spikes: none of these alone holds for a quarter hour.
+    for _ in range(rng.randint(3, 6)):
+        start = at(6.5, 22.5)
+        events.append(Appliance("kettle", start, start + rng.randint(100, 240), 2.0 + rng.uniform(0, 0.2)))
+    for _ in range(rng.randint(1, 3)):
+        start = at(7, 21)
+        events.append(Appliance("microwave", start, start + rng.randint(60, 300), 1.2))
+    if rng.random() < 0.6:
+        start = at(6.5, 8.5)
+        events.append(Appliance("hair dryer", start, start + rng.randint(180, 420), 1.8))
+    if rng.random() < 0.5:
+        start = at(7, 9)
+        events.append(Appliance("toaster", start, start + rng.randint(120, 200), 0.9))
+    # The oven cycles on its thermostat; the kettle for the pasta often overlaps it.
+    if rng.random() < 0.6:
+        start = at(17.2, 18.8)
+        length = rng.randint(35, 70) * 60
+        events.append(Appliance("oven", start, start + length, 2.3, on_s=rng.randint(200, 320),
+                                off_s=rng.randint(100, 200)))
+        if rng.random() < 0.6:
+            kettle = start + rng.randint(5, max(6, length // 60 - 5)) * 60
+            events.append(Appliance("kettle", kettle, kettle + rng.randint(120, 240), 2.1))
+    # Washing machine heating its water: 15 minutes at 2 kW in the daytime, twice a week or so.
+    if rng.random() < 0.3:
+        start = at(9, 16)
+        events.append(Appliance("washing machine", start, start + rng.randint(600, 1000), 2.0))
+    # A heat pump in the cold months: long runs that do hold through whole quarters.
+    month = local_day.month
+    if month in (11, 12, 1, 2, 3):
+        for _ in range(rng.randint(2, 4)):
+            start = at(0, 23)
+            events.append(Appliance("heat pump", start, start + rng.randint(20, 75) * 60, rng.uniform(2.2, 3.4)))
+    # EV charging: a few evenings a week, hours long, at 3.7, 7.4 or 11 kW.
+    if rng.random() < 0.35:
+        start = at(17.5, 23.5)
+        power = rng.choice((3.7, 7.4, 7.4, 11.0))
+        events.append(Appliance("EV charging", start, start + rng.randint(60, 240) * 60, power))
+    return tuple(sorted(events, key=lambda event: event.start_s))
 
 
 def solar_kw(local: datetime) -> float:
@@ -113,6 +189,8 @@ class MeterModel:
     water_captured: tuple[datetime, float] = field(init=False)
 
     def __post_init__(self) -> None:
+        self._events_day: object = None
+        self._events: tuple[Appliance, ...] = ()
         self.zone = ZoneInfo(self.profile.zone)
         self.rng = random.Random(self.seed)
         start = self.start.astimezone(UTC).replace(microsecond=0)
@@ -135,8 +213,17 @@ class MeterModel:
 
     def _quarter_floor(self, moment: datetime) -> datetime:
         # Quarters are aligned to the meter's clock, which runs in whole hours offset from UTC here.
-        epoch = int(moment.timestamp())
-        return datetime.fromtimestamp(epoch - epoch % QUARTER_S, UTC)
+        return datetime.fromtimestamp(quarter_start_s(int(moment.timestamp())), UTC)
+
+    def appliances_kw(self, local: datetime) -> float:
+        """What the big appliances draw at this second (see ``day_events``)."""
+        day = local.date()
+        if day != self._events_day:
+            midnight = datetime(day.year, day.month, day.day, tzinfo=self.zone)
+            self._events = day_events(int(midnight.timestamp()), midnight, self.seed)
+            self._events_day = day
+        time_s = int(self.now.timestamp())
+        return sum(event.kw_at(time_s) for event in self._events)
 
     def _capture_floor(self, moment: datetime) -> datetime:
         epoch = int(moment.timestamp())
@@ -171,7 +258,7 @@ class MeterModel:
     def _step(self) -> None:
         """Advance one second."""
         local = self.now.astimezone(self.zone)
-        net_kw = load_kw(local, self.rng) - solar_kw(local)
+        net_kw = load_kw(local, self.rng) + self.appliances_kw(local) - solar_kw(local)
         self.import_w = max(net_kw, 0.0) * 1000
         self.export_w = max(-net_kw, 0.0) * 1000
         active = tariff(self.profile, local)

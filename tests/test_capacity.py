@@ -454,27 +454,39 @@ def test_recorded_day_agrees_with_the_hand_computation(recorded_day: Path, caplo
         f"projected_kw=2.0,shed_kw=0.0,peak_warning=0i {DAY_START}")
     # 18:09:00: the peak is 4.0 (12:00-12:15). 0.3 kWh so far, now 9 kW for the last 360 s:
     # projected (0.3 x 3600 + 9 x 360) / 900 = 4.8 > 4.0; allowed (4.0 x 900 - 1080) / 360 = 7 kW: shed 2.
-    # Rolling mean (4.0 + 47.505) / 12 = 4.29208 -> 4.292; x 53 = 227.48 EUR.
+    # Rolling mean (4.0 + 47.505) / 12 = 4.29208 -> 4.292; x 53 = 227.48 EUR.  No warning yet: the
+    # 9 kW has not been held for 90 s, so the rule still projects with the 2 kW held before it.
     at_1809 = DAY_START + 18 * 3600 + 540
     assert line_at(lines, at_1809) == (
         f"capacity,meter={METER} running_peak_kw=4.0,rolling_mean_kw=4.292,yearly_cost_eur=227.48,"
-        f"projected_kw=4.8,shed_kw=2.0,peak_warning=1i {at_1809}")
+        f"projected_kw=4.8,shed_kw=2.0,peak_warning=0i {at_1809}")
+    # 18:10:30: 9 kW held for 90 s. 0.3 + 9 x 90 / 3600 = 0.525 kWh; projected (1890 + 9 x 270) / 900 = 4.8;
+    # allowed (3600 - 1890) / 270 = 6.333 kW: shed 2.667, and the warning is on.
+    at_181030 = at_1809 + 90
+    assert line_at(lines, at_181030) == (
+        f"capacity,meter={METER} running_peak_kw=4.0,rolling_mean_kw=4.292,yearly_cost_eur=227.48,"
+        f"projected_kw=4.8,shed_kw=2.667,peak_warning=1i {at_181030}")
     # 00:00 the next day: the peak is 6.0 (20:00-20:15): (6.0 + 47.505) / 12 = 4.45875 -> 4.459 kW,
     # x 53 = 236.31375 -> 236.31 EUR.
     assert line_at(lines, DAY_END) == (
         f"capacity,meter={METER} running_peak_kw=6.0,rolling_mean_kw=4.459,yearly_cost_eur=236.31,"
         f"projected_kw=2.0,shed_kw=0.0,peak_warning=0i {DAY_END}")
 
-    # One warning per quarter that heads above the peak, not one per telegram:
-    #   12:00: 4 kW for 900 s = 4.0 over max(2.0, 2.5) = 2.5; shed 4 - 2.5 = 1.5
-    #   18:09: 4.8 over 4.0; shed 2.0 (above)      20:00: 6.0 over 4.8; shed 6 - 4.8 = 1.2
+    # One warning per quarter that heads above the peak, not one per telegram, 90 s after the load
+    # rose (when it has been held for the whole sustain window):
+    #   12:01:30: 4 kW held; 4.0 over max(2.0, 2.5) = 2.5; allowed (2250 - 360) / 810 = 2.333: shed 1.667
+    #   18:10:30: 4.8 over 4.0; shed 2.667 (above)
+    #   20:01:30: 6.0 over 4.8; allowed (4320 - 540) / 810 = 4.667: shed 1.333
     assert [r.getMessage() for r in caplog.records if r.name == "p1logger.capacity"] == [
-        ("quarter 2025-05-02 12:00+02:00–12:15+02:00 is heading for 4.000 kW, above this month's peak "
-        "of 2.500 kW (margin 0.000 kW): shed 1.500 kW now"),
-        ("quarter 2025-05-02 18:00+02:00–18:15+02:00 is heading for 4.800 kW, above this month's peak "
-        "of 4.000 kW (margin 0.000 kW): shed 2.000 kW now"),
-        ("quarter 2025-05-02 20:00+02:00–20:15+02:00 is heading for 6.000 kW, above this month's peak "
-        "of 4.800 kW (margin 0.000 kW): shed 1.200 kW now"),
+        ("quarter 2025-05-02 12:00+02:00–12:15+02:00 is heading for 4.000 kW with the 4.000 kW held for the "
+         "last 90 s, above this month's peak of 2.500 kW (margin 0.000 kW): shed 1.667 kW now, for the "
+         "13 min 30 s left (until 12:15+02:00)"),
+        ("quarter 2025-05-02 18:00+02:00–18:15+02:00 is heading for 4.800 kW with the 9.000 kW held for the "
+         "last 90 s, above this month's peak of 4.000 kW (margin 0.000 kW): shed 2.667 kW now, for the "
+         "4 min 30 s left (until 18:15+02:00)"),
+        ("quarter 2025-05-02 20:00+02:00–20:15+02:00 is heading for 6.000 kW with the 6.000 kW held for the "
+         "last 90 s, above this month's peak of 4.800 kW (margin 0.000 kW): shed 1.333 kW now, for the "
+         "13 min 30 s left (until 20:15+02:00)"),
     ]
 
     state = tracker.state()
@@ -751,10 +763,15 @@ def test_the_margin_moves_the_warning_but_not_the_shedding() -> None:
 
     peak = (utc_s("2025-05-02T12:15:00+02:00"), 4000)
     for margin_kw, warning in ((0.5, 1), (1.0, 0)):
-        tracker, lines = track(SimMeter(load, peak=peak).run(start, start + 540),
+        # To 18:10:30, when the 9 kW has been held for the 90 s the rule asks for.
+        tracker, lines = track(SimMeter(load, peak=peak).run(start, start + 631),
                                CapacityTracker(ZONE, margin_kw=margin_kw))
-        # Projected 4.8: above 4.0 + 0.5, not above 4.0 + 1.0. Shedding 2 kW ends the quarter at 4.0 either way.
-        assert status_lines(lines)[-1].split(" ")[1].endswith(f"projected_kw=4.8,shed_kw=2.0,peak_warning={warning}i")
+        # Projected 4.8: above 4.0 + 0.5, not above 4.0 + 1.0. Shedding 2.667 kW ends the quarter at 4.0 either way.
+        state = tracker.state()
+        assert state is not None
+        quarter = state.quarter
+        assert (quarter.projected_kw, quarter.rule_projected_kw, quarter.sustained_kw) == (4.8, 4.8, 9.0)
+        assert (quarter.shed_kw, quarter.peak_warning) == (2.667, warning)
         assert tracker.stats.warnings == warning
 
 
