@@ -119,30 +119,41 @@ def shed_kw(energy_kwh: float, covered_s: int, power_kw: float, remaining_s: int
 class SustainedPower:
     """The lowest power of the last ``window_s`` seconds: what the household has really held.
 
-    Bounded: one sample per telegram of the window (a deque with a length cap).
-    None until the window is covered, and after a gap in the telegrams.
+    A monotonic queue, so each telegram costs O(1) however long the window;
+    bounded by ``max_samples``.  None until the window is covered, and again
+    after a gap in the telegrams or a clock that steps back.
     """
 
     def __init__(self, window_s: int = SUSTAIN_WINDOW_S, max_samples: int = 4096) -> None:
         self.window_s = window_s
-        self._samples: deque[tuple[int, float]] = deque(maxlen=max_samples)
+        # (time, power) with power strictly rising from left to right: the left end is the minimum.
+        self._rising: deque[tuple[int, float]] = deque(maxlen=max_samples)
+        self._since_s: int | None = None
+        self._last_s: int | None = None
 
     def reset(self) -> None:
-        self._samples.clear()
+        self._rising.clear()
+        self._since_s = self._last_s = None
 
     def add(self, time_s: int, power_kw: float) -> None:
-        samples = self._samples
-        if samples and (time_s < samples[-1][0] or time_s - samples[-1][0] > self.window_s):
-            samples.clear()  # a clock step or a gap: what came before says nothing about now
-        samples.append((time_s, power_kw))
-        while len(samples) > 1 and samples[1][0] <= time_s - self.window_s:
-            samples.popleft()
+        last = self._last_s
+        if last is not None and (time_s < last or time_s - last > self.window_s):
+            self.reset()  # a clock step or a gap: what came before says nothing about now
+        if self._since_s is None:
+            self._since_s = time_s
+        self._last_s = time_s
+        rising = self._rising
+        while rising and rising[-1][1] >= power_kw:
+            rising.pop()
+        rising.append((time_s, power_kw))
+        oldest = time_s - self.window_s
+        while rising[0][0] < oldest:
+            rising.popleft()
 
     def kw(self) -> float | None:
-        samples = self._samples
-        if not samples or samples[-1][0] - samples[0][0] < self.window_s:
+        if self._since_s is None or self._last_s is None or self._last_s - self._since_s < self.window_s:
             return None
-        return min(power for _, power in samples)
+        return self._rising[0][1]
 
 
 @dataclass(frozen=True, slots=True)
