@@ -92,7 +92,12 @@ def run(month: str, seed: int, profile: str, days: int | None = None) -> dict[st
     caught = [q for q in peak_quarters if q in warned and q + QUARTER_S - warned[q][0] >= MIN_LEAD_S]
     true_warnings = [q for q, (_, limit) in warned.items() if averages.get(q, 0.0) > limit]
     leads = [q + QUARTER_S - warned[q][0] for q in peak_quarters if q in warned]
+    details = [
+        (q, round(averages[q], 3), limit_at_end[q], (warned[q][0] - q) if q in warned else None)
+        for q in sorted(set(peak_quarters) | set(warned))
+    ]
     return {
+        "details": details,  # type: ignore[dict-item]
         "quarters": len(averages),
         "peak_quarters": len(peak_quarters),
         "warned_quarters": len(warned),
@@ -112,6 +117,7 @@ def main() -> None:
     parser.add_argument("--month", default="2026-01", help="YYYY-MM to simulate (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", default="be3", choices=[p for p, v in PROFILES.items() if v.belgian])
+    parser.add_argument("--verbose", action="store_true", help="list every peak quarter and every warning")
     parser.add_argument("--days", type=int, default=None, help="only the month's first DAYS days (a quicker look)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the tracker's per-quarter WARNING lines are what is measured
@@ -127,6 +133,13 @@ def main() -> None:
     print(f"precision  {r['precision']:7.1%}  ({r['true_warnings']} of {r['warned_quarters']} warned quarters ended "
           f"above the limit; target >= {PRECISION_TARGET:.0%})  "
           f"{'OK' if r['precision'] >= PRECISION_TARGET else 'MISSED'}")
+    if args.verbose:
+        zone = ZoneInfo(PROFILES[args.profile].zone)
+        print("quarter                    average  limit  warned (s into the quarter)  new peak")
+        for start, average, limit, warned_s in r["details"]:  # type: ignore[attr-defined]
+            local = datetime.fromtimestamp(start, zone)
+            print(f"{local:%Y-%m-%d %H:%M%z}  {average:7.3f}  {limit:5.3f}  {str(warned_s):>5}  "
+                  f"{'yes' if average > limit else 'no'}")
     print(f"lead time  median {r['lead_median_s'] / 60:.1f} min, shortest {r['lead_min_s'] / 60:.1f} min "
           f"before the quarter's end (peak quarters warned in)")
 

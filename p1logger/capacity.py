@@ -28,6 +28,7 @@ from p1logger.quarters import (
     TARIFF_START_MONTH,
     SustainedPower,
     average_kw,
+    hold_s,
     billed_kw,
     billed_months,
     local_month,
@@ -467,7 +468,8 @@ class CapacityTracker:
                 remaining = quarter.end_s - time_s
                 projected = round_kw(projected_kw(energy, elapsed, power, remaining))
                 shed = round_kw(shed_kw(energy, elapsed, power, remaining, limit))
-                call = warning_call(energy, elapsed, remaining, power, self._sustained.kw(), limit, self.margin_kw)
+                held = self._sustained.kw(hold_s(remaining))
+                call = warning_call(energy, elapsed, remaining, power, held, limit, self.margin_kw)
                 warning = int(quarter.warned or (call is not None and call.warn))
                 if call is not None:
                     sustained, rule_projected = call.sustained_kw, call.projected_kw
@@ -489,7 +491,7 @@ class CapacityTracker:
             "quarter %s is heading for %.3f kW with the %.3f kW held for the last %d s, above this month's peak "
             "of %.3f kW (margin %.3f kW): shed %.3f kW now, for the %d min %02d s left (until %s)",
             quarter_label(quarter.start_s, self.zone), quarter.rule_projected_kw or 0.0, quarter.sustained_kw or 0.0,
-            self._sustained.window_s, quarter.limit_kw, self.margin_kw, quarter.shed_kw or 0.0,
+            hold_s(remaining_s), quarter.limit_kw, self.margin_kw, quarter.shed_kw or 0.0,
             remaining_s // 60, remaining_s % 60,
             local_text(datetime.fromtimestamp(quarter.end_s, timezone.utc), self.zone, date=False),
         )

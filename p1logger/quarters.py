@@ -20,9 +20,16 @@ MONTHS_BILLED = 12
 TARIFF_START_MONTH = "2023-01"  # Fluvius counted no peak from before the tariff started
 
 # The warning rule (docs/capacity.md, "Warnings"): project the quarter with the
-# power the household has held for the last SUSTAIN_WINDOW_S seconds, not with
-# the power of this very second, so a kettle's two minutes do not cry wolf.
+# power the household has held for a while, not with the power of this very
+# second, so a kettle's two minutes do not cry wolf.  "A while" is a sixth of
+# the time left in the quarter, at least MIN_HOLD_S and at most SUSTAIN_WINDOW_S:
+# early in a quarter a spike has time to end before it matters; late in it, a
+# load that is on will mostly still be on at the end.
 SUSTAIN_WINDOW_S = 90
+MIN_HOLD_S = 30
+# The held power is a minimum, so it reads a steady load low by its flicker
+# (a fridge, a meter's rounding): this much is added back before projecting.
+FLICKER_KW = 0.15
 # No warning before this much of the quarter has been seen: the first
 # telegrams of a quarter carry too little energy to say anything.
 MIN_ELAPSED_S = 60
@@ -150,10 +157,21 @@ class SustainedPower:
         while rising[0][0] < oldest:
             rising.popleft()
 
-    def kw(self) -> float | None:
-        if self._since_s is None or self._last_s is None or self._last_s - self._since_s < self.window_s:
+    def kw(self, window_s: int | None = None) -> float | None:
+        """The lowest power of the last ``window_s`` seconds (at most the whole window)."""
+        window = self.window_s if window_s is None else min(window_s, self.window_s)
+        if self._since_s is None or self._last_s is None or self._last_s - self._since_s < window:
             return None
-        return self._rising[0][1]
+        oldest = self._last_s - window
+        for time_s, power in self._rising:  # short: the queue only holds rising powers
+            if time_s >= oldest:
+                return power
+        return None  # not reached: the latest sample is always in the queue
+
+
+def hold_s(remaining_s: int) -> int:
+    """How long a load must have been held before the rule projects with it."""
+    return max(MIN_HOLD_S, min(SUSTAIN_WINDOW_S, remaining_s // 6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +194,10 @@ def warning_call(
     limit_kw: float,
     margin_kw: float = 0.0,
 ) -> WarningCall | None:
-    """The rule: warn when the quarter ends above the limit even if only the sustained power holds.
+    """The rule: warn when the quarter ends above the limit even if only the held power continues.
+
+    ``sustained_kw`` is the lowest power of the hold window (``hold_s``); it is
+    projected with ``FLICKER_KW`` added back, never above the current power.
 
     ``energy_kwh`` is what the quarter used in its first ``elapsed_s``
     seconds.  A spike shorter than the sustain window never enters the
@@ -187,7 +208,7 @@ def warning_call(
     if sustained_kw is None or elapsed_s < MIN_ELAPSED_S or remaining_s < 0:
         return None
     held = min(sustained_kw, power_kw)
-    projected = projected_kw(energy_kwh, elapsed_s, held, remaining_s)
+    projected = projected_kw(energy_kwh, elapsed_s, min(held + FLICKER_KW, power_kw), remaining_s)
     shed = shed_kw(energy_kwh, elapsed_s, power_kw, remaining_s, limit_kw)
     return WarningCall(projected > limit_kw + margin_kw, round_kw(projected), round_kw(held), round_kw(shed), remaining_s)
 

@@ -441,10 +441,10 @@ def test_recorded_day_agrees_with_the_hand_computation(recorded_day: Path, caplo
                         f"{DAY_START + (index + 1) * 900}")
     assert quarter_lines(lines) == expected
 
-    # One status point every 10 s of meter time: 86400 / 10 + the telegram at 00:00 the next day.
-    # Every change of peak_warning and every quarter end falls on a 10 s mark, so none is extra.
-    assert len(status_lines(lines)) == 8641
-    assert len(lines) == 8641 + 96
+    # One status point every 10 s of meter time: 86400 / 10 + the telegram at 00:00 the next day, and one
+    # more: the warning at 18:09:51 is written at once, off the 10 s marks (the others fall on them).
+    assert len(status_lines(lines)) == 8642
+    assert len(lines) == 8642 + 96
 
     # 00:00: the month's peak is still the meter's 1.194 kW (1 May); the rolling mean is the fixture's:
     # (2.5 + 47.505) / 12 = 4.167 kW, 220.86 EUR. Projection at the quarter's first second: 2 kW for
@@ -460,30 +460,32 @@ def test_recorded_day_agrees_with_the_hand_computation(recorded_day: Path, caplo
     assert line_at(lines, at_1809) == (
         f"capacity,meter={METER} running_peak_kw=4.0,rolling_mean_kw=4.292,yearly_cost_eur=227.48,"
         f"projected_kw=4.8,shed_kw=2.0,peak_warning=0i {at_1809}")
-    # 18:10:30: 9 kW held for 90 s. 0.3 + 9 x 90 / 3600 = 0.525 kWh; projected (1890 + 9 x 270) / 900 = 4.8;
-    # allowed (3600 - 1890) / 270 = 6.333 kW: shed 2.667, and the warning is on.
-    at_181030 = at_1809 + 90
-    assert line_at(lines, at_181030) == (
+    # 18:09:51: the 9 kW has been held for 51 s, which is a sixth of the 309 s left: the rule now projects
+    # with it. 0.3 + 9 x 51 / 3600 = 0.4275 kWh, which the meter's Wh resolution sends as 0.427; projected
+    # (1537.2 + 9 x 309) / 900 = 4.798; allowed (3600 - 1537.2) / 309 = 6.676 kW: shed 2.324, and the
+    # warning is on (a status point at once).
+    at_180951 = at_1809 + 51
+    assert line_at(lines, at_180951) == (
         f"capacity,meter={METER} running_peak_kw=4.0,rolling_mean_kw=4.292,yearly_cost_eur=227.48,"
-        f"projected_kw=4.8,shed_kw=2.667,peak_warning=1i {at_181030}")
+        f"projected_kw=4.798,shed_kw=2.324,peak_warning=1i {at_180951}")
     # 00:00 the next day: the peak is 6.0 (20:00-20:15): (6.0 + 47.505) / 12 = 4.45875 -> 4.459 kW,
     # x 53 = 236.31375 -> 236.31 EUR.
     assert line_at(lines, DAY_END) == (
         f"capacity,meter={METER} running_peak_kw=6.0,rolling_mean_kw=4.459,yearly_cost_eur=236.31,"
         f"projected_kw=2.0,shed_kw=0.0,peak_warning=0i {DAY_END}")
 
-    # One warning per quarter that heads above the peak, not one per telegram, 90 s after the load
-    # rose (when it has been held for the whole sustain window):
-    #   12:01:30: 4 kW held; 4.0 over max(2.0, 2.5) = 2.5; allowed (2250 - 360) / 810 = 2.333: shed 1.667
-    #   18:10:30: 4.8 over 4.0; shed 2.667 (above)
-    #   20:01:30: 6.0 over 4.8; allowed (4320 - 540) / 810 = 4.667: shed 1.333
+    # One warning per quarter that heads above the peak, not one per telegram, once the load has been held
+    # for a sixth of the time left (between 30 and 90 s):
+    #   12:01:30: 4 kW held 90 s; 4.0 over max(2.0, 2.5) = 2.5; allowed (2250 - 360) / 810 = 2.333: shed 1.667
+    #   18:09:51: 9 kW held 51 s; 4.798 over 4.0; shed 2.324 (above)
+    #   20:01:30: 6 kW held 90 s; 6.0 over 4.8; allowed (4320 - 540) / 810 = 4.667: shed 1.333
     assert [r.getMessage() for r in caplog.records if r.name == "p1logger.capacity"] == [
         ("quarter 2025-05-02 12:00+02:00–12:15+02:00 is heading for 4.000 kW with the 4.000 kW held for the "
          "last 90 s, above this month's peak of 2.500 kW (margin 0.000 kW): shed 1.667 kW now, for the "
          "13 min 30 s left (until 12:15+02:00)"),
-        ("quarter 2025-05-02 18:00+02:00–18:15+02:00 is heading for 4.800 kW with the 9.000 kW held for the "
-         "last 90 s, above this month's peak of 4.000 kW (margin 0.000 kW): shed 2.667 kW now, for the "
-         "4 min 30 s left (until 18:15+02:00)"),
+        ("quarter 2025-05-02 18:00+02:00–18:15+02:00 is heading for 4.798 kW with the 9.000 kW held for the "
+         "last 51 s, above this month's peak of 4.000 kW (margin 0.000 kW): shed 2.324 kW now, for the "
+         "5 min 09 s left (until 18:15+02:00)"),
         ("quarter 2025-05-02 20:00+02:00–20:15+02:00 is heading for 6.000 kW with the 6.000 kW held for the "
          "last 90 s, above this month's peak of 4.800 kW (margin 0.000 kW): shed 1.333 kW now, for the "
          "13 min 30 s left (until 20:15+02:00)"),
@@ -763,7 +765,7 @@ def test_the_margin_moves_the_warning_but_not_the_shedding() -> None:
 
     peak = (utc_s("2025-05-02T12:15:00+02:00"), 4000)
     for margin_kw, warning in ((0.5, 1), (1.0, 0)):
-        # To 18:10:30, when the 9 kW has been held for the 90 s the rule asks for.
+        # To 18:10:30, well after the 9 kW has been held long enough for the rule.
         tracker, lines = track(SimMeter(load, peak=peak).run(start, start + 631),
                                CapacityTracker(ZONE, margin_kw=margin_kw))
         # Projected 4.8: above 4.0 + 0.5, not above 4.0 + 1.0. Shedding 2.667 kW ends the quarter at 4.0 either way.
@@ -774,8 +776,8 @@ def test_the_margin_moves_the_warning_but_not_the_shedding() -> None:
         assert quarter.rule_projected_kw == pytest.approx(4.8, abs=0.003)
         assert quarter.shed_kw == pytest.approx(2.667, abs=0.01)
         assert tracker.stats.warnings == warning
-        # The warning, when there is one, comes at 18:10:30, the first second the 9 kW has been held for 90 s.
-        assert tracker.last_warning == ((start, start + 630, 4.0) if warning else None)
+        # The warning, when there is one, comes at 18:09:51, when the 9 kW has been held for a sixth of the time left.
+        assert tracker.last_warning == ((start, start + 591, 4.0) if warning else None)
 
 
 # --------------------------------------------------------------------------- p1logger capacity
@@ -902,32 +904,33 @@ def test_alert_rule_flux_parses_and_typechecks() -> None:
 
 
 def test_a_kettle_on_top_of_the_evening_does_not_warn_but_an_ev_charger_does(caplog: pytest.LogCaptureFixture) -> None:
-    # This month's peak is 4.0 kW. 18:00-18:15: 2.5 kW all along and a 2.2 kW kettle from 18:06 for 150 s:
-    # (2.5 x 900 + 2.2 x 150) / 900 = 2.867 kW, well under 4.0. The old rule projected 4.7 kW (2.5 + 2.2)
-    # for the 9 minutes left at 18:06 and warned; the held power is 2.5, so no warning.
-    # 18:15-18:30: an EV charger starts at 18:20 with 7.4 kW on top of 2.5: (2.5 x 900 + 7.4 x 600) / 900
-    # = 7.433 kW. It has been held for 90 s at 18:21:30, 8.5 min before the end: warned then, once.
+    # This month's peak is 4.0 kW. 18:00-18:15: 3 kW all along and a 2.2 kW kettle from 18:05 for 80 s:
+    # (3 x 900 + 2.2 x 80) / 900 = 3.196 kW, under 4.0. The old rule projected with this second's 5.2 kW:
+    # (900 + 5.2 x 600) / 900 = 4.467 at 18:05 and warned. The kettle is never held for the 86-90 s the
+    # rule asks for at that point of the quarter, so no warning.
+    # 18:15-18:30: an EV charger starts at 18:20 with 7.4 kW on top of 3: (3 x 900 + 7.4 x 600) / 900
+    # = 7.933 kW. At 18:21:25 it has been held 85 s, a sixth of the 515 s left: warned then, once.
     caplog.set_level(logging.WARNING, logger="p1logger.capacity")
     start = utc_s("2025-05-02T18:00:00+02:00")
 
     def load(time_s: int) -> int:
-        watts = 2500
-        if start + 360 <= time_s < start + 510:
+        watts = 3000
+        if start + 300 <= time_s < start + 380:
             watts += 2200
         if time_s >= start + 1200:
             watts += 7400
         return watts
 
     peak = (utc_s("2025-05-02T12:15:00+02:00"), 4000)
-    tracker, lines = track(SimMeter(load, peak=peak).run(start - 120, start + 1800))
+    tracker, lines = track(SimMeter(load, peak=peak).run(start - 120, start + 1801))
     assert tracker.stats.warnings == 1
-    assert tracker.last_warning == (start + 900, start + 1290, 4.0)
+    assert tracker.last_warning == (start + 900, start + 1285, 4.0)
     (message,) = [r.getMessage() for r in caplog.records if r.name == "p1logger.capacity"]
-    assert message.startswith("quarter 2025-05-02 18:15+02:00–18:30+02:00 is heading for ")
-    assert message.endswith("for the 8 min 30 s left (until 18:30+02:00)")
-    # peak_warning: 0 through the kettle quarter, 1 from 18:21:30 to the quarter's end, 0 after it.
+    assert message.startswith("quarter 2025-05-02 18:15+02:00–18:30+02:00 is heading for 7.93")
+    assert message.endswith("for the 8 min 35 s left (until 18:30+02:00)")
+    # peak_warning: 0 through the kettle quarter, 1 from 18:21:25 to the quarter's end, 0 after it.
     warnings = {int(text.rsplit(" ", 1)[1]): text.split("peak_warning=")[1][0] for text in status_lines(lines)
                 if "peak_warning=" in text}
-    assert {value for time_s, value in warnings.items() if time_s < start + 1290} == {"0"}
-    assert {value for time_s, value in warnings.items() if start + 1290 <= time_s < start + 1800} == {"1"}
+    assert {value for time_s, value in warnings.items() if time_s < start + 1285} == {"0"}
+    assert {value for time_s, value in warnings.items() if start + 1285 <= time_s < start + 1800} == {"1"}
     assert warnings[start + 1800] == "0"

@@ -11,6 +11,7 @@ from p1logger.quarters import (
     MIN_ELAPSED_S,
     SUSTAIN_WINDOW_S,
     SustainedPower,
+    hold_s,
     month_bounds_s,
     month_start,
     next_month,
@@ -46,6 +47,7 @@ def test_the_sustained_power_is_the_lowest_of_the_window_and_forgets_after_a_gap
     assert held.kw() == 2.0  # 9 kW since t=100, but the 2 kW at t=99 is still inside the 90 s at t=189
     held.add(190, 9.0)
     assert held.kw() == 9.0
+    assert held.kw(30) == 9.0 and held.kw(200) == 9.0  # a shorter window; a longer one is the whole window
     held.add(400, 9.0)  # a gap longer than the window: start over
     assert held.kw() is None
     held.add(399, 9.0)  # a clock step back: start over too
@@ -54,10 +56,12 @@ def test_the_sustained_power_is_the_lowest_of_the_window_and_forgets_after_a_gap
 
 def test_the_rule_projects_with_the_held_power_only() -> None:
     # Limit 4.0 kW. 300 s into the quarter with 0.25 kWh used (3 kW average), 600 s left.
-    # A kettle now (current 5.2 kW) but only 3.0 kW held: (900 + 3.0 x 600) / 900 = 3.0 -> no warning.
+    # A kettle now (current 5.2 kW) but only 3.0 kW held, projected with 0.15 kW of flicker added back:
+    # (900 + 3.15 x 600) / 900 = 3.1 -> no warning.
     call = warning_call(0.25, 300, 600, 5.2, 3.0, 4.0)
-    assert call is not None and not call.warn and call.projected_kw == 3.0 and call.sustained_kw == 3.0
-    # The same, with 5.2 kW held (an EV charger): (900 + 5.2 x 600) / 900 = 4.467 -> warn; allowed
+    assert call is not None and not call.warn and call.projected_kw == 3.1 and call.sustained_kw == 3.0
+    # The same, with 5.2 kW held (an EV charger; the flicker never lifts it above the current power):
+    # (900 + 5.2 x 600) / 900 = 4.467 -> warn; allowed
     # (3600 - 900) / 600 = 4.5 kW, so shed 0.7 kW for the 600 s left.
     call = warning_call(0.25, 300, 600, 5.2, 5.2, 4.0)
     assert call is not None and call.warn
@@ -77,6 +81,10 @@ def test_no_call_without_enough_to_judge() -> None:
     assert warning_call(0.1, 300, 600, 5.0, None, 4.0) is None
     assert warning_call(0.1, MIN_ELAPSED_S - 1, 900 - MIN_ELAPSED_S + 1, 9.0, 9.0, 4.0) is None
     assert SUSTAIN_WINDOW_S == 90
+
+
+def test_the_hold_time_is_a_sixth_of_what_is_left_between_30_and_90_s() -> None:
+    assert [hold_s(left) for left in (900, 540, 539, 300, 180, 100, 0)] == [90, 90, 89, 50, 30, 30, 30]
 
 
 def test_the_simulated_days_have_real_peaks_beside_short_spikes() -> None:
