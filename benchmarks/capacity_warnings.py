@@ -46,7 +46,10 @@ UTC = timezone.utc
 ONE_SECOND = timedelta(seconds=1)
 
 
-def run(month: str, seed: int, profile: str, days: int | None = None) -> dict[str, float | int]:
+Detail = tuple[int, float, float, "int | None"]  # quarter start, average kW, limit kW, warned s into it
+
+
+def run(month: str, seed: int, profile: str, days: int | None = None) -> tuple[dict[str, float], list[Detail]]:
     zone = ZoneInfo(PROFILES[profile].zone)
     first_s, end_s, _ = month_bounds_s(int(datetime(int(month[:4]), int(month[5:7]), 2, tzinfo=zone).timestamp()), zone)
     if days is not None:
@@ -92,12 +95,11 @@ def run(month: str, seed: int, profile: str, days: int | None = None) -> dict[st
     caught = [q for q in peak_quarters if q in warned and q + QUARTER_S - warned[q][0] >= MIN_LEAD_S]
     true_warnings = [q for q, (_, limit) in warned.items() if averages.get(q, 0.0) > limit]
     leads = [q + QUARTER_S - warned[q][0] for q in peak_quarters if q in warned]
-    details = [
+    details: list[Detail] = [
         (q, round(averages[q], 3), limit_at_end[q], (warned[q][0] - q) if q in warned else None)
         for q in sorted(set(peak_quarters) | set(warned))
     ]
     return {
-        "details": details,  # type: ignore[dict-item]
         "quarters": len(averages),
         "peak_quarters": len(peak_quarters),
         "warned_quarters": len(warned),
@@ -109,7 +111,7 @@ def run(month: str, seed: int, profile: str, days: int | None = None) -> dict[st
         "lead_median_s": statistics.median(leads) if leads else 0.0,
         "lead_min_s": min(leads) if leads else 0.0,
         "month_peak_kw": round(month_peak_kw, 3),
-    }
+    }, details
 
 
 def main() -> None:
@@ -121,8 +123,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=None, help="only the month's first DAYS days (a quicker look)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the tracker's per-quarter WARNING lines are what is measured
-    r = run(args.month, args.seed, args.profile, args.days)
-    print(f"simulated {args.month}, profile {args.profile}, seed {args.seed}: {r['quarters']} quarters, "
+    r, details = run(args.month, args.seed, args.profile, args.days)
+    print(f"simulated {args.month}, profile {args.profile}, seed {args.seed}: {r['quarters']:.0f} quarters, "
           f"month peak {r['month_peak_kw']} kW")
     print(f"quarters that set a new peak  {r['peak_quarters']:4d}")
     print(f"quarters warned in            {r['warned_quarters']:4d}  (repeated warnings in one quarter: "
@@ -136,7 +138,7 @@ def main() -> None:
     if args.verbose:
         zone = ZoneInfo(PROFILES[args.profile].zone)
         print("quarter                    average  limit  warned (s into the quarter)  new peak")
-        for start, average, limit, warned_s in r["details"]:  # type: ignore[attr-defined]
+        for start, average, limit, warned_s in details:
             local = datetime.fromtimestamp(start, zone)
             print(f"{local:%Y-%m-%d %H:%M%z}  {average:7.3f}  {limit:5.3f}  {str(warned_s):>5}  "
                   f"{'yes' if average > limit else 'no'}")

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This checkout's p1logger, not whichever one pip installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stream import realistic_stream  # noqa: E402
 

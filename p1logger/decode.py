@@ -521,11 +521,22 @@ class Decoder:
             kind, parser = cast("tuple[Kind, Parser]", resolved)
             try:
                 if kind is _TIMESTAMP:
-                    # Every telegram's own time is new: skip the generic parser call.
-                    reading = _new_reading(Reading, (timestamps.read(inner), None, None))
+                    # Every telegram's own time is new: skip the generic parser call. The lenient
+                    # parse reads every real stamp; only what it refuses is judged strictly.
+                    moment = timestamps.parse(inner)
+                    if moment is None:
+                        moment = timestamps.read(inner)
+                    reading = _new_reading(Reading, (moment, None, None))
                 elif kind is _NUMBER and ")(" not in inner:
                     # Fast path for the most common line: one number with an optional unit.
-                    reading = Reading(*_split_number(inner)) if inner else Reading(None)
+                    star = inner.find("*")
+                    if star > 0 and star < len(inner) - 1:
+                        value = float(inner[:star])
+                        if value - value != 0.0:  # nan or inf: float() reads them, meters never send them
+                            raise ValueError(f"{inner!r} is not a meter value")
+                        reading = _new_reading(Reading, (value, inner[star + 1 :], None))
+                    else:
+                        reading = Reading(*_split_number(inner)) if inner else Reading(None)
                 else:
                     reading = parser(inner.split(")("), timestamps)
             except (ValueError, IndexError, DecodeError) as exc:
