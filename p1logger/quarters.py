@@ -8,6 +8,7 @@ in p1logger lives here (the tracker in ``capacity.py``, the simulator and the
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ TARIFF_START_MONTH = "2023-01"  # Fluvius counted no peak from before the tariff
 # load that is on will mostly still be on at the end.
 SUSTAIN_WINDOW_S = 90
 MIN_HOLD_S = 30
+# Readings further apart than this are not taken as one continuous load.
+MAX_GAP_S = QUARTER_S
 # The held power is a minimum, so it reads a steady load low by its flicker
 # (a fridge, a meter's rounding): this much is added back before projecting.
 FLICKER_KW = 0.15
@@ -124,49 +127,49 @@ def shed_kw(energy_kwh: float, covered_s: int, power_kw: float, remaining_s: int
 
 
 class SustainedPower:
-    """The lowest power of the last ``window_s`` seconds: what the household has really held.
+    """The power the household has held: the lowest reading since a given time.
 
-    A monotonic queue, so each telegram costs O(1) however long the window;
-    bounded by ``max_samples``.  None until the window is covered, and again
-    after a gap in the telegrams or a clock that steps back.
+    Between two telegrams the power is taken as the earlier reading, so the
+    power held over the last ``window`` seconds is the lowest of the readings
+    in the window and the last one before it.  That works at one telegram a
+    second and at one every 10 s or 5 minutes alike.  Bounded: the readings of
+    the longest window (capped at ``max_samples``).  None until the window is
+    covered, and again after a clock that steps back or a gap of more than a
+    quarter hour.
     """
 
-    def __init__(self, window_s: int = SUSTAIN_WINDOW_S, max_samples: int = 4096) -> None:
+    def __init__(self, window_s: int = SUSTAIN_WINDOW_S, max_samples: int = 1024) -> None:
         self.window_s = window_s
-        # (time, power) with power strictly rising from left to right: the left end is the minimum.
-        self._rising: deque[tuple[int, float]] = deque(maxlen=max_samples)
-        self._since_s: int | None = None
-        self._last_s: int | None = None
+        self._samples: deque[tuple[int, float]] = deque(maxlen=max_samples)
 
     def reset(self) -> None:
-        self._rising.clear()
-        self._since_s = self._last_s = None
+        self._samples.clear()
 
     def add(self, time_s: int, power_kw: float) -> None:
-        last = self._last_s
-        if last is not None and (time_s < last or time_s - last > self.window_s):
-            self.reset()  # a clock step or a gap: what came before says nothing about now
-        if self._since_s is None:
-            self._since_s = time_s
-        self._last_s = time_s
-        rising = self._rising
-        while rising and rising[-1][1] >= power_kw:
-            rising.pop()
-        rising.append((time_s, power_kw))
+        samples = self._samples
+        if samples and (time_s < samples[-1][0] or time_s - samples[-1][0] > MAX_GAP_S):
+            samples.clear()  # a clock step or a long gap: what came before says nothing about now
+        samples.append((time_s, power_kw))
         oldest = time_s - self.window_s
-        while rising[0][0] < oldest:
-            rising.popleft()
+        while len(samples) > 1 and samples[1][0] <= oldest:
+            samples.popleft()  # keep one reading at or before the window's start: it was in force there
 
     def kw(self, window_s: int | None = None) -> float | None:
-        """The lowest power of the last ``window_s`` seconds (at most the whole window)."""
+        """The lowest power in force during the last ``window_s`` seconds (at most the whole window)."""
+        samples = self._samples
         window = self.window_s if window_s is None else min(window_s, self.window_s)
-        if self._since_s is None or self._last_s is None or self._last_s - self._since_s < window:
+        if not samples:
             return None
-        oldest = self._last_s - window
-        for time_s, power in self._rising:  # short: the queue only holds rising powers
-            if time_s >= oldest:
-                return power
-        return None  # not reached: the latest sample is always in the queue
+        oldest = samples[-1][0] - window
+        if samples[0][0] > oldest:
+            return None  # not covered: nothing is known from the window's start
+        lowest = math.inf
+        for time_s, power in reversed(samples):
+            if power < lowest:
+                lowest = power
+            if time_s <= oldest:
+                break
+        return lowest
 
 
 def hold_s(remaining_s: int) -> int:

@@ -116,19 +116,20 @@ def test_simulated_month_in_influxd_matches_the_hand_computation_and_the_command
     assert dst_night[0]["count"] == 8
 
     # Warnings: until 10 October the month's peak is 0.6 kW, so the limit is the 2.5 kW floor. The 5.2 kW
-    # quarter projects 5.2 from its first telegram (18:00), and (0.433 x 3600 + 5.2 x 600) / 900 = 5.199 at
-    # 18:05 and (0.866 x 3600 + 5.2 x 300) / 900 = 5.197 at 18:10: three points with peak_warning 1. Later
-    # quarters (4.0, 3.2, 2.4, 4.6) stay under 5.2. One log line for that one quarter:
-    # shed 5.2 - 2.5 = 2.7 kW at 18:00.
+    # quarter's first telegram (18:00) is too early to judge, and the 0.6 kW before it was still in force
+    # 90 s earlier. At 18:05 the 5.2 kW has held since 18:00: (0.433 x 3600 + 5.2 x 600) / 900 = 5.199
+    # > 2.5, the warning is on, and stays on at 18:10 ((0.866 x 3600 + 5.2 x 300) / 900 = 5.197): two
+    # points with peak_warning 1. Later quarters (4.0, 3.2, 2.4, 4.6) stay under 5.2. One log line.
     warned = select(influxd, influx_db, "SELECT projected_kw, shed_kw FROM capacity WHERE peak_warning = 1")
     peak_start = utc_s("2025-10-10T18:00:00+02:00")
     # 18:05: 0.433 kWh so far allows (2.5 x 900 - 1558.8) / 600 = 1.152 kW: shed 5.2 - 1.152 = 4.048.
     # 18:10: 0.866 kWh so far allows (2250 - 3117.6) / 300 < 0: shed all 5.2 kW.
     assert [(row["time"], row["projected_kw"], row["shed_kw"]) for row in warned] == [
-        (peak_start, 5.2, 2.7), (peak_start + 300, 5.199, 4.048), (peak_start + 600, 5.197, 5.2)]
+        (peak_start + 300, 5.199, 4.048), (peak_start + 600, 5.197, 5.2)]
     assert [r.getMessage() for r in caplog.records if r.name == "p1logger.capacity"] == [
-        ("quarter 2025-10-10 18:00+02:00–18:15+02:00 is heading for 5.200 kW, above this month's peak "
-        "of 2.500 kW (margin 0.000 kW): shed 2.700 kW now")]
+        ("quarter 2025-10-10 18:00+02:00–18:15+02:00 is heading for 5.199 kW with the 5.200 kW held for the "
+         "last 90 s, above this month's peak of 2.500 kW (margin 0.000 kW): shed 4.048 kW now, for the "
+         "10 min 00 s left (until 18:15+02:00)")]
 
     # The state at the last telegram (31 October 23:55 CET), by hand:
     #   October so far: 5.2 kW (10 October 18:00-18:15, ours and the meter's 1-0:1.6.0)
