@@ -1,9 +1,9 @@
-"""Configuration: every setting is an environment variable with a matching flag.
+"""Configuration shared by the commands: the argument groups, serial settings, tariff labels.
 
-Flags win over the environment; the environment wins over the defaults.  A
-bad value stops start-up with a ConfigError whose one-line message says what
-to fix.  Secrets are read here and never echoed: not in ``--help``, not in
-errors, not in ``repr``.
+Every setting is declared in p1logger/settings.py (one table): flags win over
+the environment, the environment over the defaults, and a bad value stops the
+command that uses it with one ConfigError line.  Secrets are never echoed: not
+in ``--help``, not in errors, not in ``repr``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from p1logger import settings
 from p1logger.errors import ConfigError
-from p1logger.timestamps import DEFAULT_TIMEZONE
 
 # Tariff 1 is day in Belgium but night (low) in the Netherlands: the decoded data
 # keeps the numbers, and only what a person reads gets these labels.
@@ -24,8 +24,6 @@ TARIFF_LABELS: dict[str, dict[int, str]] = {
     "LU": {1: "day", 2: "night"},
 }
 DEFAULT_COUNTRY = "BE"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PARITIES = {"N": "N", "E": "E", "O": "O", "NONE": "N", "EVEN": "E", "ODD": "O"}
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -54,67 +52,35 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, positional: bool) -
     """The flags that say where telegrams come from and how to read the serial line."""
     group = parser.add_argument_group("source")
     if positional:
-        group.add_argument(
-            "device",
-            nargs="?",
-            default=env("P1_SOURCE"),
-            help="serial device (/dev/ttyUSB0, COM3), pyserial URL (socket://host:port, rfc2217://host:port) "
-            "[env P1_SOURCE]",
-        )
+        settings.add(group, "P1_SOURCE", positional="device")
         group.add_argument("--input", "-i", metavar="FILE", help="read a recorded file instead (- for stdin)")
-    group.add_argument("--baud", type=int, default=int(env("P1_BAUD", "115200") or 115200),
-                       help="baud rate: 115200 for DSMR 4/5 and Belgian meters, 9600 for DSMR 2.2/3 "
-                       "(default %(default)s) [env P1_BAUD]")
-    group.add_argument("--bytesize", type=int, choices=(7, 8), default=int(env("P1_BYTESIZE", "8") or 8),
-                       help="data bits: 8, or 7 for DSMR 2.2/3 (default %(default)s) [env P1_BYTESIZE]")
-    group.add_argument("--parity", default=env("P1_PARITY", "N"),
-                       help="parity N, E or O: E for DSMR 2.2/3 (default %(default)s) [env P1_PARITY]")
-    group.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="stop bits (default %(default)s)")
-    group.add_argument("--xonxoff", action="store_true", default=env("P1_XONXOFF") == "1",
-                       help="software flow control (rarely needed) [env P1_XONXOFF=1]")
+    settings.add(group, "P1_BAUD", "P1_BYTESIZE", "P1_PARITY", "P1_STOPBITS", "P1_XONXOFF")
     group.add_argument("--dsmr22", action="store_true",
                        help="shortcut for the DSMR 2.2/3 line settings: 9600 baud, 7 data bits, even parity")
-    group.add_argument("--max-telegram-bytes", type=int, default=8192,
-                       help="longest telegram accepted; longer input is dropped and counted (default %(default)s)")
+    settings.add(group, "P1_MAX_TELEGRAM_BYTES")
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("decoding")
-    group.add_argument("--timezone", default=env("P1_TIMEZONE", DEFAULT_TIMEZONE),
-                       help="the meter's time zone, an IANA name (default %(default)s) [env P1_TIMEZONE]")
-    group.add_argument("--country", default=env("P1_COUNTRY", DEFAULT_COUNTRY),
-                       help="country for tariff labels: BE (tariff 1 = day) or NL (tariff 1 = night) "
-                       "(default %(default)s) [env P1_COUNTRY]")
+    settings.add(parser.add_argument_group("decoding"), "P1_TIMEZONE", "P1_COUNTRY")
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default=env("P1_LOG_LEVEL", "INFO"),
-                        help="DEBUG, INFO, WARNING or ERROR (default %(default)s) [env P1_LOG_LEVEL]")
+    settings.add(parser, "P1_LOG_LEVEL")
 
 
 def serial_settings(args: argparse.Namespace) -> SerialSettings:
     if getattr(args, "dsmr22", False):
         return SerialSettings.dsmr22()
-    parity = PARITIES.get(str(args.parity).upper())
-    if parity is None:
-        raise ConfigError(f"parity {args.parity!r} is not N, E or O: use --parity E for DSMR 2.2/3, N otherwise")
-    if args.baud <= 0:
-        raise ConfigError(f"baud rate {args.baud} is not valid: use --baud 115200 (DSMR 4/5) or 9600 (DSMR 2.2/3)")
-    return SerialSettings(args.baud, args.bytesize, parity, args.stopbits, bool(args.xonxoff))
+    return SerialSettings(args.baud, args.bytesize, args.parity, args.stopbits, bool(args.xonxoff))
 
 
-def check_country(country: str) -> str:
-    value = country.strip().upper()
-    if len(value) != 2 or not value.isalpha():
-        raise ConfigError(f"country {country!r} is not a two-letter code: set P1_COUNTRY to BE or NL")
-    return value
+def check_country(country: str | None) -> str:
+    """A parsed country (BE, NL, LU), or "" when it is to be detected from the telegrams."""
+    return settings.country(country or "")
 
 
 def check_log_level(level: str) -> str:
-    value = level.strip().upper()
-    if value not in LOG_LEVELS:
-        raise ConfigError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}: fix P1_LOG_LEVEL")
-    return value
+    return str(settings.BY_ENV["P1_LOG_LEVEL"].convert(level, from_flag=False))
 
 
 def read_secret(value: str | None, file_name: str | None, what: str, file_variable: str) -> str | None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from p1logger import config
+from p1logger import settings
 from p1logger.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -320,14 +320,7 @@ class FanoutServer:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sharing the meter")
-    group.add_argument("--serve-raw", metavar="HOST:PORT", default=config.env("P1_SERVE_RAW"),
-                       help="re-send every valid telegram, byte-exact, to TCP clients (Home Assistant's DSMR "
-                       "integration: socket://HOST:PORT). 127.0.0.1:2001 serves this machine only, 0.0.0.0:2001 "
-                       "the LAN (there is no authentication) [env P1_SERVE_RAW]")
-    group.add_argument("--serve-raw-max-clients", type=int,
-                       default=config.env("P1_SERVE_RAW_MAX_CLIENTS", str(DEFAULT_MAX_CLIENTS)),
-                       help="clients served at once; more are refused (default %(default)s) "
-                       "[env P1_SERVE_RAW_MAX_CLIENTS]")
+    settings.add(group, "P1_SERVE_RAW", "P1_SERVE_RAW_MAX_CLIENTS")
 
 
 def setup_run(context: RunContext) -> None:

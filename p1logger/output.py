@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from p1logger import config
+from p1logger import settings
 from p1logger.errors import ConfigError
 from p1logger.sink import WriteKind, WriteResult
 
@@ -90,10 +90,7 @@ class StdoutSink:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
-    group.add_argument("--output", metavar="-", default=config.env("P1_OUTPUT"),
-                       help="'-' writes line protocol (nanosecond timestamps) to standard output instead of "
-                       "InfluxDB, for Telegraf's execd input or 'influx write'; the InfluxDB settings are then "
-                       "not needed [env P1_OUTPUT]")
+    settings.add(group, "P1_OUTPUT")
 
 
 def setup_run(context: RunContext) -> None:

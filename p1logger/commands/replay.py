@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple, TextIO
 
-from p1logger import config
+from p1logger import config, settings
 from p1logger.archive import ArchiveReader, Record, archive_files
 from p1logger.batch import Batcher
 from p1logger.cli import setup_logging
@@ -382,15 +382,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="archive files, plain captures or archive directories (all their daily files)")
-    parser.add_argument("--state", metavar="FILE", default=config.env("P1_REPLAY_STATE"),
-                        help=f"progress file for resuming (default: {STATE_FILE} in the spool directory) "
-                        "[env P1_REPLAY_STATE]")
+    settings.add(parser, "P1_REPLAY_STATE")
     parser.add_argument("--restart", action="store_true", help="ignore saved progress: replay every file in full")
-    add_spool_dir_argument(parser, "the progress and dead-letter files")
-    add_timestamps_argument(parser, "the receive time the archive recorded")
+    add_spool_dir_argument(parser)
+    add_timestamps_argument(parser)
     add_batch_argument(parser)
-    parser.add_argument("--max-telegram-bytes", type=int, default=DEFAULT_MAX_TELEGRAM_BYTES,
-                        help="longest telegram accepted in a plain capture (default %(default)s)")
+    settings.add(parser, "P1_MAX_TELEGRAM_BYTES")
     config.add_decode_arguments(parser)
     add_influx_arguments(parser)
     config.add_logging_arguments(parser)

@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import signal
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from p1logger import config
+from p1logger import config, settings
 from p1logger.cli import setup_logging
 from p1logger.errors import ConfigError
 from p1logger.pipeline import LineBuilder, Pipeline, PipelineSettings, RawObserver, Sink
@@ -33,40 +31,21 @@ DEAD_LETTER_FILE = "dead-letter.lp"
 
 
 def default_spool_dir() -> str:
-    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state_home, "p1logger")
+    return settings.default_spool_dir()
 
 
 def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("InfluxDB")
-    group.add_argument("--influx-url", default=config.env("INFLUX_URL", "http://localhost:8086"),
-                       help="InfluxDB URL (default %(default)s) [env INFLUX_URL]")
-    group.add_argument("--influx-api", choices=("v2", "v1"), default=config.env("INFLUX_API", "v2"),
-                       help="v2 for InfluxDB 2.x; v1 for InfluxDB 1.x (/write with user and password) "
-                       "(default %(default)s) [env INFLUX_API]")
-    group.add_argument("--influx-org", default=config.env("INFLUX_ORG", ""),
-                       help="organization (v2) [env INFLUX_ORG]")
-    group.add_argument("--influx-bucket", default=config.env("INFLUX_BUCKET", "p1"),
-                       help="bucket (v2), or database or database/retention_policy (v1) "
-                       "(default %(default)s) [env INFLUX_BUCKET]")
-    # Secrets: no defaults shown, so --help never prints one.
-    group.add_argument("--influx-token-file", default=config.env("INFLUX_TOKEN_FILE"),
-                       help="file holding the API token (v2) [env INFLUX_TOKEN_FILE; or put the token itself "
-                       "in INFLUX_TOKEN, which is safer than a flag]")
-    group.add_argument("--influx-username", default=config.env("INFLUX_USERNAME"),
-                       help="user name (v1) [env INFLUX_USERNAME; the password comes from INFLUX_PASSWORD "
-                       "or INFLUX_PASSWORD_FILE]")
-    group.add_argument("--influx-timeout-s", type=float, default=float(config.env("INFLUX_TIMEOUT_S", "5") or 5),
-                       help="seconds to wait for one write (default %(default)s) [env INFLUX_TIMEOUT_S]")
+    # The token and the password have no flag (ps would show it); their files do.
+    settings.add(parser.add_argument_group("InfluxDB (the token: INFLUX_TOKEN; the v1 password: INFLUX_PASSWORD "
+                                           "or INFLUX_PASSWORD_FILE)"),
+                 "INFLUX_URL", "INFLUX_API", "INFLUX_ORG", "INFLUX_BUCKET", "INFLUX_TOKEN_FILE", "INFLUX_USERNAME",
+                 "INFLUX_TIMEOUT_S")
 
 
 def influx_target(args: argparse.Namespace) -> InfluxTarget:
-    # argparse checks choices only on the command line, not on a default taken from the environment.
-    if args.influx_api not in ("v1", "v2"):
-        raise ConfigError(f"INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not {args.influx_api!r}: fix INFLUX_API")
-    token = config.read_secret(config.env("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
-    password = config.read_secret(config.env("INFLUX_PASSWORD"), config.env("INFLUX_PASSWORD_FILE"), "password",
-                                  "INFLUX_PASSWORD_FILE")
+    token = config.read_secret(settings.value("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
+    password = config.read_secret(settings.value("INFLUX_PASSWORD"), settings.value("INFLUX_PASSWORD_FILE"),
+                                  "password", "INFLUX_PASSWORD_FILE")
     if args.influx_api == "v2" and not token:
         raise ConfigError("no InfluxDB token: set INFLUX_TOKEN or INFLUX_TOKEN_FILE (or INFLUX_API=v1 for InfluxDB 1.x)")
     if args.influx_api == "v2" and not args.influx_org:
@@ -89,20 +68,16 @@ def influx_target(args: argparse.Namespace) -> InfluxTarget:
 
 
 # Options that run and replay share.
-def add_timestamps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, receive_means: str) -> None:
-    parser.add_argument("--timestamps", choices=("meter", "receive"), default=config.env("P1_TIMESTAMPS", "meter"),
-                        help=f"stamp points with the meter's clock, or with {receive_means} "
-                        "(default %(default)s) [env P1_TIMESTAMPS]")
+def add_timestamps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    settings.add(parser, "P1_TIMESTAMPS")
 
 
-def add_spool_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, holds: str) -> None:
-    parser.add_argument("--spool-dir", default=config.env("P1_SPOOL_DIR", default_spool_dir()),
-                        help=f"where {holds} live (default %(default)s) [env P1_SPOOL_DIR]")
+def add_spool_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    settings.add(parser, "P1_SPOOL_DIR")
 
 
 def add_batch_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--batch-max-points", type=int, default=int(config.env("P1_BATCH_MAX_POINTS", "5000") or 0),
-                        help="points per write (default %(default)s) [env P1_BATCH_MAX_POINTS]")
+    settings.add(parser, "P1_BATCH_MAX_POINTS")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -118,28 +93,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "  p1logger run --source simulator --output -",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--source", default=config.env("P1_SOURCE"),
-                        help="serial device, socket://host:port, rfc2217://host:port, file:PATH (replays a "
-                        "recording as fast as possible), or simulator [env P1_SOURCE]")
-    parser.add_argument("--realtime", action="store_true", default=config.env("P1_REALTIME") == "1",
-                        help="pace a file: source at one telegram per second [env P1_REALTIME=1]")
+    settings.add(parser, "P1_SOURCE", "P1_REALTIME")
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
-    add_timestamps_argument(parser, "the receive time for meters whose clock is wrong")
+    add_timestamps_argument(parser)
     add_influx_arguments(parser)
     store = parser.add_argument_group("batching and spool")
-    add_spool_dir_argument(store, "the spool, the dead-letter file and the health state")
-    store.add_argument("--spool-max-bytes", type=int, default=int(config.env("P1_SPOOL_MAX_BYTES", str(1 << 30)) or 0),
-                       help="spool size bound; past it the oldest data is dropped and counted "
-                       "(default %(default)s = 1 GiB) [env P1_SPOOL_MAX_BYTES]")
-    add_batch_argument(store)
-    store.add_argument("--flush-interval-s", type=float, default=float(config.env("P1_FLUSH_INTERVAL_S", "1") or 0),
-                       help="longest wait before a write (default %(default)s) [env P1_FLUSH_INTERVAL_S]")
-    store.add_argument("--watchdog-s", type=float, default=float(config.env("P1_WATCHDOG_S", "30") or 0),
-                       help="reopen the source after this long without a valid telegram "
-                       "(default %(default)s) [env P1_WATCHDOG_S]")
-    store.add_argument("--instance", default=config.env("P1_INSTANCE", socket.gethostname()),
-                       help="the instance tag of the logger's own health points (default: host name) [env P1_INSTANCE]")
+    settings.add(store, "P1_SPOOL_DIR", "P1_SPOOL_MAX_BYTES", "P1_BATCH_MAX_POINTS", "P1_FLUSH_INTERVAL_S",
+                 "P1_WATCHDOG_S", "P1_INSTANCE")
     config.add_logging_arguments(parser)
     for feature in _features():
         feature.add_run_arguments(parser)
@@ -178,21 +139,12 @@ def _features() -> list[ModuleType]:
     return [module for module in found if hasattr(module, "setup_run")]
 
 
-def check_positive(name: str, value: float, variable: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, not {value}: fix {variable}")
-
-
 def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = None) -> tuple[Pipeline, RunContext]:
     if not args.source:
         raise ConfigError("no source: set P1_SOURCE (e.g. /dev/ttyUSB0, socket://host:2001, file:PATH or simulator)")
     timestamps = TimestampParser(args.timezone)
     config.check_country(args.country)
     settings = config.serial_settings(args)
-    check_positive("the batch size", args.batch_max_points, "P1_BATCH_MAX_POINTS")
-    check_positive("the flush interval", args.flush_interval_s, "P1_FLUSH_INTERVAL_S")
-    check_positive("the watchdog", args.watchdog_s, "P1_WATCHDOG_S")
-    check_positive("the spool size", args.spool_max_bytes, "P1_SPOOL_MAX_BYTES")
     spool_dir = Path(args.spool_dir)
     shutdown = shutdown or threading.Event()
     context = RunContext(args, timestamps, spool_dir, shutdown)

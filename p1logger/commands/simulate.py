@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from p1logger import settings
 from p1logger.errors import ConfigError
 from p1logger.simulate import PROFILES, SimulatorSource
 
@@ -31,16 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "  p1logger simulate --speed 3600 --count 86400 > day.txt   # a day, fast",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("P1_SIMULATOR_PROFILE", "be3"),
-                        help="which meter to imitate (default %(default)s) [env P1_SIMULATOR_PROFILE]")
+    settings.add(parser, "P1_SIMULATOR_PROFILE")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--tcp", metavar="HOST:PORT", help="serve telegrams to TCP clients (read with socket://HOST:PORT)")
     target.add_argument("--pty", action="store_true", help="write to a new pseudo-terminal and print its path")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="telegrams per second of wall time; the meter clock still advances 1 s per telegram "
-                        "(default %(default)s)")
-    parser.add_argument("--count", type=int, default=0, help="stop after this many telegrams (default: never)")
-    parser.add_argument("--start", help="the meter clock's start, ISO 8601 (default: now)")
+    settings.add(parser, "P1_SIMULATOR_SPEED", "P1_SIMULATOR_COUNT", "P1_SIMULATOR_START")
     parser.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same telegrams")
     parser.set_defaults(func=main)
 
