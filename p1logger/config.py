@@ -74,6 +74,19 @@ def serial_settings(args: argparse.Namespace) -> SerialSettings:
     return SerialSettings(args.baud, args.bytesize, args.parity, args.stopbits, bool(args.xonxoff))
 
 
+def check_source(spec: str) -> None:
+    """What can be known about P1_SOURCE before opening it: a missing file will not appear by retrying."""
+    path = spec[5:] if spec.startswith("file:") else None
+    if path is not None and path != "-":
+        if not os.path.exists(path):
+            raise ConfigError(f"P1_SOURCE {spec!r}: there is no file {path}")
+        if os.path.isdir(path) or not os.access(path, os.R_OK):
+            raise ConfigError(f"P1_SOURCE {spec!r}: {path} is not a readable file")
+    if spec == "simulator":
+        for name in ("P1_SIMULATOR_PROFILE", "P1_SIMULATOR_SPEED", "P1_SIMULATOR_COUNT", "P1_SIMULATOR_START"):
+            settings.value(name)
+
+
 def check_country(country: str | None) -> str:
     """A parsed country (BE, NL, LU), or "" when it is to be detected from the telegrams."""
     return settings.country(country or "")

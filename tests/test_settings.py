@@ -285,3 +285,17 @@ def test_the_table_defaults_match_the_code() -> None:
     assert default("P1_CAPACITY_MARGIN_KW") == capacity.DEFAULT_MARGIN_KW
     assert default("P1_MAX_TELEGRAM_BYTES") == DEFAULT_MAX_TELEGRAM_BYTES
     assert default("P1_TIMEZONE") == DEFAULT_TIMEZONE
+
+
+def test_a_missing_source_file_is_a_configuration_error(tmp_path: Path) -> None:
+    result = run_process("run", "--source", f"file:{tmp_path}/missing.txt", "--output", "-",
+                         P1_SPOOL_DIR=str(tmp_path / "spool"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"p1logger run: P1_SOURCE 'file:{tmp_path}/missing.txt': there is no file {tmp_path}/missing.txt\n"
+
+
+def test_a_bad_simulator_variable_stops_run_before_it_starts(tmp_path: Path) -> None:
+    result = run_process("run", "--output", "-", P1_SOURCE="simulator", P1_SIMULATOR_SPEED="fast",
+                         P1_SPOOL_DIR=str(tmp_path / "spool"))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "p1logger run: P1_SIMULATOR_SPEED 'fast' is not valid: expected a speed factor above 0\n"

@@ -142,6 +142,7 @@ def _features() -> list[ModuleType]:
 def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = None) -> tuple[Pipeline, RunContext]:
     if not args.source:
         raise ConfigError("no source: set P1_SOURCE (e.g. /dev/ttyUSB0, socket://host:2001, file:PATH or simulator)")
+    config.check_source(args.source)
     timestamps = TimestampParser(args.timezone)
     config.check_country(args.country)
     settings = config.serial_settings(args)
