@@ -16,6 +16,7 @@ from typing import Literal, Mapping
 from zoneinfo import ZoneInfo
 
 from p1logger.decode import HistoryEntry, Reading, Telegram
+from p1logger.guards import PLAUSIBLE, MeterClock
 from p1logger.obis import MBUS_DEVICE_TYPES
 
 FieldType = Literal["float", "int"]
@@ -33,17 +34,23 @@ def _floats(*names: str) -> dict[str, FieldType]:
 
 _TARIFFS = ("t1", "t2", "t3", "t4")
 
+# The tag ``clock=receive`` marks the points of a telegram whose meter clock stood still or stepped
+# back (guards.MeterClock): stored at the receive time, in series of their own, so that they and the
+# meter-timed points never overwrite each other.
+CLOCK_TAG = "clock"
+CLOCK_FALLBACK = "receive"
+
 SCHEMA: dict[str, Measurement] = {
-    "power": Measurement(_floats("import_w", "export_w"), frozenset({"meter", "phase"})),
-    "voltage": Measurement(_floats("voltage_v"), frozenset({"meter", "phase"})),
-    "current": Measurement(_floats("current_a"), frozenset({"meter", "phase"})),
+    "power": Measurement({**_floats("import_w", "export_w")}, frozenset({"meter", "phase", "clock"})),
+    "voltage": Measurement({**_floats("voltage_v")}, frozenset({"meter", "phase", "clock"})),
+    "current": Measurement({**_floats("current_a")}, frozenset({"meter", "phase", "clock"})),
     "energy": Measurement(
         {
             **_floats(*(f"{d}_{t}_kwh" for d in ("import", "export") for t in _TARIFFS)),
             **_floats("import_total_kwh", "export_total_kwh"),
             "active_tariff": "int",
         },
-        frozenset({"meter"}),
+        frozenset({"meter", "clock"}),
     ),
     "gas": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
     "water": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
@@ -55,7 +62,7 @@ SCHEMA: dict[str, Measurement] = {
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
         },
-        frozenset({"meter", "month"}),
+        frozenset({"meter", "month", "clock"}),
     ),
     "p1logger": Measurement(
         {
@@ -186,15 +193,18 @@ class PointBuilder:
         self._last_capture: dict[tuple[str, str], int] = {}
         self._last_peak: tuple[int, float] | None = None
         self._last_history: tuple[HistoryEntry, ...] | None = None
-        self._prefixes: dict[tuple[str, str, str | None], str] = {}
+        self._prefixes: dict[tuple[str, str, str | None, bool], str] = {}
         self._factors: dict[tuple[str, str | None], float] = {}
+        self.clock = MeterClock()
+        self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
 
     def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        meter = telegram.meter_id
+        fallback = False
         if telegram.timestamp is not None and not self.use_receive_time:
-            time_s = _epoch_s(telegram.timestamp)
+            time_s, fallback = self.clock.place(meter, _epoch_s(telegram.timestamp), received_at_s)
         else:
             time_s = int(received_at_s)
-        meter = telegram.meter_id
         fields = telegram.fields
         grouped: dict[tuple[str, str | None], dict[str, float | int]] = {}
         factors = self._factors
@@ -216,6 +226,9 @@ class PointBuilder:
                 factors[(obis, unit)] = factor
             if factor != 1.0:
                 value = round(value * factor, 9)  # type: ignore[operator]
+            limits = PLAUSIBLE.get(target[1])
+            if limits is not None and not limits[0] <= value <= limits[1]:  # type: ignore[operator]
+                self.implausible_values += 1
             key = (target[0], target[2])
             group = grouped.get(key)
             if group is None:
@@ -235,18 +248,20 @@ class PointBuilder:
         lines: list[str] = []
         suffix = f" {time_s}"
         for (measurement, phase), values in grouped.items():
-            prefix = self._prefix(measurement, meter, phase)
+            prefix = self._prefix(measurement, meter, phase, fallback)
             lines.append(prefix + ",".join([f"{key}={format_field(value)}" for key, value in values.items()]) + suffix)
         self._mbus_lines(telegram, meter, lines)
         self._peak_lines(fields, meter, lines)
         return lines
 
-    def _prefix(self, measurement: str, meter: str, phase: str | None) -> str:
+    def _prefix(self, measurement: str, meter: str, phase: str | None, fallback: bool = False) -> str:
         """``measurement,tags `` for the instantaneous points, remembered (bounded) per meter."""
-        key = (measurement, meter, phase)
+        key = (measurement, meter, phase, fallback)
         prefix = self._prefixes.get(key)
         if prefix is None:
             tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
+            if fallback:
+                tags[CLOCK_TAG] = CLOCK_FALLBACK
             prefix = series(measurement, tags) + " "
             if len(self._prefixes) > 256:
                 self._prefixes.clear()

@@ -332,7 +332,7 @@ def shown_fields(schema: Schema) -> set[tuple[str, str]]:
 def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
     schema = reference_schema()
     assert sorted(schema) == ["capacity", "current", "energy", "gas", "heat", "p1logger", "power", "voltage", "water"]
-    assert schema["power"] == {"fields": {"import_w": "float", "export_w": "float"}, "tags": {"meter", "phase"}}
+    assert schema["power"] == {"fields": {"import_w": "float", "export_w": "float"}, "tags": {"meter", "phase", "clock"}}
     assert schema["energy"]["fields"]["active_tariff"] == "int"
     assert sorted(f for f in schema["energy"]["fields"] if f.startswith("import_")) == [
         "import_t1_kwh",
