@@ -341,7 +341,7 @@ def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
         "import_t4_kwh",
         "import_total_kwh",
     ]
-    assert schema["capacity"]["tags"] == {"meter", "month"}
+    assert schema["capacity"]["tags"] == {"meter", "month", "clock"}
     assert schema["capacity"]["fields"]["peak_warning"] == "int"
     assert schema["capacity"]["fields"]["history_peak_kw"] == "float"
     assert len(schema["capacity"]["fields"]) == 11
