@@ -9,8 +9,11 @@ in ``--help``, not in errors, not in ``repr``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from p1logger import settings
@@ -24,6 +27,10 @@ TARIFF_LABELS: dict[str, dict[int, str]] = {
     "LU": {1: "day", 2: "night"},
 }
 DEFAULT_COUNTRY = "BE"
+EMUCS_VERSION_OBIS = "0-0:96.1.4"
+DSMR_VERSION_OBIS = "1-3:0.2.8"
+
+logger = logging.getLogger(__name__)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -33,6 +40,61 @@ def env(name: str, default: str | None = None) -> str | None:
 
 def tariff_label(country: str, tariff: int) -> str:
     return TARIFF_LABELS.get(country, {}).get(tariff, f"tariff {tariff}")
+
+
+def detect_country(header: str, obis_codes: Collection[str]) -> tuple[str, str]:
+    """(country, why) from what a telegram says about itself; "" when it cannot tell."""
+    if EMUCS_VERSION_OBIS in obis_codes:
+        return "BE", f"the meter sends {EMUCS_VERSION_OBIS}, the Belgian e-MUCS version"
+    if header.startswith("Lux"):
+        return "LU", "the meter identifies itself as a Luxembourg Smarty meter (Lux)"
+    if DSMR_VERSION_OBIS in obis_codes or not header:
+        return "NL", (f"a DSMR meter without {EMUCS_VERSION_OBIS} (which every Belgian meter sends): "
+                      "Dutch tariff numbering; set P1_COUNTRY if the meter is elsewhere")
+    return "NL", (f"no {EMUCS_VERSION_OBIS} (which every Belgian meter sends): Dutch tariff numbering; "
+                  "set P1_COUNTRY if the meter is elsewhere")
+
+
+def labels_text(country: str) -> str:
+    labels = TARIFF_LABELS.get(country, {})
+    return ", ".join(f"tariff {number} = {label}" for number, label in sorted(labels.items()))
+
+
+class CountryLabels:
+    """The country whose tariff labels apply, configured or detected, and why."""
+
+    def __init__(self, configured: str) -> None:
+        self.configured = configured
+        self.country = configured
+        self.reason = f"P1_COUNTRY={configured}" if configured else ""
+
+    def update(self, header: str, obis_codes: Collection[str]) -> bool:
+        """Detect from one telegram (unless configured); True when the labels changed."""
+        if self.configured:
+            return False
+        country, reason = detect_country(header, obis_codes)
+        if (country, reason) == (self.country, self.reason):
+            return False
+        self.country, self.reason = country, reason
+        return True
+
+    def describe(self) -> str:
+        how = self.reason if self.configured else f"detected: {self.reason}"
+        return f"tariff labels for {self.country} ({labels_text(self.country)}); {how}"
+
+
+class TariffLog:
+    """For ``run``: logs the tariff names once, when the first telegram shows them; adds no points."""
+
+    def __init__(self, configured: str) -> None:
+        self.labels = CountryLabels(configured)
+        self._logged = False
+
+    def build(self, telegram: Any, received_at_s: float) -> list[str]:
+        if self.labels.update(telegram.header, telegram.fields) or not self._logged:
+            self._logged = True
+            logger.info("%s", self.labels.describe())
+        return []
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from p1logger.health import Health
 from p1logger.points import PointBuilder, health_line
 from p1logger.reader import RejectSummary, TelegramReader
 from p1logger.sink import WriteKind, WriteResult
-from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, FileSource, Source
+from p1logger.source import GARBAGE_LIMIT_BYTES, FileSource, Source, no_valid_telegram_hint
 from p1logger.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class Pipeline:
                         self._notify(item.raw, False)
                 self._reject_summary.maybe_log()
                 if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
-                    logger.warning("%s: %s", source.description, GARBAGE_HINT)
+                    logger.warning("%s: %s", source.description, no_valid_telegram_hint(self.reader.stats.rejected))
                     garbage_warned = True
                 if self.clock() - last_valid_at > self.settings.watchdog_s and not isinstance(source, FileSource):
                     self._source_state(

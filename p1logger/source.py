@@ -12,10 +12,11 @@ import errno
 import logging
 import os
 import select
+import stat
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Protocol
+from typing import BinaryIO, Callable, Mapping, Protocol
 
 import serial
 
@@ -36,6 +37,20 @@ GARBAGE_HINT = (
 )
 
 
+CRC_HINT = ("telegrams arrive but fail their checksum: noisy cable or two readers on one port? "
+            "Try a shorter or shielded cable, and check that no other program (ModemManager, Home Assistant, "
+            "a second logger) reads the same port")
+
+
+def no_valid_telegram_hint(rejected: Mapping[str, int]) -> str:
+    """Why no valid telegram arrived, judging by what was rejected: whole telegrams failing only their
+    checksum mean the line settings are right and the signal is damaged; anything else, the settings."""
+    checksum = rejected.get("crc", 0) + rejected.get("crc_missing", 0)
+    if checksum and checksum >= sum(rejected.values()) - checksum:
+        return CRC_HINT
+    return GARBAGE_HINT
+
+
 class Source(Protocol):
     description: str
 
@@ -46,6 +61,13 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def _is_character_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def describe_os_error(target: str, exc: BaseException) -> str:
     """Plain words and a fix for the ways opening a serial port or socket fails."""
     code = getattr(exc, "errno", None)
@@ -54,8 +76,14 @@ def describe_os_error(target: str, exc: BaseException) -> str:
         return (f"serial device {target} does not exist: is the P1 cable plugged in? "
                 "List devices with: ls -l /dev/serial/by-id/")
     if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
+        if not _is_character_device(target):
+            return (f"permission denied on {target}, which is not a serial device: give the user read access to "
+                    "it (a recording is read with --input FILE, or P1_SOURCE=file:PATH)")
         return (f"permission denied on {target}: add the user to the dialout group "
                 "(sudo usermod -aG dialout $USER, then log in again)")
+    if code == errno.ENOTTY or "Inappropriate ioctl" in text:
+        return (f"{target} is not a serial port: a recording is read with --input FILE (dump, record, capacity) "
+                "or P1_SOURCE=file:PATH (run)")
     if code == errno.EBUSY or "busy" in text.lower():
         return f"{target} is busy: another program (ModemManager, Home Assistant?) has it open"
     if code == errno.ECONNREFUSED or "refused" in text.lower():
@@ -226,4 +254,6 @@ def open_source(
         from p1logger.simulate import simulator_from_env
 
         return simulator_from_env(sleep=sleep)
+    if os.path.isfile(spec):  # "dump telegrams.txt": a recording named like a device
+        return FileSource(spec, realtime=realtime, sleep=sleep)
     return SerialSource(spec, settings, read_timeout_s)

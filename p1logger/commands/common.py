@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,7 +12,8 @@ from p1logger import config
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import Rejected, TelegramReader
-from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, FileSource, Source, open_source
+from p1logger.archive import MAGIC, ArchiveParser
+from p1logger.source import GARBAGE_LIMIT_BYTES, FileSource, Source, no_valid_telegram_hint, open_source
 
 
 def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
@@ -21,7 +23,8 @@ def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
     if not args.device:
         raise ConfigError("say where to read: a serial device (/dev/ttyUSB0), "
                           "a URL (socket://host:port) or a file (--input FILE)")
-    return open_source(args.device, config.serial_settings(args)), not args.device.startswith("file:")
+    live = not args.device.startswith("file:") and not os.path.isfile(args.device)
+    return open_source(args.device, config.serial_settings(args)), live
 
 
 @dataclass
@@ -29,31 +32,49 @@ class ReadCounts:
     valid: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     bytes_in: int = 0
+    damaged_record_bytes: int = 0  # an archive ('record', 'run --archive'): records cut short by a crash
 
 
 def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadCounts) -> Iterator[Telegram | Rejected]:
     """Every telegram and reject until the end of a file; counted as they pass.
 
-    A live source that delivers only noise stops with the wrong-baud-or-cable hint.
+    A live source that delivers only noise stops with a hint at the likely cause.  A file made by
+    ``record`` (or ``run --archive``) is read record by record, so its header lines are not noise.
     """
+    archive: ArchiveParser | None = None
+    first = True
     while True:
         try:
             data = source.read()
         except EOFError:
+            if archive is not None:
+                yield from _feed(reader, [record.raw for record in archive.feed(b"", eof=True)], counts)
+                counts.damaged_record_bytes = archive.skipped_bytes
             return
         counts.bytes_in += len(data)
-        for item in reader.feed(data):
+        if first and data:
+            first = False
+            if data.startswith(MAGIC):
+                archive = ArchiveParser()
+        chunks = [data] if archive is None else [record.raw for record in archive.feed(data)]
+        yield from _feed(reader, chunks, counts)
+        if live and counts.valid == 0 and counts.bytes_in > GARBAGE_LIMIT_BYTES:
+            raise SourceError(no_valid_telegram_hint(counts.rejected))
+
+
+def _feed(reader: TelegramReader, chunks: list[bytes], counts: ReadCounts) -> Iterator[Telegram | Rejected]:
+    for chunk in chunks:
+        for item in reader.feed(chunk):
             if isinstance(item, Telegram):
                 counts.valid += 1
             else:
                 counts.rejected[item.reason] += 1
             yield item
-        if live and counts.valid == 0 and counts.bytes_in > GARBAGE_LIMIT_BYTES:
-            raise SourceError(GARBAGE_HINT)
 
 
 def summary(command: str, counts: ReadCounts, garbage_bytes: int) -> str | None:
     """One stderr line about rejects and noise, or None when there were none."""
+    garbage_bytes += counts.damaged_record_bytes
     if not counts.rejected and not garbage_bytes:
         return None
     parts = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.rejected.items()))

@@ -11,7 +11,7 @@ from p1logger.errors import ConfigError, SourceError
 from p1logger.decode import Telegram
 from p1logger.reader import TelegramReader
 from p1logger.sink import InfluxSink
-from p1logger.source import GARBAGE_HINT, open_source
+from p1logger.source import no_valid_telegram_hint, open_source
 from p1logger.timestamps import TimestampParser
 
 OK, BAD = "ok  ", "FIX "
@@ -102,5 +102,5 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
         _print(False, f"source: nothing arrived from {source.description} in {args.wait_s:.0f} s: is the P1 port "
                "enabled at your grid operator and the cable plugged in?")
     else:
-        _print(False, f"source: {received} bytes but no valid telegram: {GARBAGE_HINT}")
+        _print(False, f"source: {received} bytes but no valid telegram: {no_valid_telegram_hint(reader.stats.rejected)}")
     return False

@@ -144,11 +144,12 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
         raise ConfigError("no source: set P1_SOURCE (e.g. /dev/ttyUSB0, socket://host:2001, file:PATH or simulator)")
     config.check_source(args.source)
     timestamps = TimestampParser(args.timezone)
-    config.check_country(args.country)
+    country = config.check_country(args.country)
     settings = config.serial_settings(args)
     spool_dir = Path(args.spool_dir)
     shutdown = shutdown or threading.Event()
     context = RunContext(args, timestamps, spool_dir, shutdown)
+    context.extra_builders.append(config.TariffLog(country))
     for feature in _features():
         feature.setup_run(context)
     # A short retry budget: a batch waiting on retries lives only in memory, and the
