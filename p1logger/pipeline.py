@@ -355,6 +355,7 @@ class Pipeline:
             return
         self._next_health_at = now + self.settings.health_interval_s
         self.health.spool_points = self.spool.backlog_points
+        self._copy_guard_counts()
         self._add_lines([
             health_line(
                 self.settings.instance,
@@ -394,8 +395,15 @@ class Pipeline:
             if self.spool.backlog_points:
                 logger.warning("%d points stay in the spool; the next run sends them", self.spool.backlog_points)
         self.health.spool_points = self.spool.backlog_points
+        self._copy_guard_counts()
+        self.health.stopped_at = self.wall_clock()  # health must not call a stopped logger "ok"
         if self.settings.state_dir is not None:
             try:
                 self.health.write_state(self.settings.state_dir)
             except OSError:
                 pass
+
+    def _copy_guard_counts(self) -> None:
+        self.health.meter_clock_repeats = self.builder.clock.stats.repeated
+        self.health.meter_clock_backsteps = self.builder.clock.stats.backward
+        self.health.implausible_values = self.builder.implausible_values

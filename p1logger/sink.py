@@ -384,6 +384,7 @@ class InfluxSink:
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = _utc_now,
+        report_outages: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, not {max_attempts}")
@@ -406,6 +407,9 @@ class InfluxSink:
         )
         self._transport: _Transport = _V2Transport(target) if target.api == "v2" else _V1Transport(target)
         self._last_kind = WriteKind.OK
+        # False when the caller logs outages itself (run's pipeline): each failure is said once.
+        self._report_outages = report_outages
+        self._server_version: str | None = None
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._shutdown.wait(seconds)
@@ -538,6 +542,11 @@ class InfluxSink:
 
     def _not_found_message(self, reason: str) -> str:
         where = self.target.describe_destination()
+        if self.target.api == "v2" and isinstance(self._transport, _V2Transport):
+            if self._server_version is None:
+                self._server_version = _ping_version(self._transport.client) or ""
+            if is_influxdb_1(self._server_version):
+                return f"{influxdb_1_hint(self._server_version)}; the data is kept"
         if self.target.api == "v2":
             fix = "create it in InfluxDB or fix the bucket/org names"
         else:
@@ -599,9 +608,9 @@ class InfluxSink:
                 self.dead_letter_path or "the counters",
             )
         if result.kind in (WriteKind.OK, WriteKind.REJECTED):
-            if self._last_kind not in (WriteKind.OK, WriteKind.REJECTED):
+            if self._last_kind not in (WriteKind.OK, WriteKind.REJECTED) and self._report_outages:
                 logger.info("InfluxDB takes writes again")
-        elif result.kind is not self._last_kind:
+        elif result.kind is not self._last_kind and self._report_outages:
             # Said once when the trouble starts, not on every flush while it lasts.
             logger.error("%s", result.message)
         else:
@@ -626,6 +635,23 @@ def _unreachable(target: InfluxTarget, why: str) -> tuple[bool, str]:
     )
 
 
+def is_influxdb_1(version: str) -> bool:
+    """What /ping's X-Influxdb-Version says: "1.6.7" or "1.8.10" for 1.x, "v2.7.4" or "2.7.4" for 2.x."""
+    return version.strip().lstrip("v").startswith("1.")
+
+
+def influxdb_1_hint(version: str) -> str:
+    return (f"this is InfluxDB 1.x (version {version}): set INFLUX_API=v1, with the database in INFLUX_BUCKET "
+            "(and INFLUX_USERNAME and INFLUX_PASSWORD if it has authentication)")
+
+
+def _ping_version(client: InfluxDBClient) -> str | None:
+    try:
+        return str(client.version())
+    except Exception:  # noqa: BLE001 - only a better message is at stake; the write's own error stands
+        return None
+
+
 def _check_v2(target: InfluxTarget, client: InfluxDBClient) -> list[tuple[bool, str]]:
     api_exception = _api_exception()
     try:
@@ -635,6 +661,9 @@ def _check_v2(target: InfluxTarget, client: InfluxDBClient) -> list[tuple[bool, 
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         return [_unreachable(target, _describe_io_error(exc))]
     checks: list[tuple[bool, str]] = [(True, f"InfluxDB {version} answers at {target.url}")]
+    if is_influxdb_1(str(version)):
+        checks.append((False, influxdb_1_hint(str(version))))
+        return checks
 
     def ask(call: Callable[[], Any]) -> tuple[Any, int | None, str]:
         try:

@@ -187,3 +187,26 @@ def test_an_impossible_voltage_is_stored_as_sent_and_counted() -> None:
 ])
 def test_plausibility_limits(field: str, value: float, expected: bool) -> None:
     assert implausible(field, value) is expected
+
+
+def test_run_counts_the_doubtful_readings_in_its_health_state(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    stuck = [telegram_at(T0).raw for _ in range(4)]  # one reading and three repeats of its meter time
+    capture = tmp_path / "meter.txt"
+    capture.write_bytes(b"".join(stuck) + telegram_at(T0 + timedelta(seconds=9), voltage=930.3).raw)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P1_", "INFLUX_"))}
+    result = subprocess.run([sys.executable, "-m", "p1logger", "run", "--source", f"file:{capture}", "--output", "-",
+                             "--spool-dir", str(tmp_path / "spool")], env=env, capture_output=True, text=True,
+                            timeout=60, check=False, cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    voltage_l1 = [line for line in result.stdout.splitlines() if line.startswith("voltage,") and "phase=L1" in line]
+    assert len(stored(voltage_l1)) == 5
+    assert sum(",clock=receive," in line for line in voltage_l1) == 3
+    state = json.loads((tmp_path / "spool" / "health.json").read_text(encoding="utf-8"))
+    assert (state["meter_clock_repeats"], state["meter_clock_backsteps"], state["implausible_values"]) == (3, 0, 1)
+    assert state["stopped_at"] is not None
+    assert result.stderr.count("its clock repeated its time") == 1

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from influx_servers import InfluxServer, http_request
 
 from p1logger.cli import main
 from p1logger.source import CRC_HINT, GARBAGE_HINT, describe_os_error, no_valid_telegram_hint
@@ -163,3 +164,35 @@ def test_dump_of_a_recording_does_not_call_its_headers_noise(tmp_path: Path) -> 
     dumped = p1logger("dump", "--input", str(recording), "--format", "json")
     assert (dumped.returncode, dumped.stderr) == (0, b"")
     assert dumped.stdout.count(b"\n") == 3
+
+
+# ------------------------------------------------------------------ InfluxDB
+
+
+def test_doctor_says_to_set_v1_against_an_influxdb_1_server(influxd: InfluxServer, influx_db: str,
+                                                            tmp_path: Path) -> None:
+    version = http_request(influxd.http_port, "GET", "/ping").headers["x-influxdb-version"]
+    assert version.startswith("1.")
+    result = p1logger("doctor", "--wait-s", "1", P1_SOURCE=f"file:{FLUVIUS}", INFLUX_URL=influxd.url, INFLUX_API="v2",
+                      INFLUX_TOKEN="t", INFLUX_ORG="home", INFLUX_BUCKET=influx_db, P1_SPOOL_DIR=str(tmp_path))
+    out = result.stdout.decode().splitlines()
+    assert result.returncode == 1
+    assert f"ok  InfluxDB {version} answers at {influxd.url}" in out
+    assert (f"FIX this is InfluxDB 1.x (version {version}): set INFLUX_API=v1, with the database in INFLUX_BUCKET "
+            "(and INFLUX_USERNAME and INFLUX_PASSWORD if it has authentication)") in out
+    assert not any("does not exist" in line for line in out)
+
+
+def test_run_says_to_set_v1_against_an_influxdb_1_server_and_logs_it_once(influxd: InfluxServer, influx_db: str,
+                                                                          tmp_path: Path) -> None:
+    capture = tmp_path / "three.txt"
+    capture.write_bytes(FLUVIUS.read_bytes() * 3)
+    version = http_request(influxd.http_port, "GET", "/ping").headers["x-influxdb-version"]
+    result = p1logger("run", "--source", f"file:{capture}", INFLUX_URL=influxd.url, INFLUX_API="v2",
+                      INFLUX_TOKEN="t", INFLUX_ORG="home", INFLUX_BUCKET=influx_db, P1_SPOOL_DIR=str(tmp_path / "s"))
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    hint = f"this is InfluxDB 1.x (version {version}): set INFLUX_API=v1"
+    assert err.count(hint) == 1, err
+    failure_lines = [line for line in err.splitlines() if " ERROR " in line or "database unavailable" in line]
+    assert len(failure_lines) == 1 and hint in failure_lines[0] and "keeping data in the spool" in failure_lines[0]

@@ -156,7 +156,7 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
     # spool (drained with single-attempt probes) is the long-term retry.
     sink = context.sink or InfluxSink(influx_target(args), dead_letter_path=spool_dir / DEAD_LETTER_FILE,
                                       shutdown=shutdown, max_attempts=LIVE_WRITE_ATTEMPTS,
-                                      backoff_initial_s=0.5, backoff_max_s=10.0)
+                                      backoff_initial_s=0.5, backoff_max_s=10.0, report_outages=False)
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
