@@ -51,7 +51,7 @@ class EnvValue(str):
 
 def _whole(text: str, what: str) -> int:
     cleaned = text.strip().replace("_", "")
-    if not re.fullmatch(r"[+-]?\d+", cleaned):
+    if not re.fullmatch(r"[+-]?[0-9]+", cleaned):
         raise Invalid(what)
     return int(cleaned)
 
@@ -208,7 +208,7 @@ def timezone_name(value: str) -> str:
 
     try:
         ZoneInfo(value.strip())
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "Europe"
         raise Invalid(expected) from None
     return value.strip()
 
@@ -323,6 +323,8 @@ class Setting:
             return self.parse(value)
         except Invalid as exc:
             raise self.error(value, str(exc), from_flag) from None
+        except (ValueError, OSError, TypeError):  # a parser's blind spot is still a bad value, not a crash
+            raise self.error(value, f"a valid value ({self.help})", from_flag) from None
 
 
 _SOURCE_COMMANDS = ("run", "doctor", "dump", "record", "capacity")

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from p1logger import cli, settings
 from p1logger.errors import ConfigError
@@ -299,3 +302,15 @@ def test_a_bad_simulator_variable_stops_run_before_it_starts(tmp_path: Path) -> 
                          P1_SPOOL_DIR=str(tmp_path / "spool"))
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "p1logger run: P1_SIMULATOR_SPEED 'fast' is not valid: expected a speed factor above 0\n"
+
+
+@given(st.sampled_from([s.env for s in settings.SETTINGS]), st.text(max_size=40))
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True)
+def test_any_text_is_a_value_or_one_line_of_config_error(name: str, text: str) -> None:
+    setting = settings.BY_ENV[name]
+    try:
+        setting.convert(text, from_flag=False)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"{name} ")
+        if setting.secret:  # the value is never shown
+            assert str(exc).startswith(f"{name} is not valid: expected ")
