@@ -166,9 +166,6 @@ def text(what: str, allow_empty: bool = False) -> Callable[[str], str]:
     return parse
 
 
-_CREDENTIAL_WORDS = ("token", "password", "passwd", "pwd", "secret", "key", "auth", "u=", "p=")
-
-
 def influx_url(value: str) -> str:
     """An http(s) URL with a host and a valid port, and no credentials in it."""
     expected = "an http:// or https:// URL with a host, e.g. http://localhost:8086"
