@@ -86,6 +86,8 @@ class CountryLabels:
 class TariffLog:
     """For ``run``: logs the tariff names once, when the first telegram shows them; adds no points."""
 
+    name = "tariff-labels"
+
     def __init__(self, configured: str) -> None:
         self.labels = CountryLabels(configured)
         self._logged = False
@@ -95,6 +97,9 @@ class TariffLog:
             self._logged = True
             logger.info("%s", self.labels.describe())
         return []
+
+    def figures(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)

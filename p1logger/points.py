@@ -184,7 +184,9 @@ def _epoch_s(moment: datetime) -> int:
 
 
 class PointBuilder:
-    """Turns telegrams into line protocol.  One instance per meter stream."""
+    """Turns telegrams into line protocol.  One instance per meter stream (a `contracts.Builder`)."""
+
+    name = "points"
 
     def __init__(self, zone: ZoneInfo, use_receive_time: bool = False) -> None:
         self.zone = zone
@@ -197,6 +199,10 @@ class PointBuilder:
         self._factors: dict[tuple[str, str | None], float] = {}
         self.clock = MeterClock()
         self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
+
+    def figures(self) -> None:
+        """The readings themselves are the record's telegram; nothing is derived here."""
+        return None
 
     def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
         meter = telegram.meter_id

@@ -167,12 +167,19 @@ def text(what: str, allow_empty: bool = False) -> Callable[[str], str]:
 
 
 def influx_url(value: str) -> str:
-    """An http(s) URL with a host and a valid port, and no credentials in it."""
+    """http(s) URLs with a host and a valid port, and no credentials in them; several separated by commas."""
+    urls = [part.strip() for part in value.split(",")]
+    if not any(urls):
+        raise Invalid("an http:// or https:// URL with a host, e.g. http://localhost:8086")
+    return ",".join(_one_influx_url(url) for url in urls if url)
+
+
+def _one_influx_url(value: str) -> str:
     expected = "an http:// or https:// URL with a host, e.g. http://localhost:8086"
     if any(ord(char) < 33 for char in value):
         raise Invalid(expected)
     try:
-        parts = urlsplit(value.strip())
+        parts = urlsplit(value)
         port = parts.port  # raises ValueError for :abc and :99999
         host = parts.hostname
     except ValueError:
@@ -184,11 +191,14 @@ def influx_url(value: str) -> str:
                       "INFLUX_USERNAME and INFLUX_PASSWORD)")
     if port == 0:
         raise Invalid(expected)
-    return value.strip().rstrip("/")
+    return value.rstrip("/")
 
 
 def redact_url(value: str) -> str:
-    """What may be shown of a URL: scheme, host, port and path; never a user, password or query."""
+    """What may be shown of a URL (or of several, separated by commas): scheme, host, port and path; never a
+    user, password or query."""
+    if "," in value:
+        return ",".join(redact_url(part) for part in value.split(","))
     try:
         parts = urlsplit(value)
         netloc = parts.netloc.rpartition("@")[2]
@@ -249,10 +259,14 @@ def source(value: str) -> str:
     return value.strip()
 
 
+OUTPUTS = ("influx", "-", "stdout")  # outputs.SELECTABLE
+
+
 def output(value: str) -> str:
-    if value.strip() != "-":
-        raise Invalid("'-' (line protocol on standard output), or unset to write to InfluxDB")
-    return "-"
+    parts = [part.strip() for part in value.split(",")]
+    if not parts or any(part not in OUTPUTS for part in parts):
+        raise Invalid("'-' (line protocol on standard output), 'influx,-' for both, or unset to write to InfluxDB")
+    return value.strip()
 
 
 def iso_time(value: str) -> str:
@@ -362,7 +376,9 @@ SETTINGS: tuple[Setting, ...] = (
             "replay: the receive time the archive recorded)",
             ("run", "doctor", "replay"), "decoding", bad="recieve", default="meter"),
     # --- InfluxDB
-    Setting("INFLUX_URL", "--influx-url", influx_url, "InfluxDB's URL, without credentials",
+    Setting("INFLUX_URL", "--influx-url", influx_url,
+            "InfluxDB's URL, without credentials; several, separated by commas, write the same data to each, "
+            "every one with its own spool",
             _INFLUX_COMMANDS, "InfluxDB", bad="http://[::1", default="http://localhost:8086"),
     Setting("INFLUX_API", "--influx-api", one_of("v2", "v1"),
             "v2 for InfluxDB 2.x; v1 for InfluxDB 1.x (e.g. 1.8 on a 32-bit Raspberry Pi), /write with user "
@@ -411,11 +427,12 @@ SETTINGS: tuple[Setting, ...] = (
     # --- optional parts of run
     Setting("P1_CAPACITY_PRICE", "--capacity-price", number("a price of at least 0 in EUR per kW per year", 0.0),
             "capacity tariff in EUR per kW per year, VAT included (default: an estimate of the 2025 Fluvius rate: "
-            "set your own grid operator's)", ("run", "doctor", "capacity"), "capacity tariff (Belgium)",
+            "set your own grid operator's)", ("run", "doctor", "capacity", "replay"),
+            "capacity tariff (Belgium)",
             bad="-3", default="53.0", metavar="EUR"),
     Setting("P1_CAPACITY_MARGIN_KW", "--capacity-margin-kw", number("a number of kW"),
             "warn when the running quarter is heading this much above the month's peak; negative warns earlier",
-            ("run", "doctor", "capacity"), "capacity tariff (Belgium)", bad="1kW", default="0.0", metavar="KW"),
+            ("run", "doctor", "capacity", "replay"), "capacity tariff (Belgium)", bad="1kW", default="0.0", metavar="KW"),
     Setting("P1_ARCHIVE_DIR", "--archive", text("a directory"),
             "also keep every telegram as received (rejected ones marked) in daily files in DIR, compressed once "
             "the day is over; replay them with 'p1logger replay'", _RUN, "raw archive", bad="\n", metavar="DIR"),
@@ -433,8 +450,9 @@ SETTINGS: tuple[Setting, ...] = (
             "clients served at once; more are refused", _RUN, "sharing the meter", bad="many", default="16"),
     Setting("P1_OUTPUT", "--output", output,
             "'-' writes line protocol (nanosecond timestamps) to standard output instead of InfluxDB, for "
-            "Telegraf's execd input or 'influx write'; the InfluxDB settings are then not needed",
-            _RUN, "output", bad="stdout", metavar="-"),
+            "Telegraf's execd input or 'influx write'; the InfluxDB settings are then not needed. 'influx,-' "
+            "writes to both",
+            _RUN, "output", bad="out.lp", metavar="-"),
     Setting("P1_REPLAY_STATE", "--state", text("a file name"),
             "progress file for resuming (default: replay-state.json in the spool directory)",
             ("replay",), "replay", bad="\n", metavar="FILE"),

@@ -274,7 +274,8 @@ def test_the_compose_environment_example_uses_table_settings_or_compose_variable
 
 
 def test_the_table_defaults_match_the_code() -> None:
-    from p1logger import archive, capacity, fanout, spool
+    from p1logger import capacity, spool
+    from p1logger.outputs import archive, fanout
     from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES
     from p1logger.timestamps import DEFAULT_TIMEZONE
 

@@ -11,10 +11,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from influx_servers import InfluxServer, http_request
+from helpers.influx_servers import InfluxServer, http_request
 
 from p1logger.cli import main
-from p1logger.source import CRC_HINT, GARBAGE_HINT, describe_os_error, no_valid_telegram_hint
+from p1logger.inputs import CRC_HINT, GARBAGE_HINT, no_valid_telegram_hint
+from p1logger.inputs.serial import describe_os_error
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -194,5 +195,5 @@ def test_run_says_to_set_v1_against_an_influxdb_1_server_and_logs_it_once(influx
     assert result.returncode == 0, err
     hint = f"this is InfluxDB 1.x (version {version}): set INFLUX_API=v1"
     assert err.count(hint) == 1, err
-    failure_lines = [line for line in err.splitlines() if " ERROR " in line or "database unavailable" in line]
-    assert len(failure_lines) == 1 and hint in failure_lines[0] and "keeping data in the spool" in failure_lines[0]
+    failure_lines = [line for line in err.splitlines() if " ERROR " in line or " unavailable (" in line]
+    assert len(failure_lines) == 1 and hint in failure_lines[0] and "keeping data in its spool" in failure_lines[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,8 +11,10 @@ from p1logger import config
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import Rejected, TelegramReader
-from p1logger.archive import MAGIC, ArchiveParser
-from p1logger.source import GARBAGE_LIMIT_BYTES, FileSource, Source, no_valid_telegram_hint, open_source
+from p1logger.archive_format import MAGIC, ArchiveParser
+from p1logger.contracts import Source
+from p1logger.inputs import GARBAGE_LIMIT_BYTES, is_live, no_valid_telegram_hint, open_source
+from p1logger.inputs.file import FileSource
 
 
 def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
@@ -23,8 +24,7 @@ def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
     if not args.device:
         raise ConfigError("say where to read: a serial device (/dev/ttyUSB0), "
                           "a URL (socket://host:port) or a file (--input FILE)")
-    live = not args.device.startswith("file:") and not os.path.isfile(args.device)
-    return open_source(args.device, config.serial_settings(args)), live
+    return open_source(args.device, config.serial_settings(args)), is_live(args.device)
 
 
 @dataclass

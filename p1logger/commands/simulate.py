@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 from p1logger import settings
 from p1logger.errors import ConfigError
-from p1logger.simulate import PROFILES, SimulatorSource
+from p1logger.inputs.simulator import SimulatorSource
+from p1logger.simulate import PROFILES
 
 logger = logging.getLogger(__name__)
 
