@@ -228,7 +228,7 @@ def test_an_unknown_output_is_a_clear_error(tmp_path: Path) -> None:
     result = run_to_stdout(tmp_path, ["--source", "file:/dev/null", "--output", "out.lp"])
     assert result.returncode == 2
     assert result.stderr.decode() == ("p1logger run: --output 'out.lp' is not valid: expected '-' (line protocol on "
-                                      "standard output), or unset to write to InfluxDB\n")
+                                      "standard output), 'influx,-' for both, or unset to write to InfluxDB\n")
 
 
 def test_when_stdout_goes_away_the_rest_waits_in_the_spool(tmp_path: Path) -> None:

@@ -327,7 +327,7 @@ def test_health_exit_codes_follow_the_state_file(influxd: InfluxServer, influx_d
     state = json.loads((spool_dir / "health.json").read_text(encoding="utf-8"))
     now = time.time()
     running = Health(clock=lambda: now, started_at=now - 60, last_telegram_at=state["last_telegram_at"],
-                     database_state=state["database_state"])
+                     outputs=state["outputs"])
     running.write_state(spool_dir)
     fresh = p1logger("health", env=env)
     assert fresh.returncode == 0
