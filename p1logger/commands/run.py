@@ -164,7 +164,7 @@ class RunContext:
 #   add_run_arguments(parser: argparse.ArgumentParser) -> None
 #   setup_run(context: RunContext) -> None
 # and may add builders, raw observers, closers, or replace the sink.
-FEATURE_MODULES = ("p1logger.capacity", "p1logger.archive", "p1logger.fanout", "p1logger.output")
+FEATURE_MODULES = ("p1logger.capacity", "p1logger.cost", "p1logger.archive", "p1logger.fanout", "p1logger.output")
 
 
 def _features() -> list[ModuleType]:
