@@ -50,6 +50,8 @@ TARIFF_VARIABLE = "P1_TARIFF_FILE"
 DEFAULT_MAX_GAP_S = 7 * 86400
 # How often (meter time) a missing price makes the tariff look for a newer price CSV.
 REFRESH_INTERVAL_S = 300
+# Above any household or small business connection (3 x 400 V x 250 A is 170 kW).
+MAX_POWER_KW = 250.0
 
 _REGISTERS = range(1, 10)
 _IMPORT_OBIS = {n: f"1-0:1.8.{n}" for n in _REGISTERS}
@@ -242,8 +244,8 @@ class CostTracker:
         self._time_s = time_s
         if last is not None:
             elapsed = time_s - last.time_s
-            import_parts = self._deltas("import", last.imports, imports)
-            export_parts = self._deltas("export", last.exports, exports)
+            import_parts = self._deltas("import", last.imports, imports, elapsed)
+            export_parts = self._deltas("export", last.exports, exports, elapsed)
             if elapsed > self.max_gap_s and (import_parts or export_parts):
                 self.stats.gaps_skipped += 1
                 logger.warning("no telegram from %s to %s (more than %d days): the %.3f kWh in between are not "
@@ -266,17 +268,21 @@ class CostTracker:
         for error in errors:
             logger.error("%s", error)
 
-    def _deltas(self, direction: str, before: Mapping[int, float], now: Mapping[int, float]) -> dict[int, float]:
+    def _deltas(self, direction: str, before: Mapping[int, float], now: Mapping[int, float],
+                elapsed_s: int) -> dict[int, float]:
         parts: dict[int, float] = {}
+        # More than a large connection could carry in the time: a counter that jumped, not energy.
+        limit_kwh = MAX_POWER_KW * elapsed_s / 3600 + 0.01
         for register, value in now.items():
             previous = before.get(register)
             if previous is None:
                 continue
             delta = round(value - previous, 9)
-            if delta < 0:
+            if delta < 0 or delta > limit_kwh:
                 self.stats.counter_resets += 1
-                logger.warning("%s register %d went back from %.3f to %.3f kWh (meter restarted or replaced?); "
-                               "starting from the new value", direction, register, previous, value)
+                logger.warning("%s register %d went %s from %.3f to %.3f kWh in %d s (meter restarted or "
+                               "replaced?); starting from the new value", direction, register,
+                               "back" if delta < 0 else "up", previous, value, elapsed_s)
                 continue
             if delta > 0:
                 parts[register] = delta
