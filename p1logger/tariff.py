@@ -172,7 +172,8 @@ def parse_price_csv(text: str, name: str) -> tuple[list[int], list[float], list[
             errors.append(f"{where}: {cells[0]} is out of order (not after the row before it): sort the file by time")
             continue
         if starts and start_s - starts[-1] > HOUR_S:
-            errors.append(f"{where}: price gap: no price from {_iso(starts[-1] + _step(starts))} to {cells[0]}")
+            gap_start = datetime.fromtimestamp(starts[-1] + _step(starts), moment.tzinfo)
+            errors.append(f"{where}: price gap: no price from {gap_start.isoformat()} to {cells[0]}")
         starts.append(start_s)
         prices.append(price)
     return starts, prices, errors
@@ -180,12 +181,6 @@ def parse_price_csv(text: str, name: str) -> tuple[list[int], list[float], list[
 
 def _step(starts: Sequence[int]) -> int:
     return starts[-1] - starts[-2] if len(starts) >= 2 else HOUR_S
-
-
-def _iso(time_s: int) -> str:
-    from datetime import timezone
-
-    return datetime.fromtimestamp(time_s, timezone.utc).isoformat()
 
 
 # --------------------------------------------------------------------------- contracts
@@ -373,15 +368,17 @@ def parse_tariff(data: Mapping[str, Any], path: Path, zone: ZoneInfo) -> Tariff:
         raise ConfigError(f"{path}: no [[contract]] table: add one with at least 'from = 2026-01-01' and a price")
     series: dict[Path, PriceSeries] = {}
     contracts: list[Contract] = []
+    spans: list[_Span] = []  # also of the contracts with a mistake, so their dates are checked too
     for index, table in enumerate(raw, start=1):
         if not isinstance(table, dict):
             errors.append(f"{path}: contract {index} is not a table")
             continue
-        contract = _contract(table, index, path, series, errors)
+        contract = _contract(table, index, path, series, spans, errors)
         if contract is not None:
             contracts.append(contract)
     contracts.sort(key=lambda c: c.start)
-    for before, after in zip(contracts, contracts[1:]):
+    spans.sort(key=lambda c: c.start)
+    for before, after in zip(spans, spans[1:]):
         if after.start == before.start or (before.end is not None and after.start <= before.end):
             errors.append(f"{path}: {after.label} overlaps {before.label}: a day can be in one contract only; "
                           f"end {before.label} before {after.start.isoformat()}")
@@ -424,8 +421,15 @@ def _date(value: Any, key: str, where: str, errors: list[str]) -> date | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Span:
+    start: date
+    end: date | None
+    label: str
+
+
 def _contract(table: Mapping[str, Any], index: int, path: Path, series: dict[Path, PriceSeries],
-              errors: list[str]) -> Contract | None:
+              spans: list[_Span], errors: list[str]) -> Contract | None:
     where = f"{path}: contract {index}"
     count = len(errors)
     unknown = sorted(set(table) - KNOWN_KEYS)
@@ -436,9 +440,15 @@ def _contract(table: Mapping[str, Any], index: int, path: Path, series: dict[Pat
         return None
     start = _date(table["from"], "from", where, errors)
     end = _date(table["to"], "to", where, errors) if "to" in table else None
+    name = table.get("name")
+    label = f"contract {index} ({name or 'from ' + (start.isoformat() if start else '?')})"
     if start is not None and end is not None and end < start:
         errors.append(f"{where}: to = {end} is before from = {start}")
+    elif start is not None:
+        spans.append(_Span(start, end, label))
     slots = _slots(table.get("time_of_use"), where, errors) if "time_of_use" in table else None
+    if "time_of_use" in table and slots is None:
+        return None  # the prices by slot cannot be checked against slots that are wrong
     import_side = _side(table, "import", where, slots, path, series, errors)
     export_side = _side(table, "export", where, slots, path, series, errors)
     vat = _number(table, "vat_percent", where, errors, default=0.0, minimum=0.0)
@@ -458,7 +468,6 @@ def _contract(table: Mapping[str, Any], index: int, path: Path, series: dict[Pat
         errors.append(f"{where}: no import price: set import_eur_per_kwh or import_prices_csv")
     if len(errors) > count or start is None:
         return None
-    name = table.get("name")
     return Contract(
         index=index, name=str(name) if name else "", start=start, end=end,
         import_side=import_side, export_side=export_side, slots=slots,
