@@ -434,3 +434,58 @@ def test_stored_cost_points_agree_with_the_week_worked_out_by_hand(
     assert len(by_day) == 7
     for (_, value), day in zip(by_day, DAYS):
         assert abs(value - expected[day]["total_eur"]) <= CENT, day
+
+
+# --------------------------------------------------------------------------- a Dutch meter
+
+
+def test_a_dutch_day_with_hourly_gas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Register 1 is the low rate in the Netherlands; gas comes once an hour with its capture time."""
+    zone = TimestampParser("Europe/Amsterdam").zone
+    model = MeterModel(PROFILES["nl"], datetime(2026, 6, 1, tzinfo=zone).astimezone(timezone.utc), seed=5)
+    seen: list[Seen] = []
+    raw = b""
+    start_s = int(datetime(2026, 6, 1, tzinfo=zone).timestamp())
+    for offset in range(0, 86400 + 1, 300):
+        model.advance_to(datetime.fromtimestamp(start_s + offset, timezone.utc))
+        telegram = model.telegram()
+        raw += telegram
+        text = telegram.decode("ascii")
+        gas = re.search(r"^0-1:24\.2\.1\((\w+)\)\((\d+\.\d+)\*m3\)", text, re.MULTILINE)
+        assert gas
+        seen.append(Seen(start_s + offset, {1: _kwh(text, "1.8.1"), 2: _kwh(text, "1.8.2")},
+                         {1: _kwh(text, "2.8.1"), 2: _kwh(text, "2.8.2")}, (gas.group(1), float(gas.group(2))),
+                         ("", 0.0)))
+    (tmp_path / "week.txt").write_bytes(raw)
+    tariff = write_text(tmp_path / "tariff.toml", """
+[[contract]]
+from = 2026-01-01
+import_eur_per_kwh = { 1 = 0.25, 2 = 0.29 }   # 1 = low (night and weekend), 2 = normal
+export_eur_per_kwh = { 1 = 0.05, 2 = 0.07 }
+vat_percent = 21
+fixed_eur_per_day = -0.35
+gas_eur_per_m3 = 1.00
+""")
+    contract = {"import": {1: 0.25, 2: 0.29}, "export": {1: 0.05, 2: 0.07}, "fixed": -0.35, "gas": 1.0,
+                "water": 0.0, "vat": 21.0}
+    expected = by_hand(seen, lambda day: contract)[date(2026, 6, 1)]
+    assert cli_main(["cost", "--input", str(tmp_path / "week.txt"), "--tariff", str(tariff), "--timezone",
+                     "Europe/Amsterdam", "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [day["date"] for day in result["days"]] == ["2026-06-01"]
+    # 24 hourly gas readings in the day: 23 differences between them (the first is the baseline).
+    assert abs(result["gas_m3"] - expected["gas_m3"]) <= 0.0005 and expected["gas_m3"] > 0
+    for key in EUR_KEYS:
+        assert abs(result[key] - expected[key]) <= CENT, key
+    assert result["fixed_eur"] == round(-0.35 * 1.21, 2)
+
+
+def _kwh(text: str, code: str) -> float:
+    match = re.search(rf"^1-0:{re.escape(code)}\((\d+\.\d+)\*kWh\)", text, re.MULTILINE)
+    assert match
+    return float(match.group(1))
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
