@@ -462,7 +462,6 @@ class CostTracker:
         today_missing = bool(running.missing) or (self._day == day and self._day_missing)
         last = self._last_quarter
         return {
-            "time": datetime.fromtimestamp(now_s, timezone.utc).isoformat().replace("+00:00", "Z"),
             "quarter_start": datetime.fromtimestamp(start, timezone.utc).isoformat().replace("+00:00", "Z"),
             "quarter_import_kwh": round(running.import_kwh, 6),
             "quarter_export_kwh": round(running.export_kwh, 6),
