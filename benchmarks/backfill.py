@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from influx_servers import InfluxServer, find_influxd, http_request  # noqa: E402
+from helpers.influx_servers import InfluxServer, find_influxd, http_request  # noqa: E402
 
 from p1logger import cli  # noqa: E402
 from p1logger.commands.run import build_pipeline  # noqa: E402

@@ -16,9 +16,9 @@ the log.  Gas and water are priced when a new capture time shows up, in the
 quarter of that telegram.
 
 Pure except for logging and the tariff's reload of a changed price CSV.
-``CostTracker`` is a pipeline builder; ``add_run_arguments`` and ``setup_run``
-plug it into ``p1logger run``; ``CostSummary`` adds quarters up by local day
-for ``p1logger cost``.
+``CostTracker`` is a builder (registered in ``p1logger.builders``, so ``run``
+and ``replay`` store ``cost`` points and outputs get its figures);
+``CostSummary`` adds quarters up by local day for ``p1logger cost``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from p1logger import config
@@ -38,13 +38,11 @@ from p1logger.errors import ConfigError
 from p1logger.points import INSTANT_MAP, TARIFF_OBIS, convert_reading, line, mbus_readings
 from p1logger.tariff import Contract, Tariff, load_tariff
 
-if TYPE_CHECKING:
-    from p1logger.commands.run import RunContext
-
 logger = logging.getLogger(__name__)
 
 QUARTER_S = 900
 TARIFF_VARIABLE = "P1_TARIFF_FILE"
+CAPACITY_PRICE_VARIABLE = "P1_CAPACITY_PRICE"
 # A gap longer than this is not spread over its quarters: a meter that was away a month
 # was more likely replaced than quiet, and its counters say nothing about when.
 DEFAULT_MAX_GAP_S = 7 * 86400
@@ -564,7 +562,7 @@ class CostSummary:
         return "\n".join(rows)
 
 
-# --------------------------------------------------------------------------- the run feature
+# --------------------------------------------------------------------------- settings
 
 
 def add_tariff_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, required: bool) -> None:
@@ -575,7 +573,7 @@ def add_tariff_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     )
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
     add_tariff_argument(parser.add_argument_group("energy cost"), required=False)
 
 
@@ -585,28 +583,19 @@ def open_tariff(path: str | None, zone: ZoneInfo) -> Tariff:
     return load_tariff(Path(path), zone)
 
 
-def setup_run(context: RunContext) -> None:
-    """Add the cost tracker to ``p1logger run`` when a tariff file is set."""
-    args = context.args
-    if not getattr(args, "tariff", None):
-        return
-    zone = context.timestamps.zone
-    tariff = open_tariff(args.tariff, zone)
-    context.extra_builders.append(CostTracker(tariff, zone, use_receive_time=args.timestamps == "receive"))
-    _capacity_price_from(tariff, context)
+def create_tracker(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> CostTracker | None:
+    """The cost builder of ``run`` and ``replay``: on when a tariff file is set."""
+    path = getattr(settings, "tariff", None)
+    if not path:
+        return None
+    return CostTracker(open_tariff(path, zone), zone, use_receive_time=use_receive_time)
 
 
-def _capacity_price_from(tariff: Tariff, context: RunContext) -> None:
-    """The file's capacity price for today, unless P1_CAPACITY_PRICE or --capacity-price says otherwise."""
-    from p1logger.capacity import DEFAULT_PRICE_EUR_PER_KW_YEAR, PRICE_VARIABLE, CapacityTracker
-
-    if config.env(PRICE_VARIABLE) is not None:
-        return
-    if getattr(context.args, "capacity_price", DEFAULT_PRICE_EUR_PER_KW_YEAR) != DEFAULT_PRICE_EUR_PER_KW_YEAR:
-        return
-    price = tariff.capacity_price(datetime.now(tariff.zone).date())
-    if price is None:
-        return
-    for builder in context.extra_builders:
-        if isinstance(builder, CapacityTracker):
-            builder.price_eur_per_kw_year = price
+def tariff_capacity_price(settings: Any, zone: ZoneInfo, default: float) -> float | None:
+    """The tariff file's capacity price for today, unless P1_CAPACITY_PRICE or --capacity-price says otherwise."""
+    path = getattr(settings, "tariff", None)
+    if not path or config.env(CAPACITY_PRICE_VARIABLE) is not None:
+        return None
+    if getattr(settings, "capacity_price", default) != default:
+        return None
+    return open_tariff(path, zone).capacity_price(datetime.now(zone).date())

@@ -2,7 +2,7 @@
 
 Pure: parsing the XML the Transparency Platform answers, merging new prices
 into the rows a CSV already holds, and writing the CSV text.  The download
-itself is an input (``p1logger.entsoe``).
+itself is an input (``p1logger.inputs.entsoe``).
 """
 
 from __future__ import annotations

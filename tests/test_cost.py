@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from influx_servers import InfluxServer
+from helpers.influx_servers import InfluxServer
 from test_run_cli import cli_env, log_messages, p1logger
 
 from p1logger.cli import main as cli_main
@@ -489,3 +489,56 @@ def _kwh(text: str, code: str) -> float:
 def write_text(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- wired into run and replay
+
+
+def test_the_cost_builder_is_on_with_a_tariff_file_and_its_figures_reach_the_records(
+    week: Week, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p1logger import cli
+    from p1logger.builders import create_builders
+    from p1logger.pipeline import RecordMaker
+
+    monkeypatch.delenv("P1_TARIFF_FILE", raising=False)
+    monkeypatch.delenv("P1_CAPACITY_PRICE", raising=False)
+    without = cli.build_parser().parse_args(["run", "--source", "file:x"])
+    assert [b.name for b in create_builders(without, ZONE, False)] == ["points", "capacity"]
+
+    monkeypatch.setenv("P1_TARIFF_FILE", str(tariff_files(tmp_path / "t", "switch")))
+    settings = cli.build_parser().parse_args(["run", "--source", "file:x"])
+    builders = create_builders(settings, ZONE, False)
+    assert [b.name for b in builders] == ["points", "capacity", "cost"]
+
+    maker = RecordMaker(builders, want_figures=True)
+    totals: dict[int, float] = {}
+    published: dict[int, float] = {}
+    for telegram in telegrams(week.raw[: len(week.raw) // 3]):
+        record = maker.make(telegram, 0.0)
+        for line in record.lines:
+            if line.startswith("cost,"):
+                time_s = int(line.rsplit(" ", 1)[1])
+                totals[time_s] = float(re.search(r"total_eur=([-\d.e]+)", line).group(1))  # type: ignore[union-attr]
+                figures = record.figures["cost"]
+                published[time_s] = figures["last_quarter_total_eur"]  # type: ignore[assignment]
+    assert len(totals) > 200
+    assert published == totals
+
+
+def test_the_tariff_files_capacity_price_is_used_when_none_is_set(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from p1logger import cli
+    from p1logger.builders import create_builders
+
+    path = tmp_path / "tariff.toml"
+    path.write_text("[[contract]]\nfrom = 2020-01-01\nimport_eur_per_kwh = 0.3\ncapacity_eur_per_kw_year = 61.5\n",
+                    encoding="utf-8")
+    monkeypatch.delenv("P1_CAPACITY_PRICE", raising=False)
+    settings = cli.build_parser().parse_args(["run", "--source", "file:x", "--tariff", str(path)])
+    assert create_builders(settings, ZONE, False)[1].tracker.price_eur_per_kw_year == 61.5  # type: ignore[attr-defined]
+    flagged = cli.build_parser().parse_args(["run", "--source", "file:x", "--tariff", str(path), "--capacity-price", "40"])
+    assert create_builders(flagged, ZONE, False)[1].tracker.price_eur_per_kw_year == 40.0  # type: ignore[attr-defined]
+    monkeypatch.setenv("P1_CAPACITY_PRICE", "48")
+    settings = cli.build_parser().parse_args(["run", "--source", "file:x", "--tariff", str(path)])
+    assert create_builders(settings, ZONE, False)[1].tracker.price_eur_per_kw_year == 48.0  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from p1logger import config
 from p1logger.dayahead import BIDDING_ZONES, bidding_zone
-from p1logger.entsoe import DEFAULT_URL, fetch_price_document, update_price_csv
+from p1logger.inputs.entsoe import DEFAULT_URL, fetch_price_document, update_price_csv
 from p1logger.errors import ConfigError
 from p1logger.timestamps import DEFAULT_TIMEZONE, load_zone
 
