@@ -34,12 +34,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from stream import realistic_stream  # noqa: E402
 
-from p1logger.inputs.archive import ArchiveReader, archive_files
+from p1logger.inputs.archive import ArchiveReader, archive_files  # noqa: E402
 from p1logger.outputs.archive import ArchiveWriter  # noqa: E402
-from p1logger.commands.replay import Replayer, ReplayState  # noqa: E402
+from p1logger.pipeline import RecordMaker  # noqa: E402
+from p1logger.replay import Replayer, ReplayState  # noqa: E402
 from p1logger.points import PointBuilder  # noqa: E402
-from p1logger.contracts import WriteKind, WriteResult
-from p1logger.outputs.influx.sink import InfluxSink
+from p1logger.contracts import WriteKind, WriteResult  # noqa: E402
+from p1logger.outputs.influx.sink import InfluxSink  # noqa: E402
 from p1logger.outputs.influx.target import InfluxTarget  # noqa: E402
 from p1logger.timestamps import TimestampParser  # noqa: E402
 
@@ -78,7 +79,7 @@ def make_archive(directory: Path, telegrams: int) -> None:
 
 def timed_replay(sink: InfluxSink | DiscardSink, paths: list[Path], batch_max_points: int) -> tuple[float, int, int]:
     timestamps = TimestampParser(ZONE)
-    replayer = Replayer(sink, PointBuilder(timestamps.zone), timestamps, ReplayState(None, "benchmark"),
+    replayer = Replayer(sink, RecordMaker([PointBuilder(timestamps.zone)]), timestamps, ReplayState(None, "benchmark"),
                         batch_max_points=batch_max_points)
     start = time.perf_counter()
     stats = replayer.run(paths)

@@ -12,11 +12,12 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers.fake_meter import ManualClock, wait_for
 
 from p1logger.errors import SourceError
 from p1logger.outputs.lines import LineOutput, LineOutputSettings
@@ -68,9 +69,9 @@ class ScriptedSource:
         pass
 
 
-def make_output(tmp_path: Path, sink: FakeSink) -> LineOutput:
+def make_output(tmp_path: Path, sink: FakeSink, clock: Callable[[], float] = time.monotonic) -> LineOutput:
     return LineOutput("test", sink, LineOutputSettings(spool_dir=tmp_path / "test", retry_initial_s=0.01,
-                                                       retry_max_s=0.01))
+                                                       retry_max_s=0.01), clock=clock)
 
 
 def make_pipeline(tmp_path: Path, sources: list[ScriptedSource], sink: FakeSink) -> Pipeline:
@@ -93,15 +94,30 @@ def spooled(spool: Spool, batches: int, lines_per_batch: int = 3) -> None:
 
 def test_a_stop_ends_the_final_drain_at_its_budget(tmp_path: Path) -> None:
     sink = FakeSink()
-    output = make_output(tmp_path, sink)
+    clock = ManualClock()
+    output = make_output(tmp_path, sink, clock)
     assert output.spool is not None
     spooled(output.spool, 50)
+    in_first_write, go = threading.Event(), threading.Event()
+
+    def each_write_takes_60_ms() -> None:
+        if len(sink.writes) == 1:
+            in_first_write.set()
+            go.wait(10)
+        clock.advance(0.06)
+
+    sink.on_write = each_write_takes_60_ms
     output.start()
-    sink.on_write = lambda: time.sleep(0.02)
-    output.close(0.1)  # a stop request: a short budget, the rest stays spooled
-    assert 1 <= len(sink.writes) < 50
+    assert in_first_write.wait(10)
+    closer = threading.Thread(target=output.close, args=(0.1,))  # a stop request: a budget of 100 ms
+    closer.start()
+    wait_for(lambda: output._closing, "the close to begin")
+    go.set()
+    closer.join(10)
+    # The write in hand, and one more within the budget; the rest stays spooled.
+    assert len(sink.writes) == 2
     with Spool(tmp_path / "test" / "spool.db") as spool:
-        assert spool.backlog_batches == 50 - len(sink.writes)
+        assert spool.backlog_batches == 48
 
 
 def test_without_a_stop_the_final_drain_empties_the_spool(tmp_path: Path) -> None:

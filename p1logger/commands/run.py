@@ -159,7 +159,8 @@ def main(args: argparse.Namespace) -> int:
     logger.info("p1logger run: source %s, outputs %s, spool %s", args.source,
                 ", ".join(output.name for output in pipeline.outputs), args.spool_dir)
     pipeline.start()
-    while not pipeline.wait(0.5):
+    # A long wait: a signal still interrupts it (its handler runs here), and an idle logger stays asleep.
+    while not pipeline.wait(3600.0):
         pass
     # Also after a failure: the other thread may still be writing or spooling what it holds.
     pipeline.join(pipeline.settings.shutdown_budget_s)

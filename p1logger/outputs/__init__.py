@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,8 @@ class OutputSpec:
     name: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     enabled: Callable[[Any], bool]  # (settings) -> is this output on?
-    create: Callable[[Any, RunContext], Output]  # (settings, context) -> the output, not started
+    # (settings, context) -> the output (or several: one per InfluxDB URL), not started
+    create: Callable[[Any, RunContext], Output | Sequence[Output]]
     check: Callable[[Any], list[Check]]  # (settings) -> doctor's lines; opens no port, takes no lock
 
 
@@ -96,7 +97,8 @@ def create_outputs(settings: Any, context: RunContext) -> list[Output]:
     outputs: list[Output] = []
     try:
         for spec in enabled_specs(settings):
-            outputs.append(spec.create(settings, context))
+            made = spec.create(settings, context)
+            outputs.extend(made if isinstance(made, Sequence) else [made])
     except BaseException:
         for output in outputs:
             output.close(0.0)

@@ -41,7 +41,8 @@ SPOOL_FILE = "spool.db"
 DEFAULT_MEMORY_MAX_BATCHES = 3600  # an hour of one-second batches, when the spool cannot take them
 DEFAULT_RETRY_INITIAL_S = 1.0
 DEFAULT_RETRY_MAX_S = 10.0  # also how often a dead destination is asked again
-_RECENT_MAX_BATCHES = 8  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
+_RECENT_MAX_BATCHES = 8
+_EMPTY_TICKS_BEFORE_REST = 3  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
 DROP_LOG_INTERVAL_S = 60.0
 RETRY_AFTER_MAX_S = 60.0
 CLOSE_ATTEMPTS_AT_END = 3  # tries left for a destination that fails when a file is done  # a server's Retry-After is honoured up to this
@@ -117,6 +118,8 @@ class LineOutput:
         self._close_deadline: float | None = None
         self._close_failures_left = 0
         self._next_tick_at: float | None = None
+        self._empty_ticks = 0
+        self._waiting = False
         self._retry_at = 0.0
         self._retry_after_until = 0.0
         self._retry_s = settings.retry_initial_s
@@ -218,8 +221,9 @@ class LineOutput:
             full = self._batcher.add(lines)
             for batch in full:
                 self._enqueue_locked(batch)
-            if self._batcher.due():
+            if self._batcher.due() and not self._waiting:
                 # The output thread is busy (a slow write): cut here, so nothing waits in memory past its interval.
+                # (A waiting thread cuts on its own tick, due about now.)
                 self._enqueue_locked(self._batcher.take())
                 full = full or [[]]
             if full or self._next_tick_at is None:
@@ -309,20 +313,36 @@ class LineOutput:
                 continue
             wake_at = [t for t in (self._next_tick_at, self._retry_at if has_work else None,
                                    self._close_deadline if self._closing else None) if t is not None]
-            self._cond.wait(max(0.0, min(wake_at) - now) if wake_at else None)
+            self._waiting = True
+            try:
+                self._cond.wait(max(0.0, min(wake_at) - now) if wake_at else None)
+            finally:
+                self._waiting = False
 
     def _tick_locked(self, now: float) -> None:
-        """Cut the pending lines once per flush interval while lines keep coming."""
+        """Cut the pending lines once per flush interval while lines keep coming.
+
+        The ticks go on through a few empty intervals, so a meter that sends as
+        often as the flush interval (and a little off its phase) costs one
+        wake-up per interval, not a tick plus a wake-up for each new telegram.
+        """
         if self._next_tick_at is not None and now >= self._next_tick_at:
             if self._batcher.pending_points:
                 self._cut_locked()
+                self._empty_ticks = 0
+            else:
+                self._empty_ticks += 1
+            if self._empty_ticks < _EMPTY_TICKS_BEFORE_REST:
                 self._next_tick_at = now + self.settings.flush_interval_s
             else:
                 self._next_tick_at = None
         if self._next_tick_at is None:
             until_due = self._batcher.seconds_until_due()
             if until_due is not None:
-                self._next_tick_at = now + until_due
+                # Half an interval early: a meter that sends once per interval then never arrives
+                # just as a tick fires (both would wake to take the same lock), and no line waits longer.
+                self._next_tick_at = now + until_due / 2
+                self._empty_ticks = 0
 
     def _queued_batches_locked(self) -> int:
         return len(self._memory) + (self._spool.backlog_batches if self._spool is not None else 0)

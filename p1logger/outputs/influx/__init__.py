@@ -32,7 +32,8 @@ DEAD_LETTER_FILE = "dead-letter.lp"
 def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("InfluxDB")
     group.add_argument("--influx-url", default=config.env("INFLUX_URL", "http://localhost:8086"),
-                       help="InfluxDB URL (default %(default)s) [env INFLUX_URL]")
+                       help="InfluxDB URL (default %(default)s); several, separated by commas, write the same "
+                       "data to each, every one with its own spool [env INFLUX_URL]")
     group.add_argument("--influx-api", choices=tuple(TRANSPORTS)[::-1], default=config.env("INFLUX_API", "v2"),
                        help="v2 for InfluxDB 2.x; v1 for InfluxDB 1.x (/write with user and password) "
                        "(default %(default)s) [env INFLUX_API]")
@@ -52,7 +53,20 @@ def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds to wait for one write (default %(default)s) [env INFLUX_TIMEOUT_S]")
 
 
-def influx_target(args: Any) -> InfluxTarget:
+def influx_urls(args: Any) -> list[str]:
+    urls = [url.strip().rstrip("/") for url in str(args.influx_url).split(",") if url.strip()]
+    if not urls:
+        raise ConfigError("no InfluxDB URL: set INFLUX_URL (e.g. http://localhost:8086)")
+    return urls
+
+
+def output_name(index: int) -> str:
+    """The first InfluxDB is "influx"; more (INFLUX_URL with commas) are "influx-2", "influx-3"..."""
+    return NAME if index == 0 else f"{NAME}-{index + 1}"
+
+
+def influx_target(args: Any, url: str | None = None) -> InfluxTarget:
+    """The target for ``url`` (default: the first of --influx-url) with the shared settings."""
     # argparse checks choices only on the command line, not on a default taken from the environment.
     if args.influx_api not in TRANSPORTS:
         raise ConfigError(f"INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not {args.influx_api!r}: fix INFLUX_API")
@@ -70,7 +84,7 @@ def influx_target(args: Any) -> InfluxTarget:
     if not v2 and username and not password:
         raise ConfigError("INFLUX_USERNAME is set but no password: set INFLUX_PASSWORD or INFLUX_PASSWORD_FILE")
     return InfluxTarget(
-        url=args.influx_url.rstrip("/"),
+        url=url if url is not None else influx_urls(args)[0],
         api=args.influx_api,
         org=args.influx_org,
         bucket=args.influx_bucket,
@@ -92,18 +106,26 @@ def adopt_old_spool(spool_dir: Path, output_dir: Path) -> None:
                 os.replace(old.with_name(old.name + suffix), new.with_name(new.name + suffix))
 
 
-def _create(settings: Any, context: RunContext) -> Output:
-    target = influx_target(settings)
-    directory = context.output_dir(NAME)
-    try:
-        adopt_old_spool(context.spool_dir, directory)
-    except OSError as exc:
-        raise ConfigError(f"cannot move the old spool into {directory} ({exc.strerror}): fix P1_SPOOL_DIR") from None
+def _create(settings: Any, context: RunContext) -> list[Output]:
+    targets = [influx_target(settings, url) for url in influx_urls(settings)]
+    if len({target.url for target in targets}) < len(targets):
+        raise ConfigError("INFLUX_URL names the same InfluxDB twice: list each one once")
+    return [_output(output_name(n), target, context) for n, target in enumerate(targets)]
+
+
+def _output(name: str, target: InfluxTarget, context: RunContext) -> Output:
+    directory = context.output_dir(name)
+    if name == NAME:
+        try:
+            adopt_old_spool(context.spool_dir, directory)
+        except OSError as exc:
+            raise ConfigError(f"cannot move the old spool into {directory} ({exc.strerror}): "
+                              "fix P1_SPOOL_DIR") from None
     # One attempt per write: LineOutput retries from the spool, so nothing waits in memory meanwhile.
     sink = InfluxSink(target, dead_letter_path=directory / DEAD_LETTER_FILE, shutdown=context.shutdown,
                       max_attempts=1)
     return LineOutput(
-        NAME,
+        name,
         sink,
         LineOutputSettings(
             flush_interval_s=context.flush_interval_s,
@@ -122,15 +144,18 @@ def _create(settings: Any, context: RunContext) -> Output:
 
 def _check(settings: Any) -> list[Check]:
     try:
-        target = influx_target(settings)
+        targets = [influx_target(settings, url) for url in influx_urls(settings)]
     except ConfigError as exc:
         return [Check(False, f"InfluxDB: {exc}")]
-    transport = target.transport()
-    try:
-        return [Check(True, f"InfluxDB: {target.url} ({target.api}), {target.describe_destination()}"),
-                *transport.check()]
-    finally:
-        transport.close()
+    checks: list[Check] = []
+    for target in targets:
+        transport = target.transport()
+        try:
+            checks.append(Check(True, f"InfluxDB: {target.url} ({target.api}), {target.describe_destination()}"))
+            checks.extend(transport.check())
+        finally:
+            transport.close()
+    return checks
 
 
 SPEC = OutputSpec(NAME, add_influx_arguments, lambda settings: NAME in selected(settings), _create, _check)
