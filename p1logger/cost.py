@@ -599,3 +599,32 @@ def tariff_capacity_price(settings: Any, zone: ZoneInfo, default: float) -> floa
     if getattr(settings, "capacity_price", default) != default:
         return None
     return open_tariff(path, zone).capacity_price(datetime.now(zone).date())
+
+
+def tariff_checks(path: str | None, zone: ZoneInfo, now_s: int) -> list[tuple[bool, str]]:
+    """``p1logger doctor``'s lines about the tariff file: each mistake, or what it holds and how far prices go."""
+    if not path:
+        return []
+    try:
+        tariff = open_tariff(path, zone)
+    except ConfigError as exc:
+        return [(False, f"tariff: {line}") for line in str(exc).splitlines()]
+    checks = [(True, f"tariff: {path}: {len(tariff.contracts)} contract(s), from "
+                     f"{tariff.contracts[0].start.isoformat()}")]
+    today = datetime.fromtimestamp(now_s, zone).date()
+    contract = tariff.contract_on(today)
+    if contract is None:
+        checks.append((False, f"tariff: no contract is in force today ({today.isoformat()}): add one"))
+        return checks
+    for side in (contract.import_side, contract.export_side):
+        csv = side.csv
+        if csv is None:
+            continue
+        end_s = csv.end_s
+        label = "no prices" if end_s is None else datetime.fromtimestamp(end_s, zone).isoformat(timespec="minutes")
+        if end_s is None or end_s <= now_s:
+            checks.append((False, f"tariff: {csv.path} has no price for now (it ends at {label}): "
+                                  "run 'p1logger prices fetch'"))
+        else:
+            checks.append((True, f"tariff: {csv.path} has prices until {label}"))
+    return list(dict.fromkeys(checks))

@@ -251,3 +251,24 @@ def test_no_tariff_file_is_a_config_error(capsys: pytest.CaptureFixture[str], tm
     assert cli_main(["cost", "--input", str(tmp_path / "x"), "--tariff", str(tmp_path / "none.toml")]) == 2
     assert capsys.readouterr().err == (f"p1logger cost: cannot read the tariff file {tmp_path / 'none.toml'} "
                                        "(No such file or directory): fix P1_TARIFF_FILE or --tariff\n")
+
+
+def test_doctor_lines_for_the_tariff_file(tmp_path: Path) -> None:
+    from p1logger.cost import tariff_checks
+
+    csv = "".join(f"2026-03-01T{h:02d}:00:00+01:00,0.1\n" for h in range(24))
+    path = write(tmp_path, '[[contract]]\nfrom = 2026-01-01\nimport_prices_csv = "p.csv"\n', {"p.csv": csv})
+    noon = int(local("2026-03-01T12:00").timestamp())
+    assert tariff_checks(str(path), ZONE, noon) == [
+        (True, f"tariff: {path}: 1 contract(s), from 2026-01-01"),
+        (True, f"tariff: {tmp_path / 'p.csv'} has prices until 2026-03-02T00:00+01:00"),
+    ]
+    assert tariff_checks(str(path), ZONE, noon + 86400)[1] == (
+        False, f"tariff: {tmp_path / 'p.csv'} has no price for now (it ends at 2026-03-02T00:00+01:00): "
+        "run 'p1logger prices fetch'")
+    assert tariff_checks(str(path), ZONE, int(local("2025-12-31T12:00").timestamp()))[1] == (
+        False, "tariff: no contract is in force today (2025-12-31): add one")
+    bad = write(tmp_path / "bad", "[[contract]]\nfrom = 2026-01-01\n")
+    assert tariff_checks(str(bad), ZONE, noon) == [
+        (False, f"tariff: {bad}: contract 1: no import price: set import_eur_per_kwh or import_prices_csv")]
+    assert tariff_checks(None, ZONE, noon) == []
