@@ -272,3 +272,42 @@ def test_doctor_lines_for_the_tariff_file(tmp_path: Path) -> None:
     assert tariff_checks(str(bad), ZONE, noon) == [
         (False, f"tariff: {bad}: contract 1: no import price: set import_eur_per_kwh or import_prices_csv")]
     assert tariff_checks(None, ZONE, noon) == []
+
+
+def test_every_example_in_docs_cost_md_is_a_valid_tariff_file(tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cost.md").read_text(encoding="utf-8")
+    examples = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert len(examples) == 4
+    csv = "start,eur_per_kwh\n2026-01-01T00:00:00+01:00,0.1\n"
+    for number, example in enumerate(examples):
+        folder = tmp_path / str(number)
+        names = re.findall(r'_prices_csv = "([^"]+)"', example)
+        tariff = load_tariff(write(folder, example, {name: csv for name in names}), ZONE)
+        assert tariff.contracts, number
+
+
+def test_the_issues_example_file(tmp_path: Path) -> None:
+    tariff = load_tariff(write(tmp_path, """
+[[contract]]
+from = 2026-01-01
+import_eur_per_kwh = { 1 = 0.32, 2 = 0.26 }   # by tariff register: 1-0:1.8.1, 1-0:1.8.2, ...
+export_eur_per_kwh = { 1 = 0.04, 2 = 0.03 }   # 1-0:2.8.1, 1-0:2.8.2, ...
+fixed_eur_per_day = 0.25
+gas_eur_per_m3 = 1.15
+water_eur_per_m3 = 4.50
+
+[[contract]]                                  # a dynamic contract
+from = 2026-03-01
+import_prices_csv = "prices.csv"              # rows: start (ISO 8601 with offset), eur_per_kwh; 15-min or hourly
+import_multiplier = 1.0
+import_adder_eur_per_kwh = 0.12               # supplier mark-up, grid fees and taxes per kWh
+export_prices_csv = "prices.csv"
+export_multiplier = 1.0
+export_adder_eur_per_kwh = -0.01
+fixed_eur_per_day = 0.30
+""", {"prices.csv": "2026-03-01T00:00:00+01:00,0.08\n2026-03-01T00:15:00+01:00,0.09\n"}), ZONE)
+    assert quarter_prices(tariff, "2026-02-28T10:00", 2) == (0.26, 0.03)
+    assert quarter_prices(tariff, "2026-03-01T00:15") == (pytest.approx(0.21), pytest.approx(0.08))
+    assert [c.fixed_eur_per_day for c in tariff.contracts] == [0.25, 0.30]
