@@ -542,3 +542,26 @@ def test_the_tariff_files_capacity_price_is_used_when_none_is_set(tmp_path: Path
     monkeypatch.setenv("P1_CAPACITY_PRICE", "48")
     settings = cli.build_parser().parse_args(["run", "--source", "file:x", "--tariff", str(path)])
     assert create_builders(settings, ZONE, False)[1].tracker.price_eur_per_kw_year == 48.0  # type: ignore[attr-defined]
+
+
+def test_an_archive_gives_the_same_cost_as_the_recording(
+    week: Week, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gzipped daily archive file (``run --archive``), read like ``dump`` and ``capacity`` read it."""
+    import gzip
+
+    from p1logger.archive_format import encode_record
+
+    plain = tmp_path / "week.txt"
+    plain.write_bytes(week.raw)
+    archive = tmp_path / "p1-2026-03-23.txt.gz"
+    frames = [b"/" + part for part in week.raw.split(b"/") if part]  # the header starts with "/": one per telegram
+    archive.write_bytes(gzip.compress(b"".join(encode_record(frame, True, 0.0) for frame in frames)))
+    tariff = str(tariff_files(tmp_path / "t", "dynamic"))
+    results = []
+    for path in (plain, archive):
+        assert cli_main(["cost", "--input", str(path), "--tariff", tariff, "--timezone", ZONE_NAME,
+                         "--format", "json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1]
+    assert results[0]["quarters"] == 6 * 96 + 92
