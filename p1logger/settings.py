@@ -209,6 +209,23 @@ def redact_url(value: str) -> str:
     return shown + ("?..." if "?" in value else "") if hidden else value
 
 
+def web_url(value: str) -> str:
+    try:
+        return _one_influx_url(value.strip())
+    except Invalid:
+        raise Invalid("an http:// or https:// URL with a host and no credentials") from None
+
+
+def prices_zone(value: str) -> str:
+    from p1logger.dayahead import BIDDING_ZONES, bidding_zone
+
+    try:
+        bidding_zone(value.strip())
+    except ConfigError:
+        raise Invalid(f"a bidding zone ({', '.join(BIDDING_ZONES)}) or a 16-character EIC code") from None
+    return value.strip()
+
+
 def timezone_name(value: str) -> str:
     expected = "an IANA time zone name such as Europe/Brussels or Europe/Amsterdam"
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -309,6 +326,7 @@ class Setting:
     secret: bool = False
     metavar: str | None = None
     kind: str = "value"  # "value", or "switch" for a flag without an argument
+    aliases: tuple[str, ...] = ()  # more option strings for the flag, e.g. "-o"
 
     @property
     def dest(self) -> str | None:
@@ -338,8 +356,8 @@ class Setting:
             raise self.error(value, f"a valid value ({self.help})", from_flag) from None
 
 
-_SOURCE_COMMANDS = ("run", "doctor", "dump", "record", "capacity")
-_DECODE_COMMANDS = ("run", "doctor", "dump", "record", "capacity", "replay")
+_SOURCE_COMMANDS = ("run", "doctor", "dump", "record", "capacity", "cost")
+_DECODE_COMMANDS = ("run", "doctor", "dump", "record", "capacity", "cost", "replay")
 _INFLUX_COMMANDS = ("run", "doctor", "replay")
 _RUN = ("run", "doctor")
 
@@ -366,7 +384,7 @@ SETTINGS: tuple[Setting, ...] = (
             "longest telegram accepted; longer input is dropped and counted",
             (*_SOURCE_COMMANDS, "replay"), "source", bad="8k", default="8192"),
     Setting("P1_TIMEZONE", "--timezone", timezone_name, "the meter's time zone, an IANA name",
-            _DECODE_COMMANDS, "decoding", bad="Europe/Brusels", default="Europe/Brussels"),
+            (*_DECODE_COMMANDS, "prices"), "decoding", bad="Europe/Brusels", default="Europe/Brussels"),
     Setting("P1_COUNTRY", "--country", country,
             "country for tariff labels: BE (tariff 1 = day), NL (tariff 1 = night) or LU; unset detects it "
             "from the telegrams (a Belgian meter sends 0-0:96.1.4)",
@@ -456,6 +474,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("P1_REPLAY_STATE", "--state", text("a file name"),
             "progress file for resuming (default: replay-state.json in the spool directory)",
             ("replay",), "replay", bad="\n", metavar="FILE"),
+    # --- energy cost (docs/cost.md)
+    Setting("P1_TARIFF_FILE", "--tariff", text("a file name"),
+            "the tariff file (TOML) with your contracts' prices (docs/cost.md); for run, doctor and replay, "
+            "without one no cost is computed", ("run", "doctor", "replay", "cost"), "energy cost", bad="\n",
+            metavar="FILE"),
+    Setting("P1_PRICES_ZONE", "--zone", prices_zone, "the bidding zone of 'prices fetch'", ("prices",),
+            "day-ahead prices", bad="XX", default="BE"),
+    Setting("P1_PRICES_FILE", "--output", text("a file name"), "the price CSV that 'prices fetch' creates or "
+            "updates", ("prices",), "day-ahead prices", bad="\n", metavar="FILE", aliases=("-o",)),
+    Setting("ENTSOE_TOKEN", None, text("a token on one line"), "ENTSO-E's security token for 'prices fetch'",
+            ("prices",), "day-ahead prices", bad="tok\nen", secret=True),
+    Setting("ENTSOE_TOKEN_FILE", "--token-file", text("a file name"), "a file holding ENTSO-E's security token",
+            ("prices",), "day-ahead prices", bad="\n", metavar="FILE"),
+    Setting("P1_ENTSOE_URL", "--url", web_url, "the Transparency Platform's API", ("prices",), "day-ahead prices",
+            bad="ftp://x", default="https://web-api.tp.entsoe.eu/api"),
     # --- the simulator (simulate, and P1_SOURCE=simulator)
     Setting("P1_SIMULATOR_PROFILE", "--profile", simulator_profile,
             "the simulated meter (the variables P1_SIMULATOR_* also tune P1_SOURCE=simulator)",
@@ -531,8 +564,8 @@ def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str,
                                 type=_Convert(setting), help=help_text)
         else:
             assert setting.flag is not None
-            parser.add_argument(setting.flag, dest=setting.dest, default=default, type=_Convert(setting),
-                                help=help_text, metavar=setting.metavar)
+            parser.add_argument(setting.flag, *setting.aliases, dest=setting.dest, default=default,
+                                type=_Convert(setting), help=help_text, metavar=setting.metavar)
 
 
 def value(name: str) -> Any:

@@ -42,6 +42,7 @@ def test_the_unshown_section_matches_the_dashboard_test() -> None:
     section = text[text.index("## Fields written but not shown"):text.index("## Every field")]
     if INTENTIONALLY_UNSHOWN:
         for measurement, field in INTENTIONALLY_UNSHOWN:
-            assert f"`{measurement}`" in section and f"`{field}`" in section
+            assert f"`{measurement}`" in section
+            assert f"`{field}`" in section or f"every `{measurement}` field" in section
     else:
         assert "Today that list is empty" in section

@@ -34,7 +34,8 @@ def command_line(command: str, tmp_path: Path) -> list[str]:
     capture = tmp_path / "one.txt"
     capture.write_bytes(b"")
     extra = {"record": ["--input", str(capture), str(tmp_path / "out.txt")], "replay": [str(capture)],
-             "dump": ["--input", str(capture)], "capacity": ["--input", str(capture)]}
+             "dump": ["--input", str(capture)], "capacity": ["--input", str(capture)],
+             "prices": ["fetch"]}
     return [command, *extra.get(command, [])]
 
 
@@ -65,6 +66,7 @@ def test_a_malformed_value_is_one_line_and_exit_2(name: str, way: str, tmp_path:
     # A valid source and spool, so only the setting under test can be wrong.
     monkeypatch.setenv("P1_SOURCE", f"file:{tmp_path / 'one.txt'}")
     monkeypatch.setenv("P1_SPOOL_DIR", str(tmp_path / "spool"))
+    monkeypatch.setenv("P1_PRICES_FILE", str(tmp_path / "prices.csv"))
     argv = command_line(setting.commands[0], tmp_path)
     if way == "env":
         monkeypatch.setenv(name, setting.bad)
@@ -186,8 +188,12 @@ def test_help_never_shows_a_value_from_the_environment(monkeypatch: pytest.Monke
 
 
 def env_names_in_help(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Every [env NAME] in the help of the parser's options, and of its own subcommands' ("prices fetch")."""
     found = {}
     for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in action.choices.values():
+                found.update(env_names_in_help(nested))
         match = re.search(r"\[env (\w+)", flat(action.help or ""))
         if match:
             found[match.group(1)] = action
@@ -203,7 +209,7 @@ def test_every_flag_with_a_variable_comes_from_the_table(command: str) -> None:
     for name, action in in_help.items():
         setting = settings.BY_ENV[name]
         if action.option_strings:
-            assert (action.option_strings, action.dest) == ([setting.flag], setting.dest)
+            assert (action.option_strings, action.dest) == ([setting.flag, *setting.aliases], setting.dest)
         else:
             assert name == "P1_SOURCE" and action.dest == "device"
 
@@ -211,7 +217,8 @@ def test_every_flag_with_a_variable_comes_from_the_table(command: str) -> None:
 def test_every_variable_the_code_reads_is_in_the_table() -> None:
     read = set()
     for path in (REPO / "p1logger").rglob("*.py"):
-        read |= set(re.findall(r"[\"']((?:P1|INFLUX)_[A-Z0-9_]*[A-Z0-9])[\"']", path.read_text(encoding="utf-8")))
+        read |= set(re.findall(r"[\"']((?:P1|INFLUX|ENTSOE)_[A-Z0-9_]*[A-Z0-9])[\"']",
+                               path.read_text(encoding="utf-8")))
     assert read - set(settings.BY_ENV) == set()
 
 
