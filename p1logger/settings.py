@@ -175,7 +175,7 @@ def influx_url(value: str) -> str:
 
 
 def _one_influx_url(value: str) -> str:
-    expected = "an http:// or https:// URL with a host, e.g. http://localhost:8086"
+    expected = "an http:// or https:// URL with a host (and a port from 1 to 65535), e.g. http://localhost:8086"
     if any(ord(char) < 33 for char in value):
         raise Invalid(expected)
     try:
