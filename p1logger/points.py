@@ -50,13 +50,16 @@ SCHEMA: dict[str, Measurement] = {
     "heat": Measurement(_floats("energy_gj"), frozenset({"meter", "channel", "device"})),
     "capacity": Measurement(
         {
-            **_floats("demand_kw", "month_peak_kw", "history_peak_kw"),
+            **_floats("demand_kw", "month_peak_kw"),
             **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
         },
-        frozenset({"meter", "month"}),
+        frozenset({"meter"}),
     ),
+    # Its own measurement because only these points carry a month: InfluxDB 3
+    # fixes a table's tags at its first write.
+    "capacity_history": Measurement(_floats("history_peak_kw"), frozenset({"meter", "month"})),
     "p1logger": Measurement(
         {
             "telegrams_ok": "int",
@@ -72,6 +75,10 @@ SCHEMA: dict[str, Measurement] = {
     ),
 }
 
+TOTAL_PHASE = "total"
+# The device tag of an M-Bus device that sends no equipment id.
+UNKNOWN_DEVICE = "unknown"
+
 # Unit conversions into the unit a field's name carries.
 _TO_W = {"kW": 1000.0, "W": 1.0}
 _TO_KW = {"kW": 1.0, "W": 0.001}
@@ -82,10 +89,12 @@ _TO_M3 = {"m3": 1.0, "dm3": 0.001, "l": 0.001}
 _TO_GJ = {"GJ": 1.0, "MWh": 3.6, "kWh": 0.0036}
 
 # OBIS -> (measurement, field, phase tag, unit conversion).  Objects that share a
-# measurement and phase end up as fields of one line.
+# measurement and phase end up as fields of one line.  Every point of a
+# measurement carries the same tags (InfluxDB 3 fixes a table's tags at its
+# first write), so the totals are phase "total", not a missing phase.
 INSTANT_MAP: dict[str, tuple[str, str, str | None, Mapping[str, float]]] = {
-    "1-0:1.7.0": ("power", "import_w", None, _TO_W),
-    "1-0:2.7.0": ("power", "export_w", None, _TO_W),
+    "1-0:1.7.0": ("power", "import_w", TOTAL_PHASE, _TO_W),
+    "1-0:2.7.0": ("power", "export_w", TOTAL_PHASE, _TO_W),
     "1-0:21.7.0": ("power", "import_w", "L1", _TO_W),
     "1-0:41.7.0": ("power", "import_w", "L2", _TO_W),
     "1-0:61.7.0": ("power", "import_w", "L3", _TO_W),
@@ -276,7 +285,7 @@ class PointBuilder:
             if self._last_capture.get(key) == capture_s:
                 continue
             self._last_capture[key] = capture_s
-            tags = {"meter": meter, "channel": channel, "device": device_id or ""}
+            tags = {"meter": meter, "channel": channel, "device": device_id or UNKNOWN_DEVICE}
             lines.append(line(measurement, tags, {field_name: value}, capture_s))
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
@@ -300,7 +309,7 @@ class PointBuilder:
                 continue
             when = entry.time if entry.time is not None else self.month_start(entry.month)
             tags = {"meter": meter, "month": entry.month}
-            lines.append(line("capacity", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
+            lines.append(line("capacity_history", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
 
     def month_start(self, month: str) -> datetime:
         """00:00 local time on the first day of ``YYYY-MM``, in UTC."""
