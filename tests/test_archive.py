@@ -526,10 +526,10 @@ def test_run_archives_every_telegram_and_writes_to_stdout(tmp_path: Path) -> Non
     files = archive_files(tmp_path / "archive")
     records = [(raw, valid) for f in files for raw, valid, _ in read_all(f)[0]]
     assert records == [(telegram(0), True), (bad_crc(1), False), (telegram(2), True)]
-    power_lines = [ln for ln in result.stdout.decode().splitlines() if ln.startswith("power,") and "phase" not in ln]
+    power_lines = [ln for ln in result.stdout.decode().splitlines() if ln.startswith("power,") and "phase=total" in ln]
     assert power_lines == [
-        f"power,meter=K8EG004046395507 import_w=0.0,export_w=0.0 {T0}000000000",
-        f"power,meter=K8EG004046395507 import_w=200.0,export_w=0.0 {T0 + 2}000000000",
+        f"power,meter=K8EG004046395507,phase=total import_w=0.0,export_w=0.0 {T0}000000000",
+        f"power,meter=K8EG004046395507,phase=total import_w=200.0,export_w=0.0 {T0 + 2}000000000",
     ]
 
 

@@ -250,7 +250,7 @@ def test_run_serves_the_valid_telegrams_it_reads(tmp_path: Path, capsys: pytest.
             close()
         pipeline.sink.close()
         pipeline.spool.close()
-    assert "power,meter=K8EG004046395507 import_w=200.0,export_w=0.0 1483381204000000000" in capsys.readouterr().out
+    assert "power,meter=K8EG004046395507,phase=total import_w=200.0,export_w=0.0 1483381204000000000" in capsys.readouterr().out
 
 
 def test_run_refuses_a_listen_address_without_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,7 +127,7 @@ def test_receive_time_mode_uses_the_archived_receive_times(
     make_archive(tmp_path / "archive", count=5)
     assert replay_cli(influxd, influx_db, tmp_path / "spool", tmp_path / "archive",
                       extra=("--timestamps", "receive")) == 0
-    times = sorted(row["time"] for row in influxd.rows(influx_db, "power") if "phase" not in row or not row["phase"])
+    times = sorted(row["time"] for row in influxd.rows(influx_db, "power") if row["phase"] == "total")
     assert times == [int(RECEIVED_0) + n for n in range(5)] + [int(RECEIVED_0 + 5.5)]
 
 
