@@ -25,6 +25,7 @@ expressions, independently of the decoder.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from influx_servers import InfluxServer, http_request
@@ -261,3 +262,47 @@ def quarter_averages(telegrams: list[Telegram]) -> dict[int, float]:
             energy = round(import_at[end] - import_at[time_s], 6)
             out[end] = round(energy * 3600.0 / 900, 3)
     return out
+
+
+# --------------------------------------------------------------------------- the week, once per influxd
+
+DATABASE = "p1week"
+
+
+@dataclass
+class Week:
+    server: InfluxServer
+    database: str
+    telegrams: list[Telegram]
+
+    def query(self, influxql: str, *, epoch: str = "s") -> dict[str, Any]:
+        """The raw answer; an error anywhere in it fails the test."""
+        params = urllib.parse.urlencode({"q": influxql, "db": self.database, "epoch": epoch})
+        reply = http_request(int(self.server.url.rsplit(":", 1)[1]), "GET", f"/query?{params}")
+        answer: dict[str, Any] = json.loads(reply.body or b"{}")
+        errors = [answer.get("error")] + [r.get("error") for r in answer.get("results", [])]
+        assert reply.status == 200 and not any(errors), f"{influxql}\n-> HTTP {reply.status}: {reply.body[:500]!r}"
+        return answer
+
+    def series(self, influxql: str) -> list[dict[str, Any]]:
+        (result,) = self.query(influxql)["results"]
+        found: list[dict[str, Any]] = result.get("series", [])
+        return found
+
+    def before(self, time_s: int) -> list[Telegram]:
+        return [t for t in self.telegrams if t.time_s <= time_s]
+
+
+@lru_cache(maxsize=1)
+def week_telegrams() -> tuple[Telegram, ...]:
+    return tuple(make_telegrams())
+
+
+def stored_week(server: InfluxServer, tmp_path_factory: Any) -> Week:
+    """The week in ``server``: stored by the first test module that asks, found there by the next."""
+    server.start()
+    telegrams = list(week_telegrams())
+    if DATABASE not in server.databases():
+        server.create_database(DATABASE)
+        store(server, DATABASE, telegrams, tmp_path_factory.mktemp("week"))
+    return Week(server, DATABASE, telegrams)

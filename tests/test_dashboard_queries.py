@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,17 +34,16 @@ from grafana_influxql import (
 from influx_servers import InfluxServer, http_request
 from stored_week import (
     INSTANCE,
+    Week,
+    stored_week,
     OUTAGE,
     PRICE_EUR_PER_KW_YEAR,
     ZONE,
-    Telegram,
     _history,
     day_start_s,
     local_day,
-    make_telegrams,
     per_day,
     quarter_averages,
-    store,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,40 +73,9 @@ def datasource_min_interval() -> str:
 # --------------------------------------------------------------------------- the stored week
 
 
-@dataclass
-class Week:
-    server: InfluxServer
-    database: str
-    telegrams: list[Telegram]
-    log: str
-
-    def query(self, influxql: str, *, epoch: str = "s") -> dict[str, Any]:
-        """The raw answer; an error anywhere in it fails the test."""
-        params = urllib.parse.urlencode({"q": influxql, "db": self.database, "epoch": epoch})
-        reply = http_request(int(self.server.url.rsplit(":", 1)[1]), "GET", f"/query?{params}")
-        answer: dict[str, Any] = json.loads(reply.body or b"{}")
-        errors = [answer.get("error")] + [r.get("error") for r in answer.get("results", [])]
-        assert reply.status == 200 and not any(errors), f"{influxql}\n-> HTTP {reply.status}: {reply.body[:500]!r}"
-        return answer
-
-    def series(self, influxql: str) -> list[dict[str, Any]]:
-        (result,) = self.query(influxql)["results"]
-        found: list[dict[str, Any]] = result.get("series", [])
-        return found
-
-    def before(self, time_s: int) -> list[Telegram]:
-        return [t for t in self.telegrams if t.time_s <= time_s]
-
-
 @pytest.fixture(scope="module")
-def week(influxd: InfluxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Week]:
-    influxd.start()
-    database = "p1week"
-    if database not in influxd.databases():
-        influxd.create_database(database)
-    telegrams = make_telegrams()
-    log = store(influxd, database, telegrams, tmp_path_factory.mktemp("week"))
-    yield Week(influxd, database, telegrams, log)
+def week(influxd: InfluxServer, tmp_path_factory: pytest.TempPathFactory) -> Week:
+    return stored_week(influxd, tmp_path_factory)
 
 
 def rows(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -186,6 +152,25 @@ def test_every_variable_query_finds_the_stored_tag_values(week: Week) -> None:
         name = where.rsplit(" ", 1)[1]
         values = [row["value"] for row in rows(week.series(query))]
         assert values == expected[name], where
+
+
+def test_the_provisioned_data_source_settings_work_on_influxd_without_authentication(week: Week) -> None:
+    """Grafana's request with the data source's settings: POST, dbName, the token header (ignored by 1.x without auth)."""
+    (datasource,) = _yaml(DATASOURCES)["datasources"]
+    settings = datasource["jsonData"]
+    database = settings["dbName"].replace("$P1_INFLUX_DATABASE", week.database)
+    header = datasource["secureJsonData"]["httpHeaderValue1"].replace("$P1_INFLUX_TOKEN", "some-influxdb2-token")
+    request = panel_request("live", 7)
+    reply = http_request(
+        int(week.server.url.rsplit(":", 1)[1]),
+        settings["httpMode"],
+        "/query?" + urllib.parse.urlencode({"db": database, "epoch": "ms"}),
+        body=urllib.parse.urlencode({"q": request.query}).encode(),
+        headers={settings["httpHeaderName1"]: header, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert reply.status == 200, reply.body
+    (result,) = json.loads(reply.body)["results"]
+    assert [s["columns"] for s in result["series"]] == [["time", "import_w", "export_w"]]
 
 
 # --------------------------------------------------------------------------- exact values
