@@ -6,6 +6,13 @@
 # /docker-entrypoint-initdb.d once, right after its first-start setup, with
 # the influx CLI already holding the admin token and the DOCKER_INFLUXDB_INIT_*
 # variables set (the bucket's ID among them).
+
+if [ -z "${DOCKER_INFLUXDB_INIT_BUCKET_ID:-}" ]; then
+    # Not InfluxDB 2's first-start setup (InfluxDB 1.8's image sources the
+    # scripts of this directory too): there is no bucket to map.
+    echo "dbrp.sh: DOCKER_INFLUXDB_INIT_BUCKET_ID is not set, no DBRP mapping made" >&2
+    return 0 2>/dev/null || exit 0
+fi
 set -euo pipefail
 
 influx v1 dbrp create \
