@@ -230,6 +230,26 @@ def test_gas_and_water_per_day_across_the_dst_change(week: Week) -> None:
     assert rows(week.series(panel_request("gas-water", 3).query))[-1]["volume_l"] == expected_water["2024-04-02"]
 
 
+def test_energy_per_week_adds_up_the_local_days_of_each_monday_to_sunday_week(week: Week) -> None:
+    seen = week.before(int(NOW.timestamp()))
+    for ref, code, direction in (("A", 1, "import"), ("B", 2, "export")):
+        request = panel_request("energy", 6, ref)
+        got = rows(week.series(request.query))
+        for tariff in ("1", "2"):
+            days = per_day([(t.time_s, t.value(f"1-0:{code}.8.{tariff}", "kWh")) for t in seen])
+            weeks: dict[str, list[float]] = {}
+            for day, kwh in sorted(days.items()):
+                monday = datetime.strptime(day, "%Y-%m-%d") - timedelta(days=datetime.strptime(day, "%Y-%m-%d").weekday())
+                weeks.setdefault(f"{monday:%Y-%m-%d}", []).append(kwh)
+            assert sorted(weeks) == ["2024-03-25", "2024-04-01"]  # the DST change is in the first week
+            # Each bar stands on the Sunday (noon UTC) before its Monday.
+            shown = {f"{datetime.fromtimestamp(r['time'] + 12 * 3600, timezone.utc):%Y-%m-%d}": r[f"{direction}_t{tariff}_kwh"]
+                     for r in got if r[f"{direction}_t{tariff}_kwh"] is not None}
+            assert shown.keys() == weeks.keys()
+            for monday, values in weeks.items():
+                assert shown[monday] == pytest.approx(sum(values), abs=1e-9)
+
+
 def _month_peak_now(week: Week, now_s: int) -> float:
     """This month's peak at ``now_s``: the meter's 1-0:1.6.0 and the quarters we measured this month."""
     seen = week.before(now_s)
