@@ -1,8 +1,8 @@
 """Every dashboard query, the alert rule and the InfluxQL cookbook, run against a stored week in influxd.
 
-The week (tests/stored_week.py) is a simulated Belgian meter stored by
+The week (tests/helpers/stored_week.py) is a simulated Belgian meter stored by
 `p1logger run`, crossing the spring DST change and the March/April boundary.
-Each query is expanded as Grafana would send it (tests/grafana_influxql.py)
+Each query is expanded as Grafana would send it (tests/helpers/grafana_influxql.py)
 at NOW, a moment inside that week, and run against the real influxd 1.6.7.
 Every query must answer without error and with data; the numbers a user
 reads are compared exactly with values computed from the telegrams.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from grafana_influxql import (
+from helpers.grafana_influxql import (
     TimeRange,
     Variable,
     calculate_interval_ms,
@@ -31,13 +31,14 @@ from grafana_influxql import (
     seconds_to_hms,
     server_macros,
 )
-from influx_servers import InfluxServer, http_request
-from stored_week import (
+from helpers.influx_servers import InfluxServer, http_request
+from helpers.stored_week import (
     INSTANCE,
     Week,
     stored_week,
     OUTAGE,
     PRICE_EUR_PER_KW_YEAR,
+    TARIFF,
     ZONE,
     _history,
     day_start_s,
@@ -133,7 +134,7 @@ def variable_queries() -> list[tuple[str, str]]:
 
 def test_every_dashboard_query_answers_with_data(week: Week) -> None:
     requests = all_requests()
-    assert len(requests) == 51
+    assert len(requests) == 54
     empty = []
     for request in requests:
         assert not re.search(r"\$\w|\$\{|\[\[", request.query), request.where
@@ -250,6 +251,62 @@ def test_energy_per_week_adds_up_the_local_days_of_each_monday_to_sunday_week(we
                 assert shown[monday] == pytest.approx(sum(values), abs=1e-9)
 
 
+def closing_day(points: list[tuple[int, float]], day: str) -> float:
+    """The reading at the day's last midnight minus the one at its first: how the logger's cost counts a day."""
+    start_s = day_start_s(day)
+    end_s = int((datetime.strptime(day, "%Y-%m-%d") + timedelta(days=1)).replace(tzinfo=ZONE).timestamp())
+
+    def at(limit_s: int) -> float:
+        return [value for time_s, value in points if time_s <= limit_s][-1]
+
+    return at(end_s) - at(start_s)
+
+
+def expected_cost(week: Week, day: str) -> dict[str, float]:
+    """A whole day's cost by hand from the telegrams and the tariff: each register's kWh at its price,
+    the export credit, gas and water, and the fixed charge once a day (also on the 23-hour day)."""
+    seen = week.before(day_start_s(day) + 2 * 86400)
+    kwh = {name: closing_day([(t.time_s, t.value(obis, "kWh")) for t in seen], day)
+           for name, obis in (("i1", "1-0:1.8.1"), ("i2", "1-0:1.8.2"), ("e1", "1-0:2.8.1"), ("e2", "1-0:2.8.2"))}
+    return {
+        "import_eur": kwh["i1"] * TARIFF["import"][1] + kwh["i2"] * TARIFF["import"][2],
+        "export_eur": kwh["e1"] * TARIFF["export"][1] + kwh["e2"] * TARIFF["export"][2],
+        "gas_eur": closing_day(sorted({t.mbus(1, "24.2.3", "m3") for t in seen}), day) * TARIFF["gas"],
+        "water_eur": closing_day(sorted({t.mbus(2, "24.2.1", "m3") for t in seen}), day) * TARIFF["water"],
+        "fixed_eur": TARIFF["fixed"],
+    }
+
+
+WHOLE_DAYS = ("2024-03-28", "2024-03-29", "2024-03-30", "2024-03-31", "2024-04-01")
+
+
+def assert_cost_row(row: dict[str, Any], expected: dict[str, float], day: str) -> None:
+    for name, value in expected.items():
+        # The fixed charge is shared over the quarters, each share stored to a millionth of a euro.
+        tolerance = 100 * 1e-6 if name == "fixed_eur" else 1e-6
+        assert row[name] == pytest.approx(value, abs=tolerance), (day, name)
+
+
+def test_cost_per_day_and_today(week: Week) -> None:
+    now_s = int(NOW.timestamp())
+    stored = rows(week.series(f'SELECT "import_eur", "export_eur", "gas_eur", "water_eur", "fixed_eur", "total_eur" '
+                              f'FROM "cost" WHERE "meter" = \'{METER}\' AND time <= {now_s}s'))
+    by_day: dict[str, float] = {}
+    for row in stored:
+        by_day[local_day(row["time"])] = by_day.get(local_day(row["time"]), 0.0) + row["import_eur"]
+    got = {local_day(r["time"]): r for r in rows(week.series(panel_request("energy", 13).query))}
+    assert set(got) == set(by_day) and "2024-03-31" in got
+    for day, import_eur in by_day.items():
+        assert got[day]["import_eur"] == pytest.approx(import_eur, abs=1e-9), day
+    # By hand, for the whole days; the logger counts a reading taken at midnight into the day that ends then.
+    for day in WHOLE_DAYS:
+        assert_cost_row(got[day], expected_cost(week, day), day)
+    today = rows(week.series(panel_request("energy", 11).query))[-1]
+    assert local_day(today["time"]) == "2024-04-02"
+    assert today["total_eur"] == pytest.approx(sum(r["total_eur"] for r in stored if local_day(r["time"]) == "2024-04-02"),
+                                               abs=1e-9)
+
+
 def _month_peak_now(week: Week, now_s: int) -> float:
     """This month's peak at ``now_s``: the meter's 1-0:1.6.0 and the quarters we measured this month."""
     seen = week.before(now_s)
@@ -296,7 +353,7 @@ def test_power_per_phase_at_a_chosen_second(week: Week) -> None:
     now = datetime.fromtimestamp(chosen.time_s + 5, timezone.utc)
     dashboard = load_dashboard("live")
     dashboard["time"] = {"from": "now-10m", "to": "now"}
-    from grafana_influxql import dashboard_requests as requests_of
+    from helpers.grafana_influxql import dashboard_requests as requests_of
 
     (request,) = [
         r
@@ -410,7 +467,7 @@ def cookbook_recipes() -> list[tuple[str, str, str]]:
 def test_every_influxql_recipe_has_an_expectation() -> None:
     text = INFLUXQL_DOC.read_text(encoding="utf-8")
     recipes = cookbook_recipes()
-    assert text.count("```sql influxql") == len(recipes) == 13
+    assert text.count("```sql influxql") == len(recipes) == 14
     assert sorted(name for _, _, name in recipes) == sorted(RECIPE_CHECKS)
 
 
@@ -537,6 +594,15 @@ def check_gaps(week: Week, result: list[dict[str, Any]]) -> None:
 
 def check_rejected_per_hour(week: Week, result: list[dict[str, Any]]) -> None:
     assert len(result) >= 23 and {r["rejected"] for r in result} == {0}
+
+
+def check_cost_per_day(week: Week, result: list[dict[str, Any]]) -> None:
+    by_day = {local_day(r["time"]): r for r in result if r["total_eur"] is not None}
+    for day in WHOLE_DAYS:
+        expected = expected_cost(week, day)
+        assert_cost_row(by_day[day], expected, day)
+        total = expected["import_eur"] - expected["export_eur"] + expected["gas_eur"] + expected["water_eur"] + 0.25
+        assert by_day[day]["total_eur"] == pytest.approx(total, abs=200 * 1e-6)
 
 
 RECIPE_CHECKS = {

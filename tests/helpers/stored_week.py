@@ -13,6 +13,8 @@ minutes on the last day. The
 telegrams are written to a file and stored by `python -m p1logger run
 --source file:...` with INFLUX_API=v1, the real write path.
 
+A fixed tariff file (TARIFF_TOML) turns on the logger's `cost` points.
+
 The logger's own health points (measurement `p1logger`) carry the wall-clock
 time of the run, so a replay that takes seconds leaves one or two of them;
 health points for the simulated week are added with p1logger.points.
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from influx_servers import InfluxServer, http_request
+from helpers.influx_servers import InfluxServer, http_request
 
 from p1logger import simulate
 from p1logger.crc import crc16
@@ -57,7 +59,19 @@ SEED = 3
 INSTANCE = "testpi"
 PRICE_EUR_PER_KW_YEAR = 60.0
 HEAT_ID = "9HEAT0000000001"
-REPO = Path(__file__).resolve().parent.parent
+# A fixed two-register contract (docs/cost.md), so the logger stores `cost` points.
+TARIFF = {"import": {1: 0.32, 2: 0.26}, "export": {1: 0.04, 2: 0.03}, "fixed": 0.25, "gas": 1.15, "water": 4.5}
+TARIFF_TOML = """
+[[contract]]
+name = "fixed"
+from = 2024-01-01
+import_eur_per_kwh = { 1 = 0.32, 2 = 0.26 }
+export_eur_per_kwh = { 1 = 0.04, 2 = 0.03 }
+fixed_eur_per_day = 0.25
+gas_eur_per_m3 = 1.15
+water_eur_per_m3 = 4.50
+"""
+REPO = Path(__file__).resolve().parents[2]
 
 
 _LINE_RE = re.compile(r"^(\d+-\d+:\d+\.\d+\.\d+)(\(.*\))\r?$", re.MULTILINE)
@@ -181,6 +195,8 @@ def _simulate() -> list[Telegram]:
 def store(server: InfluxServer, database: str, telegrams: list[Telegram], work: Path) -> str:
     """Replay the telegrams through `p1logger run` into ``database``; the logger's log is returned."""
     recording = work / "week.p1"
+    tariff = work / "tariff.toml"
+    tariff.write_text(TARIFF_TOML, encoding="utf-8")
     recording.write_bytes(b"".join(t.text.encode("ascii") for t in telegrams))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("P1_", "INFLUX_"))}
     env.update(
@@ -191,6 +207,7 @@ def store(server: InfluxServer, database: str, telegrams: list[Telegram], work: 
         P1_INSTANCE=INSTANCE,
         P1_TIMEZONE="Europe/Brussels",
         P1_CAPACITY_PRICE=str(PRICE_EUR_PER_KW_YEAR),
+        P1_TARIFF_FILE=str(tariff),
         PYTHONPATH=str(REPO),
     )
     result = subprocess.run(
