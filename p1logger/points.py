@@ -176,6 +176,64 @@ def _epoch_s(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def fill_totals(energy: dict[str, float | int]) -> None:
+    """Add the import and export totals a meter does not send: the sum of the tariffs it does send."""
+    for total, parts in _TOTALS.items():
+        if total not in energy:
+            present = [energy[p] for p in parts if p in energy]
+            if present:
+                energy[total] = round(sum(present), 6)
+
+
+@dataclass(frozen=True, slots=True)
+class MbusReading:
+    """A gas, water or heat meter's latest reading, converted to the unit its field name carries."""
+
+    measurement: str  # gas, water or heat
+    channel: str
+    device_id: str | None
+    field: str  # volume_m3 or energy_gj
+    value: float
+    time: datetime  # the capture time the M-Bus device gave it
+
+
+def mbus_readings(telegram: Telegram) -> list[MbusReading]:
+    """The M-Bus readings with a capture time and a known kind and unit, by channel."""
+    found: list[MbusReading] = []
+    for channel, (device_type, device_id) in telegram.mbus_devices().items():
+        reading = None
+        for suffix in _MBUS_READING_SUFFIXES:
+            reading = telegram.fields.get(f"0-{channel}{suffix}")
+            if reading is not None:
+                break
+        if reading is None or reading.time is None:
+            continue  # no capture time: the reading cannot be placed in time honestly
+        measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
+        if measurement is None:
+            measurement = _MBUS_BY_UNIT.get(reading.unit or "")
+        if measurement is None:
+            continue
+        field_name, units = _MBUS_FIELDS[measurement]
+        value = convert_reading(reading, units)
+        if value is None:
+            continue
+        found.append(MbusReading(measurement, channel, device_id, field_name, value, reading.time))
+    return found
+
+
+# Conversions by the unit suffix of a field name (``power_w`` -> "w"), for outputs
+# that name their own fields (MQTT) but must convert exactly as the points do.
+UNITS_BY_SUFFIX: dict[str, Mapping[str, float]] = {
+    "w": _TO_W,
+    "kw": _TO_KW,
+    "kwh": _TO_KWH,
+    "v": _SAME_V,
+    "a": _SAME_A,
+    "m3": _TO_M3,
+    "gj": _TO_GJ,
+}
+
+
 class PointBuilder:
     """Turns telegrams into line protocol.  One instance per meter stream."""
 
@@ -223,11 +281,7 @@ class PointBuilder:
             group[target[1]] = value  # type: ignore[assignment]
         energy = grouped.get(("energy", None))
         if energy is not None:
-            for total, parts in _TOTALS.items():
-                if total not in energy:
-                    present = [energy[p] for p in parts if p in energy]
-                    if present:
-                        energy[total] = round(sum(present), 6)
+            fill_totals(energy)
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
@@ -254,30 +308,14 @@ class PointBuilder:
         return prefix
 
     def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
-        for channel, (device_type, device_id) in telegram.mbus_devices().items():
-            reading = None
-            for suffix in _MBUS_READING_SUFFIXES:
-                reading = telegram.fields.get(f"0-{channel}{suffix}")
-                if reading is not None:
-                    break
-            if reading is None or reading.time is None:
-                continue  # no capture time: the reading cannot be placed in time honestly
-            measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
-            if measurement is None:
-                measurement = _MBUS_BY_UNIT.get(reading.unit or "")
-            if measurement is None:
-                continue
-            field_name, units = _MBUS_FIELDS[measurement]
-            value = convert_reading(reading, units)
-            if value is None:
-                continue
+        for reading in mbus_readings(telegram):
             capture_s = _epoch_s(reading.time)
-            key = (measurement, channel)
+            key = (reading.measurement, reading.channel)
             if self._last_capture.get(key) == capture_s:
                 continue
             self._last_capture[key] = capture_s
-            tags = {"meter": meter, "channel": channel, "device": device_id or ""}
-            lines.append(line(measurement, tags, {field_name: value}, capture_s))
+            tags = {"meter": meter, "channel": reading.channel, "device": reading.device_id or ""}
+            lines.append(line(reading.measurement, tags, {reading.field: reading.value}, capture_s))
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
         peak = fields.get(MONTH_PEAK_OBIS)

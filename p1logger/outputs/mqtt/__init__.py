@@ -1,0 +1,1 @@
+"""MQTT output with Home Assistant discovery (see docs/home-assistant.md)."""

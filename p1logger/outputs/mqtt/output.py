@@ -1,0 +1,472 @@
+"""The MQTT output: every telegram's state on a broker, and Home Assistant discovery.
+
+One worker thread of its own, fed by a bounded queue, so a slow or absent
+broker never delays the writer or InfluxDB. paho-mqtt's network thread does the
+I/O; messages go out at QoS 1 in a persistent MQTT 5 session (clean start off,
+a session expiry of a week), so what the broker has not acknowledged is sent
+again after a reconnect. While the broker is away paho holds at most
+``backlog_max_messages``; past that new messages are dropped and counted.
+
+At start-up a TLS failure or a refused user name/password is a ConfigError
+(one line, exit 2); an unreachable broker is not: the logger runs and connects
+when the broker comes, with paho's backoff between attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from p1logger.decode import Telegram
+from p1logger.errors import ConfigError
+from p1logger.outputs.mqtt import discovery, state
+from p1logger.outputs.mqtt.settings import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+QOS = 1
+_RETAINED_SEEN_MAX = 10000  # owned retained configs remembered for cleanup; more is a broker full of meters
+_LOG_EVERY_S = 60.0
+# CONNACK reason codes that mean the user name or password is wrong (v5 134, 135; v3 4, 5).
+_AUTH_FAILURES = {134, 135, 4, 5}
+
+
+class RecordLike(Protocol):
+    """What the output reads of a record (``p1logger.contracts.Record``)."""
+
+    @property
+    def telegram(self) -> Telegram: ...
+
+    @property
+    def time_s(self) -> int: ...
+
+    @property
+    def figures(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+
+class _Throttled:
+    """Logs a recurring problem at once, then at most once per interval with a count."""
+
+    def __init__(self, interval_s: float = _LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._next_at = 0.0
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        with self._lock:
+            now = self.clock()
+            if now < self._next_at:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+            self._next_at = now + self.interval_s
+        suffix = f" ({suppressed} more since the last report)" if suppressed else ""
+        logger.log(level, message + suffix, *args)
+
+
+def _reason(code: Any) -> tuple[int, str]:
+    value = getattr(code, "value", code)
+    return int(value) if isinstance(value, int) else -1, str(code)
+
+
+def new_client(settings: MqttSettings, client_id: str, *, persistent: bool) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(ca_certs=str(settings.ca_file) if settings.ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(max(1, round(settings.reconnect_min_s)), max(1, round(settings.reconnect_max_s)))
+    client.max_queued_messages_set(settings.backlog_max_messages)
+    if persistent:
+        client.will_set(discovery.Topics(settings.prefix).availability, discovery.NOT_AVAILABLE, qos=QOS, retain=True)
+    return client
+
+
+def _connect_properties(persistent: bool) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)
+    if persistent:
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    return properties
+
+
+def tls_error(settings: MqttSettings, exc: BaseException) -> ConfigError:
+    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+    fix = "P1_MQTT_CA_FILE (the CA that signed the broker's certificate)" if settings.ca_file is None or \
+        "certificate" in str(reason).lower() else "the broker's TLS set-up or P1_MQTT_URL"
+    return ConfigError(f"TLS with the MQTT broker {settings.host}:{settings.port} failed ({reason}): fix {fix}")
+
+
+def auth_error(settings: MqttSettings, reason: str) -> ConfigError:
+    who = f"user {settings.username!r}" if settings.username else "a client without user name"
+    return ConfigError(f"the MQTT broker {settings.host}:{settings.port} refused {who} ({reason}): fix the user in "
+                       "P1_MQTT_URL or the password in P1_MQTT_PASSWORD_FILE")
+
+
+@dataclass
+class _Connack:
+    event: threading.Event
+    code: int = -1
+    reason: str = ""
+
+
+class MqttOutput:
+    """The Output contract (``p1logger.contracts.Output``) for an MQTT broker."""
+
+    name = "mqtt"
+
+    def __init__(self, settings: MqttSettings, *, queue_max: int = 3600) -> None:
+        self.settings = settings
+        self.topics = discovery.Topics(settings.prefix, settings.discovery_prefix or "homeassistant")
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(queue_max)
+        self._averagers: dict[str, state.Averager] = {}
+        self._latest: dict[str, state.State] = {}  # meter -> latest published state, re-sent after HA restarts
+        self._models: dict[str, str | None] = {}
+        self._announced: dict[str, dict[str, bytes]] = {}  # meter -> config topic -> payload
+        self._retained_seen: set[str] = set()
+        self._telegrams = 0
+        self._resync = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._connack = _Connack(threading.Event())
+        self.connected = False
+        # Counters (health.json, <prefix>/health).
+        self.queued = 0  # handed to paho at QoS 1
+        self.acked = 0  # acknowledged by the broker
+        self.dropped = 0  # input queue full, backlog full, or unconfirmed at exit
+        self.refused = 0  # the broker answered "not authorized" (ACL) or another failure
+        self.states_published = 0
+        self._drop_log = _Throttled()
+        self._refuse_log = _Throttled()
+        self._state_log = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        settings = self.settings
+        client = new_client(settings, settings.client_id, persistent=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+        properties = _connect_properties(True)
+        reachable = True
+        try:
+            client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=False,
+                           properties=properties)
+        except ssl.SSLError as exc:
+            raise tls_error(settings, exc) from None
+        except OSError as exc:
+            # Not a configuration error: the broker may come later, and the backlog holds what it misses.
+            reachable = False
+            logger.warning("MQTT broker %s is not reachable (%s); readings wait for it (up to %d messages)",
+                           settings.describe(), exc.strerror or exc, settings.backlog_max_messages)
+            client.connect_async(settings.host, settings.port, settings.keepalive_s, clean_start=False,
+                                 properties=properties)
+        client.loop_start()
+        if reachable and self._connack.event.wait(settings.connect_timeout_s):
+            if self._connack.code in _AUTH_FAILURES:
+                self._stop.set()
+                client.loop_stop()
+                client.disconnect()
+                raise auth_error(settings, self._connack.reason)
+        self._worker = threading.Thread(target=self._run, name="p1-mqtt", daemon=True)
+        self._worker.start()
+
+    def submit(self, record: RecordLike) -> None:
+        self._put(("record", record))
+
+    def submit_health(self, snapshot: Mapping[str, object], lines: Sequence[str] = ()) -> None:
+        self._put(("health", dict(snapshot)))
+
+    def observe_raw(self, raw: bytes, valid: bool, received_at_s: float) -> None:
+        """Raw telegrams are not published."""
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            # Never block the writer: make room by dropping the oldest, counted.
+            try:
+                self._queue.get_nowait()
+                self._count_drop("the MQTT queue is full (the worker cannot keep up)")
+            except queue.Empty:
+                pass
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._count_drop("the MQTT queue is full (the worker cannot keep up)")
+
+    def close(self, budget_s: float = 10.0) -> None:
+        deadline = time.monotonic() + budget_s
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(max(0.0, deadline - time.monotonic()))
+        client = self._client
+        if client is None:
+            return
+        # Everything still unacknowledged gets the rest of the budget.
+        while self.queued - self.acked > 0 and self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        unconfirmed = self.queued - self.acked
+        if unconfirmed > 0:
+            self.dropped += unconfirmed
+            logger.warning("%d MQTT messages were not confirmed by the broker before exit", unconfirmed)
+        client.disconnect()
+        client.loop_stop()
+
+    def health(self) -> Mapping[str, object]:
+        return {
+            "mqtt_state": "connected" if self.connected else "disconnected",
+            "mqtt_published": self.acked,
+            "mqtt_backlog": max(0, self.queued - self.acked),
+            "mqtt_dropped": self.dropped,
+            "mqtt_refused": self.refused,
+        }
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        code, reason = _reason(reason_code)
+        self._connack.code, self._connack.reason = code, reason
+        self._connack.event.set()
+        if reason_code.is_failure:
+            self._set_state(f"refused: {reason}", logging.ERROR)
+            return
+        self.connected = True
+        self._set_state(f"connected to {self.settings.describe()}", logging.INFO)
+        subscriptions = [(self.topics.birth, QOS)]
+        if self.settings.discovery_prefix:
+            subscriptions.append((self.topics.config_filter(), QOS))
+        client.subscribe(subscriptions)
+        # Availability, discovery and the latest state again: the broker may have lost them.
+        self._resync.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        self.connected = False
+        if not self._stop.is_set():
+            self._set_state(f"disconnected ({reason_code}); reconnecting", logging.WARNING)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        topic = message.topic
+        if topic == self.topics.birth:
+            if bytes(message.payload).strip() == b"online":
+                logger.info("Home Assistant started: sending discovery again")
+                self._resync.set()
+            return
+        if message.retain and self.topics.owns(topic, bytes(message.payload)):
+            with self._lock:
+                if len(self._retained_seen) < _RETAINED_SEEN_MAX:
+                    self._retained_seen.add(topic)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self.acked += 1
+        if reason_code.is_failure:
+            self.refused += 1
+            self._refuse_log.log(logging.ERROR, "the MQTT broker refused a publish (%s): let user %s publish to "
+                                 "%s/# and %s/# in the broker's ACL", reason_code, self.settings.username,
+                                 self.settings.prefix, self.topics.discovery_prefix)
+
+    def _set_state(self, text: str, level: int) -> None:
+        # Once per change, however long an outage lasts.
+        if text != self._state_log:
+            self._state_log = text
+            logger.log(level, "MQTT %s", text)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    kind, item = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    kind, item = "", None
+                if self._resync.is_set():
+                    self._resync.clear()
+                    self._send_all()
+                if kind == "record":
+                    self._handle_record(item)
+                elif kind == "health":
+                    self._handle_health(item)
+                self._cleanup()
+                if self._stop.is_set() and self._queue.empty():
+                    break
+            self._finish()
+        except Exception:  # noqa: BLE001 - MQTT must never take the logger down; InfluxDB goes on
+            logger.exception("the MQTT output failed; it publishes nothing more until the logger restarts")
+
+    def _publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        assert self._client is not None
+        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            self._count_drop(f"the MQTT backlog is full ({self.settings.backlog_max_messages} messages)")
+        else:
+            self.queued += 1
+
+    def _count_drop(self, why: str) -> None:
+        self.dropped += 1
+        self._drop_log.log(logging.WARNING, "MQTT message dropped: %s; %d dropped so far", why, self.dropped)
+
+    def _handle_record(self, record: RecordLike) -> None:
+        telegram = record.telegram
+        meter = telegram.meter_id
+        self._telegrams += 1
+        current = state.build_state(telegram, record.time_s, record.figures)
+        averager = self._averagers.get(meter)
+        if averager is None:
+            averager = self._averagers[meter] = state.Averager(self.settings.interval_s)
+            self._models[meter] = _model(current)
+        due = averager.add(current, record.time_s)
+        if due is not None:
+            self._publish_state(meter, due)
+
+    def _publish_state(self, meter: str, due: state.State) -> None:
+        self._announce(meter, due.keys())
+        self._latest[meter] = due
+        self._publish(self.topics.state(meter), state.encode(due))
+        self.states_published += 1
+        if self.settings.per_field_topics:
+            for key, value in sorted(due.items()):
+                self._publish(self.topics.field(meter, key), state.field_payload(value))
+
+    def _announce(self, meter: str, keys: Any, *, again: bool = False) -> None:
+        """Send the discovery configs this meter does not have yet (all of them when ``again``)."""
+        if not self.settings.discovery_prefix:
+            return
+        announced = self._announced.setdefault(meter, {})
+        if not again and all(self.topics.config(discovery.sensor_spec(k).component, meter, k) in announced
+                             for k in keys):
+            return
+        # Keys are never forgotten within a run: a value missing from one telegram keeps its sensor.
+        known = set(keys) | {_key_of(topic) for topic in announced if "/health_" not in topic}
+        for topic, config in discovery.configs(self.topics, meter, known, self._models.get(meter)).items():
+            payload = discovery.encode(config)
+            if again or announced.get(topic) != payload:
+                announced[topic] = payload
+                self._publish(topic, payload, retain=True)
+
+    def _send_all(self) -> None:
+        self._publish(self.topics.availability, discovery.AVAILABLE, retain=True)
+        for meter, latest in list(self._latest.items()):
+            self._announce(meter, latest.keys(), again=True)
+            self._publish(self.topics.state(meter), state.encode(latest))
+
+    def _cleanup(self) -> None:
+        """Empty retained configs for sensors and meters this run has not announced: Home Assistant removes them."""
+        if not self.settings.discovery_prefix or self._telegrams < self.settings.cleanup_after_telegrams:
+            return
+        with self._lock:
+            if not self._retained_seen:
+                return
+            current = {topic for configs in self._announced.values() for topic in configs}
+            stale = sorted(self._retained_seen - current)
+            self._retained_seen.clear()
+        for topic in stale:
+            logger.info("removing the old Home Assistant config %s", topic)
+            self._publish(topic, b"", retain=True)
+
+    def _handle_health(self, snapshot: Mapping[str, object]) -> None:
+        values: dict[str, state.StateValue] = {}
+        for key in discovery.HEALTH_KEYS:
+            value = snapshot.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[key] = round(value, 3) if isinstance(value, float) else value
+        values["mqtt_dropped"] = self.dropped
+        self._publish(self.topics.health, state.encode(values))
+
+    def _finish(self) -> None:
+        for meter, averager in self._averagers.items():
+            pending = averager.take()
+            if pending is not None:
+                self._publish_state(meter, pending)
+        # A graceful disconnect sends no last will: say "offline" ourselves.
+        self._publish(self.topics.availability, discovery.NOT_AVAILABLE, retain=True)
+
+
+def _key_of(config_topic: str) -> str:
+    return config_topic.split("/")[-2]
+
+
+def _model(first: state.State) -> str | None:
+    version = first.get("dsmr_version") or first.get("emucs_version")
+    if isinstance(version, str) and version:
+        return f"DSMR {version}" if "dsmr_version" in first else f"e-MUCS {version}"
+    return None
+
+
+# ---------------------------------------------------------------------- doctor
+
+
+def check(settings: MqttSettings, timeout_s: float = 10.0) -> list[tuple[bool, str]]:
+    """Connection, credentials and publish permission, for ``p1logger doctor``; publishes nothing retained."""
+    results: list[tuple[bool, str]] = []
+    client = new_client(settings, f"{settings.client_id}-doctor", persistent=False)
+    connack = _Connack(threading.Event())
+    acks: dict[int, str] = {}
+    acked = threading.Condition()
+
+    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        connack.code, connack.reason = _reason(reason_code)
+        connack.event.set()
+
+    def on_publish(client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with acked:
+            acks[mid] = "" if not reason_code.is_failure else str(reason_code)
+            acked.notify_all()
+
+    client.on_connect = on_connect
+    client.on_publish = on_publish
+    where = settings.describe()
+    try:
+        client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=True)
+    except ssl.SSLError as exc:
+        return [(False, f"MQTT: {tls_error(settings, exc)}")]
+    except OSError as exc:
+        return [(False, f"MQTT: cannot reach the broker {where} ({exc.strerror or exc}): is it running, and are "
+                        "the host and port in P1_MQTT_URL right?")]
+    client.loop_start()
+    try:
+        if not connack.event.wait(timeout_s):
+            return [(False, f"MQTT: the broker {where} did not answer within {timeout_s:g} s")]
+        if connack.code in _AUTH_FAILURES:
+            return [(False, f"MQTT: {auth_error(settings, connack.reason)}")]
+        if connack.code != 0:
+            return [(False, f"MQTT: the broker {where} refused the connection ({connack.reason})")]
+        results.append((True, f"MQTT: connected to {where}"))
+        topics = [(f"{settings.prefix}/doctor", b"p1logger doctor")]
+        if settings.discovery_prefix:
+            # An empty config removes nothing that exists: the node is p1logger's own test node.
+            topics.append((f"{settings.discovery_prefix}/sensor/p1logger_doctor/check/config", b""))
+        for topic, payload in topics:
+            info = client.publish(topic, payload, qos=QOS)
+            with acked:
+                acked.wait_for(lambda: info.mid in acks, timeout_s)
+            refused = acks.get(info.mid)
+            if refused is None:
+                results.append((False, f"MQTT: no acknowledgement for a publish on {topic} within {timeout_s:g} s"))
+            elif refused:
+                results.append((False, f"MQTT: the broker refused a publish on {topic} ({refused}): let user "
+                                       f"{settings.username} publish to {topic.split('/')[0]}/# in its ACL"))
+            else:
+                results.append((True, f"MQTT: may publish on {topic.split('/')[0]}/#"))
+        return results
+    finally:
+        client.disconnect()
+        client.loop_stop()
