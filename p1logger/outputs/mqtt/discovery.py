@@ -73,10 +73,10 @@ _RULES: tuple[tuple[re.Pattern[str], SensorSpec], ...] = tuple(
         (r"fuse_threshold_l\d_a", SensorSpec("sensor", "current", None, "A", DIAGNOSTIC)),
         (r"(long_)?power_failures|voltage_(sags|swells)_l\d",
          SensorSpec("sensor", None, _TOTAL_INCREASING, None, DIAGNOSTIC)),
-        # Derived figures (capacity tariff, energy cost) by the unit their name carries.
+        # Derived figures (capacity tariff, energy cost) by the unit their name carries; a price before an energy.
         (r".*_kw", SensorSpec("sensor", "power", _MEASUREMENT, "kW", precision=3)),
-        (r".*_kwh", SensorSpec("sensor", "energy", "total", "kWh", precision=3)),
         (r".*_eur_per_kwh", SensorSpec("sensor", None, _MEASUREMENT, "EUR/kWh", precision=4)),
+        (r".*_kwh", SensorSpec("sensor", "energy", "total", "kWh", precision=3)),
         (r".*_eur", SensorSpec("sensor", "monetary", None, "EUR", precision=2)),
     )
 )

@@ -12,6 +12,7 @@ and everything else taken from the latest telegram.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -131,7 +132,9 @@ def build_state(
 
 
 def encode(state: Mapping[str, StateValue]) -> bytes:
-    return json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact JSON, keys sorted; a value that is not a finite number is left out (JSON has no NaN)."""
+    finite = {k: v for k, v in state.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    return json.dumps(finite, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def field_payload(value: StateValue) -> bytes:
