@@ -170,6 +170,7 @@ def test_broker_restart_mid_run_loses_nothing(broker: MosquittoServer, outputs: 
     for i in range(10):
         output.submit(Record(meter, T0 + i))
     wait_until(lambda: len(states(sub.received(), settings)) == 10)
+    wait_until(confirmed(output, 10))
     broker.stop()
     wait_until(lambda: not output.connected, what="the output to notice")
     for i in range(10, 30):  # while the broker is down: the backlog

@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 QOS = 1
 _RETAINED_SEEN_MAX = 10000  # owned retained configs remembered for cleanup; more is a broker full of meters
+# Room in paho's queue beyond the backlog of readings, for availability and discovery: these are never
+# dropped for a full backlog (Home Assistant must learn "online" after an outage), and there are only as
+# many as the meters have sensors.
+_CONTROL_ROOM = 2000
 _LOG_EVERY_S = 60.0
 # CONNACK reason codes that mean the user name or password is wrong (v5 134, 135; v3 4, 5).
 _AUTH_FAILURES = {134, 135, 4, 5}
@@ -89,7 +93,7 @@ def new_client(settings: MqttSettings, client_id: str, *, persistent: bool) -> m
     if settings.tls:
         client.tls_set(ca_certs=str(settings.ca_file) if settings.ca_file else None, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(max(1, round(settings.reconnect_min_s)), max(1, round(settings.reconnect_max_s)))
-    client.max_queued_messages_set(settings.backlog_max_messages)
+    client.max_queued_messages_set(settings.backlog_max_messages + _CONTROL_ROOM)
     if persistent:
         client.will_set(discovery.Topics(settings.prefix).availability, discovery.NOT_AVAILABLE, qos=QOS, retain=True)
     return client
@@ -138,6 +142,7 @@ class MqttOutput:
         self._retained_seen: set[str] = set()
         self._telegrams = 0
         self._resync = threading.Event()
+        self._birth = threading.Event()  # Home Assistant restarted: it wants the latest state too
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -146,6 +151,9 @@ class MqttOutput:
         self.connected = False
         # Counters (health.json, <prefix>/health).
         self.queued = 0  # handed to paho at QoS 1
+        # Message ids waiting for the broker's PUBACK: readings (bounded by the backlog) and control messages.
+        self._waiting: dict[int, bool] = {}  # mid -> is a reading
+        self._early_acks: set[int] = set()  # acknowledged before publish() returned its mid
         self.acked = 0  # acknowledged by the broker
         self.dropped = 0  # input queue full, backlog full, or unconfirmed at exit
         self.refused = 0  # the broker answered "not authorized" (ACL) or another failure
@@ -230,11 +238,16 @@ class MqttOutput:
         client.disconnect()
         client.loop_stop()
 
+    def backlog(self) -> int:
+        """Readings handed to the broker and not yet acknowledged."""
+        with self._lock:
+            return sum(self._waiting.values())
+
     def health(self) -> Mapping[str, object]:
         return {
             "mqtt_state": "connected" if self.connected else "disconnected",
             "mqtt_published": self.acked,
-            "mqtt_backlog": max(0, self.queued - self.acked),
+            "mqtt_backlog": self.backlog(),
             "mqtt_dropped": self.dropped,
             "mqtt_refused": self.refused,
         }
@@ -268,6 +281,7 @@ class MqttOutput:
         if topic == self.topics.birth:
             if bytes(message.payload).strip() == b"online":
                 logger.info("Home Assistant started: sending discovery again")
+                self._birth.set()
                 self._resync.set()
             return
         if message.retain and self.topics.owns(topic, bytes(message.payload)):
@@ -276,6 +290,9 @@ class MqttOutput:
                     self._retained_seen.add(topic)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            if self._waiting.pop(mid, None) is None:
+                self._early_acks.add(mid)
         self.acked += 1
         if reason_code.is_failure:
             self.refused += 1
@@ -300,7 +317,9 @@ class MqttOutput:
                     kind, item = "", None
                 if self._resync.is_set():
                     self._resync.clear()
-                    self._send_all()
+                    birth = self._birth.is_set()
+                    self._birth.clear()
+                    self._send_all(with_state=birth)
                 if kind == "record":
                     self._handle_record(item)
                 elif kind == "health":
@@ -312,13 +331,23 @@ class MqttOutput:
         except Exception:  # noqa: BLE001 - MQTT must never take the logger down; InfluxDB goes on
             logger.exception("the MQTT output failed; it publishes nothing more until the logger restarts")
 
-    def _publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+    def _publish(self, topic: str, payload: bytes | str, retain: bool = False, *, reading: bool = False) -> None:
+        """Hand one message to paho at QoS 1. A reading is dropped (counted) when the backlog is full."""
         assert self._client is not None
+        if reading and self.backlog() >= self.settings.backlog_max_messages:
+            self._count_drop(f"the MQTT backlog is full ({self.settings.backlog_max_messages} messages)")
+            return
+        # Not under self._lock: paho calls on_publish holding its own lock, which publish() takes too.
         info = self._client.publish(topic, payload, qos=QOS, retain=retain)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self._count_drop(f"the MQTT backlog is full ({self.settings.backlog_max_messages} messages)")
-        else:
-            self.queued += 1
+            self._count_drop(f"paho's queue is full ({self.settings.backlog_max_messages + _CONTROL_ROOM} messages)")
+            return
+        self.queued += 1
+        with self._lock:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+            else:
+                self._waiting[info.mid] = reading
 
     def _count_drop(self, why: str) -> None:
         self.dropped += 1
@@ -340,11 +369,11 @@ class MqttOutput:
     def _publish_state(self, meter: str, due: state.State) -> None:
         self._announce(meter, due.keys())
         self._latest[meter] = due
-        self._publish(self.topics.state(meter), state.encode(due))
+        self._publish(self.topics.state(meter), state.encode(due), reading=True)
         self.states_published += 1
         if self.settings.per_field_topics:
             for key, value in sorted(due.items()):
-                self._publish(self.topics.field(meter, key), state.field_payload(value))
+                self._publish(self.topics.field(meter, key), state.field_payload(value), reading=True)
 
     def _announce(self, meter: str, keys: Any, *, again: bool = False) -> None:
         """Send the discovery configs this meter does not have yet (all of them when ``again``)."""
@@ -362,11 +391,14 @@ class MqttOutput:
                 announced[topic] = payload
                 self._publish(topic, payload, retain=True)
 
-    def _send_all(self) -> None:
+    def _send_all(self, *, with_state: bool) -> None:
+        """Availability and every discovery config; after Home Assistant's restart also the latest state,
+        which it has not seen (after our own reconnect the backlog and the next telegram bring it)."""
         self._publish(self.topics.availability, discovery.AVAILABLE, retain=True)
         for meter, latest in list(self._latest.items()):
             self._announce(meter, latest.keys(), again=True)
-            self._publish(self.topics.state(meter), state.encode(latest))
+            if with_state:
+                self._publish(self.topics.state(meter), state.encode(latest))
 
     def _cleanup(self) -> None:
         """Empty retained configs for sensors and meters this run has not announced: Home Assistant removes them."""
@@ -389,7 +421,7 @@ class MqttOutput:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values[key] = round(value, 3) if isinstance(value, float) else value
         values["mqtt_dropped"] = self.dropped
-        self._publish(self.topics.health, state.encode(values))
+        self._publish(self.topics.health, state.encode(values), reading=True)
 
     def _finish(self) -> None:
         for meter, averager in self._averagers.items():
