@@ -139,6 +139,7 @@ class MqttOutput:
         self._latest: dict[str, state.State] = {}  # meter -> latest published state, re-sent after HA restarts
         self._models: dict[str, str | None] = {}
         self._announced: dict[str, dict[str, bytes]] = {}  # meter -> config topic -> payload
+        self._known_keys: dict[str, set[str]] = {}  # meter -> every state key seen this run
         self._retained_seen: set[str] = set()
         self._telegrams = 0
         self._resync = threading.Event()
@@ -380,11 +381,11 @@ class MqttOutput:
         if not self.settings.discovery_prefix:
             return
         announced = self._announced.setdefault(meter, {})
-        if not again and all(self.topics.config(discovery.sensor_spec(k).component, meter, k) in announced
-                             for k in keys):
+        known = self._known_keys.setdefault(meter, set())
+        if not again and known.issuperset(keys):
             return
         # Keys are never forgotten within a run: a value missing from one telegram keeps its sensor.
-        known = set(keys) | {_key_of(topic) for topic in announced if "/health_" not in topic}
+        known.update(keys)
         for topic, config in discovery.configs(self.topics, meter, known, self._models.get(meter)).items():
             payload = discovery.encode(config)
             if again or announced.get(topic) != payload:
@@ -430,10 +431,6 @@ class MqttOutput:
                 self._publish_state(meter, pending)
         # A graceful disconnect sends no last will: say "offline" ourselves.
         self._publish(self.topics.availability, discovery.NOT_AVAILABLE, retain=True)
-
-
-def _key_of(config_topic: str) -> str:
-    return config_topic.split("/")[-2]
 
 
 def _model(first: state.State) -> str | None:
