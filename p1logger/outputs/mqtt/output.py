@@ -141,6 +141,9 @@ class MqttOutput:
         self._announced: dict[str, dict[str, bytes]] = {}  # meter -> config topic -> payload
         self._known_keys: dict[str, set[str]] = {}  # meter -> every state key seen this run
         self._retained_seen: set[str] = set()
+        self._cleaned = False  # leftovers of earlier runs removed: no need to watch configs any more
+        self._subscribe_mid = -1
+        self._subscribed_at: int | None = None  # telegrams seen when the config subscription was acknowledged
         self._telegrams = 0
         self._resync = threading.Event()
         self._birth = threading.Event()  # Home Assistant restarted: it wants the latest state too
@@ -172,6 +175,7 @@ class MqttOutput:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         self._client = client
         properties = _connect_properties(True)
         reachable = True
@@ -258,18 +262,29 @@ class MqttOutput:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         code, reason = _reason(reason_code)
         self._connack.code, self._connack.reason = code, reason
-        self._connack.event.set()
         if reason_code.is_failure:
             self._set_state(f"refused: {reason}", logging.ERROR)
+            self._connack.event.set()
             return
         self.connected = True
         self._set_state(f"connected to {self.settings.describe()}", logging.INFO)
         subscriptions = [(self.topics.birth, QOS)]
-        if self.settings.discovery_prefix:
+        if self.settings.discovery_prefix and not self._cleaned:
+            # Only until the leftovers are cleaned up: a persistent session would otherwise collect every
+            # discovery message of every device while p1logger is down.
             subscriptions.append((self.topics.config_filter(), QOS))
-        client.subscribe(subscriptions)
-        # Availability, discovery and the latest state again: the broker may have lost them.
+        _, mid = client.subscribe(subscriptions)
+        self._subscribe_mid = -1 if mid is None else mid
+        # Availability and discovery again: the broker may have lost them.
         self._resync.set()
+        # Last: start() returns on this, and "online" must go out before the first reading.
+        self._connack.event.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        if mid == self._subscribe_mid:
+            # The broker sends the retained configs right after this acknowledgement.
+            self._subscribed_at = self._telegrams
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
@@ -403,17 +418,21 @@ class MqttOutput:
 
     def _cleanup(self) -> None:
         """Empty retained configs for sensors and meters this run has not announced: Home Assistant removes them."""
-        if not self.settings.discovery_prefix or self._telegrams < self.settings.cleanup_after_telegrams:
+        if not self.settings.discovery_prefix or self._cleaned or self._subscribed_at is None:
+            return
+        # Every retained config has arrived a couple of telegrams after the subscription.
+        if self._telegrams < max(self.settings.cleanup_after_telegrams, self._subscribed_at + 2):
             return
         with self._lock:
-            if not self._retained_seen:
-                return
             current = {topic for configs in self._announced.values() for topic in configs}
             stale = sorted(self._retained_seen - current)
             self._retained_seen.clear()
         for topic in stale:
             logger.info("removing the old Home Assistant config %s", topic)
             self._publish(topic, b"", retain=True)
+        self._cleaned = True
+        assert self._client is not None
+        self._client.unsubscribe(self.topics.config_filter())
 
     def _handle_health(self, snapshot: Mapping[str, object]) -> None:
         values: dict[str, state.StateValue] = {}
