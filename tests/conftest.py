@@ -96,7 +96,7 @@ def dead_letter_path(tmp_path: Path) -> Path:
 
 
 def _mosquitto_binaries() -> tuple[str, str]:
-    from mqtt_servers import find_mosquitto
+    from helpers.mqtt_servers import find_mosquitto
 
     binary, detail = find_mosquitto()
     if binary is None:
@@ -108,7 +108,7 @@ def _mosquitto_binaries() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator["MosquittoServer"]:
     """mosquitto with password auth, an ACL and a TLS listener, shared by the session; anonymous access off."""
-    from mqtt_servers import MosquittoServer
+    from helpers.mqtt_servers import MosquittoServer
 
     binary, passwd = _mosquitto_binaries()
     server = MosquittoServer(binary, passwd, tmp_path_factory.mktemp("mosquitto"), tls=True)
@@ -122,7 +122,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator["MosquittoSe
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator["MosquittoServer"]:
     """A mosquitto of this test's own, which it may stop() and start() (a broker restart)."""
-    from mqtt_servers import MosquittoServer
+    from helpers.mqtt_servers import MosquittoServer
 
     binary, passwd = _mosquitto_binaries()
     server = MosquittoServer(binary, passwd, tmp_path / "mosquitto")

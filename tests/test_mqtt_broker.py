@@ -7,14 +7,15 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from ha_rules import problems
-from mqtt_servers import HA_USER, LOGGER_USER, READONLY_USER, MosquittoServer, Received, Subscriber
+from helpers.ha_rules import problems
+from helpers.mqtt_servers import HA_USER, LOGGER_USER, READONLY_USER, MosquittoServer, Received, Subscriber
 from test_mqtt_state import telegram
 
+from p1logger import contracts
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError
 from p1logger.outputs.mqtt import discovery, state
@@ -24,13 +25,9 @@ from p1logger.outputs.mqtt.settings import MqttSettings
 T0 = 1589284449  # the fixture's own time
 
 
-@dataclass(frozen=True)
-class Record:
-    """The fields of p1logger.contracts.Record that the MQTT output reads."""
-
-    telegram: Telegram
-    time_s: int
-    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+def Record(telegram: Telegram, time_s: int, figures: dict[str, dict[str, Any]] | None = None) -> contracts.Record:
+    """A record as the writer makes it (the MQTT output reads the telegram, its time and the figures)."""
+    return contracts.Record(telegram, float(time_s), time_s, (), figures or {})
 
 
 def settings_for(server: MosquittoServer, user: tuple[str, str] = LOGGER_USER, **changes: Any) -> MqttSettings:
@@ -94,8 +91,10 @@ def test_state_and_discovery_messages_are_exact(mosquitto: MosquittoServer, outp
     settings = settings_for(mosquitto)
     sub = Subscriber(mosquitto, [f"{settings.prefix}/#", f"{settings.discovery_prefix}/#"]).start()
     output = start(outputs, settings)
-    figures = {"capacity": {"demand_kw": 2.351, "month_peak_kw": 2.589, "rolling_mean_kw": 4.646,
-                            "projected_kw": 2.4, "peak_warning": False, "shed_kw": 0.0}}
+    # As CapacityBuilder.figures() gives them; "meter" and "time_s" are context, not sensors.
+    figures = {"capacity": {"meter": "1SAG3101021605", "time_s": T0, "demand_kw": 2.351, "quarter_avg_kw": 1.8,
+                            "month_peak_kw": 2.589, "rolling_mean_kw": 4.646, "projected_kw": 2.4, "shed_kw": 0.0,
+                            "peak_warning": False, "yearly_cost_eur": 251.27}}
     output.submit(Record(meter, T0, figures))
     output.submit(Record(meter, T0 + 1, figures))
     wait_until(confirmed(output, 2), what="acknowledgements")
@@ -104,19 +103,22 @@ def test_state_and_discovery_messages_are_exact(mosquitto: MosquittoServer, outp
     assert states(messages, settings) == [expected, {**expected, "time": "2020-05-12T11:54:10+00:00"}]
     assert states(messages, settings)[0]["energy_import_t2_kwh"] == 15.758
     assert states(messages, settings)[0]["capacity_rolling_mean_kw"] == 4.646
+    assert "capacity_meter" not in expected and "capacity_time_s" not in expected
     # Discovery: one retained config per key of the state plus the health sensors, sent once.
     keys = set(expected)
     configs = retained(mosquitto, f"{settings.discovery_prefix}/#")
     wanted = discovery.configs(output.topics, "1SAG3101021605", keys, "e-MUCS 50217")
     assert {t: json.loads(p) for t, p in configs.items()} == wanted
-    assert len(configs) == len(keys) + len(discovery.HEALTH_KEYS) == 37 + 7
+    assert len(configs) == len(keys) + len(discovery.HEALTH_KEYS) == 39 + 7
     for topic, payload in configs.items():
         assert problems(topic.split("/")[1], json.loads(payload)) == []
     sent = [m.topic for m in messages if m.topic.startswith(f"{settings.discovery_prefix}/")]
     assert sorted(sent) == sorted(wanted)  # not again for the second telegram
     assert retained(mosquitto, f"{settings.prefix}/status") == {f"{settings.prefix}/status": b"online"}
-    assert output.health() == {"mqtt_state": "connected", "mqtt_published": 1 + 44 + 2, "mqtt_backlog": 0,
-                               "mqtt_dropped": 0, "mqtt_refused": 0}
+    health = dict(output.health())
+    assert isinstance(health.pop("last_write_ok_at"), float)
+    assert health == {"state": "up", "broker": f"mqtt://p1logger@127.0.0.1:{mosquitto.port}", "last_write_error": "",
+                      "published": 1 + 46 + 2, "backlog": 0, "dropped": 0, "refused": 0}
     output.close(5.0)
     assert retained(mosquitto, f"{settings.prefix}/status") == {f"{settings.prefix}/status": b"offline"}
     sub.stop()
@@ -203,7 +205,8 @@ def test_backlog_is_bounded_and_drops_are_counted(broker: MosquittoServer, outpu
     for i in range(1, 21):
         output.submit(Record(meter, T0 + i))
     wait_until(lambda: output.dropped == 15, what="15 drops")
-    assert output.health()["mqtt_backlog"] == 5
+    assert output.health()["backlog"] == 5
+    assert output.health()["state"] == "down"
     broker.start()
     wait_until(lambda: len({s["time"] for s in states(sub.received(), settings)}) == 6, timeout_s=30)
     assert sorted({s["time"] for s in states(sub.received(), settings)}) == [
@@ -351,4 +354,4 @@ def test_submit_never_blocks_and_counts_what_it_drops(mosquitto: MosquittoServer
     for i in range(10):
         output.submit(Record(meter, T0 + i))
     assert output.dropped == 7
-    assert output.health()["mqtt_dropped"] == 7
+    assert output.health()["dropped"] == 7

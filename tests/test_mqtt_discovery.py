@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ha_rules import energy_source, problems
+from helpers.ha_rules import energy_source, problems
 from test_mqtt_state import all_telegrams, telegram
 
 from p1logger import __version__

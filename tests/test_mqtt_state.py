@@ -36,7 +36,7 @@ def all_telegrams() -> list[Telegram]:
 def test_belgian_three_phase_state_with_gas_water_and_figures() -> None:
     t = telegram("ndokter_dsmr_parser__fluvius_v171.txt")
     figures = {
-        "capacity": {"demand_kw": 2.4, "month_peak_kw": 2.589, "rolling_mean_kw": 4.646, "projected_kw": 2.5,
+        "capacity": {"meter": "1SAG3101021605", "time_s": 1589284449, "demand_kw": 2.4, "month_peak_kw": 2.589, "rolling_mean_kw": 4.646, "projected_kw": 2.5,
                      "peak_warning": False, "shed_kw": 0.0},
         "cost": {"today_eur": 1.25, "unknown_figure": None},
     }

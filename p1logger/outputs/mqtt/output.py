@@ -21,13 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from p1logger.decode import Telegram
+from p1logger.contracts import Record
 from p1logger.errors import ConfigError
 from p1logger.outputs.mqtt import discovery, state
 from p1logger.outputs.mqtt.settings import MqttSettings
@@ -42,21 +42,9 @@ _RETAINED_SEEN_MAX = 10000  # owned retained configs remembered for cleanup; mor
 # many as the meters have sensors.
 _CONTROL_ROOM = 2000
 _LOG_EVERY_S = 60.0
+_STALL_S = 10.0  # at exit, a broker that acknowledges nothing for this long is given up on
 # CONNACK reason codes that mean the user name or password is wrong (v5 134, 135; v3 4, 5).
 _AUTH_FAILURES = {134, 135, 4, 5}
-
-
-class RecordLike(Protocol):
-    """What the output reads of a record (``p1logger.contracts.Record``)."""
-
-    @property
-    def telegram(self) -> Telegram: ...
-
-    @property
-    def time_s(self) -> int: ...
-
-    @property
-    def figures(self) -> Mapping[str, Mapping[str, Any]]: ...
 
 
 class _Throttled:
@@ -130,6 +118,7 @@ class MqttOutput:
     """The Output contract (``p1logger.contracts.Output``) for an MQTT broker."""
 
     name = "mqtt"
+    wants_figures = True  # capacity and cost figures go into the state
 
     def __init__(self, settings: MqttSettings, *, queue_max: int = 3600) -> None:
         self.settings = settings
@@ -161,6 +150,8 @@ class MqttOutput:
         self.acked = 0  # acknowledged by the broker
         self.dropped = 0  # input queue full, backlog full, or unconfirmed at exit
         self.refused = 0  # the broker answered "not authorized" (ACL) or another failure
+        self.last_ack_at: float | None = None  # wall clock of the broker's latest acknowledgement
+        self.last_error = ""
         self.states_published = 0
         self._drop_log = _Throttled()
         self._refuse_log = _Throttled()
@@ -201,7 +192,7 @@ class MqttOutput:
         self._worker = threading.Thread(target=self._run, name="p1-mqtt", daemon=True)
         self._worker.start()
 
-    def submit(self, record: RecordLike) -> None:
+    def submit(self, record: Record) -> None:
         self._put(("record", record))
 
     def submit_health(self, snapshot: Mapping[str, object], lines: Sequence[str] = ()) -> None:
@@ -225,16 +216,23 @@ class MqttOutput:
             except queue.Full:
                 self._count_drop("the MQTT queue is full (the worker cannot keep up)")
 
-    def close(self, budget_s: float = 10.0) -> None:
-        deadline = time.monotonic() + budget_s
+    def close(self, budget_s: float | None) -> None:
+        """Publish what is queued, then wait for the broker's acknowledgements: up to ``budget_s``, or, with
+        None (a file is done), for as long as the broker keeps acknowledging."""
+        deadline = None if budget_s is None else time.monotonic() + budget_s
         self._stop.set()
         if self._worker is not None:
-            self._worker.join(max(0.0, deadline - time.monotonic()))
+            self._worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         client = self._client
         if client is None:
             return
-        # Everything still unacknowledged gets the rest of the budget.
-        while self.queued - self.acked > 0 and self.connected and time.monotonic() < deadline:
+        progress_at, acked = time.monotonic(), self.acked
+        while self.queued - self.acked > 0 and self.connected:
+            now = time.monotonic()
+            if self.acked != acked:
+                progress_at, acked = now, self.acked
+            if (deadline is not None and now >= deadline) or now - progress_at > _STALL_S:
+                break
             time.sleep(0.02)
         unconfirmed = self.queued - self.acked
         if unconfirmed > 0:
@@ -249,12 +247,16 @@ class MqttOutput:
             return sum(self._waiting.values())
 
     def health(self) -> Mapping[str, object]:
+        """health.json's ``outputs.mqtt``: ``state`` makes ``p1logger health`` report a broker away too long."""
         return {
-            "mqtt_state": "connected" if self.connected else "disconnected",
-            "mqtt_published": self.acked,
-            "mqtt_backlog": self.backlog(),
-            "mqtt_dropped": self.dropped,
-            "mqtt_refused": self.refused,
+            "state": "up" if self.connected else "down",
+            "broker": self.settings.describe(),
+            "last_write_ok_at": self.last_ack_at,
+            "last_write_error": self.last_error,
+            "published": self.acked,
+            "backlog": self.backlog(),
+            "dropped": self.dropped,
+            "refused": self.refused,
         }
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -263,6 +265,7 @@ class MqttOutput:
         code, reason = _reason(reason_code)
         self._connack.code, self._connack.reason = code, reason
         if reason_code.is_failure:
+            self.last_error = f"connection refused: {reason}"
             self._set_state(f"refused: {reason}", logging.ERROR)
             self._connack.event.set()
             return
@@ -290,6 +293,7 @@ class MqttOutput:
                        properties: Any) -> None:
         self.connected = False
         if not self._stop.is_set():
+            self.last_error = f"disconnected: {reason_code}"
             self._set_state(f"disconnected ({reason_code}); reconnecting", logging.WARNING)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -310,8 +314,10 @@ class MqttOutput:
             if self._waiting.pop(mid, None) is None:
                 self._early_acks.add(mid)
         self.acked += 1
+        self.last_ack_at = time.time()
         if reason_code.is_failure:
             self.refused += 1
+            self.last_error = f"publish refused: {reason_code}"
             self._refuse_log.log(logging.ERROR, "the MQTT broker refused a publish (%s): let user %s publish to "
                                  "%s/# and %s/# in the broker's ACL", reason_code, self.settings.username,
                                  self.settings.prefix, self.topics.discovery_prefix)
@@ -369,7 +375,7 @@ class MqttOutput:
         self.dropped += 1
         self._drop_log.log(logging.WARNING, "MQTT message dropped: %s; %d dropped so far", why, self.dropped)
 
-    def _handle_record(self, record: RecordLike) -> None:
+    def _handle_record(self, record: Record) -> None:
         telegram = record.telegram
         meter = telegram.meter_id
         self._telegrams += 1

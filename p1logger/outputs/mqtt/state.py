@@ -107,6 +107,10 @@ def telegram_state(telegram: Telegram) -> State:
     return values
 
 
+# Figures that say which meter and moment the others belong to: the state has its own.
+_FIGURE_CONTEXT = frozenset({"meter", "time_s"})
+
+
 def figure_state(figures: Mapping[str, Mapping[str, StateValue]]) -> State:
     """Derived figures (capacity, cost...) as ``<builder>_<figure>`` keys; None values left out."""
     values: State = {}
@@ -114,7 +118,7 @@ def figure_state(figures: Mapping[str, Mapping[str, StateValue]]) -> State:
         if not named:
             continue
         for name, value in named.items():
-            if value is None:
+            if value is None or name in _FIGURE_CONTEXT:
                 continue
             values[f"{builder}_{name}"] = value
     return values
