@@ -57,6 +57,11 @@ SCHEMA: dict[str, Measurement] = {
         },
         frozenset({"meter", "month"}),
     ),
+    "cost": Measurement(
+        _floats("import_kwh", "export_kwh", "gas_m3", "water_m3", "import_eur", "export_eur", "gas_eur", "water_eur",
+                "fixed_eur", "total_eur", "import_price_eur_per_kwh", "export_price_eur_per_kwh"),
+        frozenset({"meter"}),
+    ),
     "p1logger": Measurement(
         {
             "telegrams_ok": "int",
@@ -187,18 +192,18 @@ def fill_totals(energy: dict[str, float | int]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class MbusReading:
-    """A gas, water or heat meter's latest reading, converted to the unit its field name carries."""
+    """One M-Bus device's reading, converted to the unit its field name carries."""
 
     measurement: str  # gas, water or heat
+    field: str
     channel: str
-    device_id: str | None
-    field: str  # volume_m3 or energy_gj
+    device: str | None
     value: float
-    time: datetime  # the capture time the M-Bus device gave it
+    time: datetime  # the capture time
 
 
 def mbus_readings(telegram: Telegram) -> list[MbusReading]:
-    """The M-Bus readings with a capture time and a known kind and unit, by channel."""
+    """The readings of the M-Bus devices that carry a capture time (one without cannot be placed honestly)."""
     found: list[MbusReading] = []
     for channel, (device_type, device_id) in telegram.mbus_devices().items():
         reading = None
@@ -207,7 +212,7 @@ def mbus_readings(telegram: Telegram) -> list[MbusReading]:
             if reading is not None:
                 break
         if reading is None or reading.time is None:
-            continue  # no capture time: the reading cannot be placed in time honestly
+            continue
         measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
         if measurement is None:
             measurement = _MBUS_BY_UNIT.get(reading.unit or "")
@@ -217,7 +222,7 @@ def mbus_readings(telegram: Telegram) -> list[MbusReading]:
         value = convert_reading(reading, units)
         if value is None:
             continue
-        found.append(MbusReading(measurement, channel, device_id, field_name, value, reading.time))
+        found.append(MbusReading(measurement, field_name, channel, device_id, value, reading.time))
     return found
 
 
@@ -320,7 +325,7 @@ class PointBuilder:
             if self._last_capture.get(key) == capture_s:
                 continue
             self._last_capture[key] = capture_s
-            tags = {"meter": meter, "channel": reading.channel, "device": reading.device_id or ""}
+            tags = {"meter": meter, "channel": reading.channel, "device": reading.device or ""}
             lines.append(line(reading.measurement, tags, {reading.field: reading.value}, capture_s))
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:

@@ -73,7 +73,10 @@ def test_exact_configs_for_diagnostics_and_the_peak_warning() -> None:
 FIGURES = {
     "capacity": {"demand_kw": 1.0, "month_peak_kw": 2.0, "rolling_mean_kw": 3.0, "projected_kw": 1.5,
                  "peak_warning": True, "shed_kw": 0.5, "yearly_cost_eur": 200.0},
-    "cost": {"today_eur": 1.5, "price_eur_per_kwh": 0.31, "today_kwh": 4.2},
+    # As CostTracker.figures() gives them.
+    "cost": {"quarter_start": "2020-05-12T11:45:00Z", "quarter_import_kwh": 0.2, "quarter_export_kwh": 0.0,
+             "quarter_total_eur": 0.07, "import_price_eur_per_kwh": 0.31, "export_price_eur_per_kwh": 0.04,
+             "today_total_eur": 1.5, "last_quarter_total_eur": 0.06, "prices_missing": False},
 }
 
 
@@ -101,7 +104,8 @@ def test_energy_dashboard_gets_import_export_per_tariff_and_totals_gas_water_and
         "energy_import_t1_kwh": "grid", "energy_import_t2_kwh": "grid", "energy_import_total_kwh": "grid",
         "energy_export_t1_kwh": "grid", "energy_export_t2_kwh": "grid", "energy_export_total_kwh": "grid",
         "gas_volume_m3": "gas", "water_volume_m3": "water",
-        "cost_today_kwh": "grid",  # a derived energy figure is a valid source too (state class total)
+        # A quarter's energy is a valid (resetting) energy counter too; the tariffs are the ones to pick.
+        "cost_quarter_import_kwh": "grid", "cost_quarter_export_kwh": "grid",
     }
     for phase in ("", "_l1", "_l2", "_l3"):
         for direction in ("import", "export"):
@@ -116,7 +120,14 @@ def test_energy_dashboard_gets_import_export_per_tariff_and_totals_gas_water_and
                 "capacity_shed_kw"):
         assert (configs[key]["device_class"], configs[key]["unit_of_measurement"]) == ("power", "kW")
     assert configs["capacity_yearly_cost_eur"]["device_class"] == "monetary"
-    assert configs["cost_price_eur_per_kwh"]["unit_of_measurement"] == "EUR/kWh"
+    for key in ("cost_quarter_total_eur", "cost_today_total_eur", "cost_last_quarter_total_eur"):
+        assert (configs[key]["device_class"], configs[key]["unit_of_measurement"]) == ("monetary", "EUR")
+        assert "state_class" not in configs[key]
+    for key in ("cost_import_price_eur_per_kwh", "cost_export_price_eur_per_kwh"):
+        assert (configs[key]["unit_of_measurement"], configs[key]["state_class"]) == ("EUR/kWh", "measurement")
+    assert (configs["cost_prices_missing"]["device_class"], configs["cost_prices_missing"]["entity_category"]) == (
+        "problem", "diagnostic")
+    assert configs["cost_quarter_start"]["device_class"] == "timestamp"
 
 
 def test_identifiers_thresholds_and_counters_are_diagnostics() -> None:

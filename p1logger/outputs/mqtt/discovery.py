@@ -69,6 +69,8 @@ _RULES: tuple[tuple[re.Pattern[str], SensorSpec], ...] = tuple(
         (r"heat(_ch\d)?_energy_gj", SensorSpec("sensor", "energy", _TOTAL_INCREASING, "GJ", precision=3)),
         (r"tariff", SensorSpec("sensor")),
         (r"capacity_peak_warning", SensorSpec("binary_sensor", "problem")),
+        (r"cost_prices_missing", SensorSpec("binary_sensor", "problem", entity_category=DIAGNOSTIC)),
+        (r"cost_quarter_start", SensorSpec("sensor", "timestamp", entity_category=DIAGNOSTIC)),
         (r"limiter_threshold_kw", SensorSpec("sensor", "power", None, "kW", DIAGNOSTIC)),
         (r"fuse_threshold_l\d_a", SensorSpec("sensor", "current", None, "A", DIAGNOSTIC)),
         (r"(long_)?power_failures|voltage_(sags|swells)_l\d",
@@ -76,7 +78,8 @@ _RULES: tuple[tuple[re.Pattern[str], SensorSpec], ...] = tuple(
         # Derived figures (capacity tariff, energy cost) by the unit their name carries; a price before an energy.
         (r".*_kw", SensorSpec("sensor", "power", _MEASUREMENT, "kW", precision=3)),
         (r".*_eur_per_kwh", SensorSpec("sensor", None, _MEASUREMENT, "EUR/kWh", precision=4)),
-        (r".*_kwh", SensorSpec("sensor", "energy", "total", "kWh", precision=3)),
+        # A quarter's or a day's energy starts again from 0: for Home Assistant a counter that resets.
+        (r".*_kwh", SensorSpec("sensor", "energy", _TOTAL_INCREASING, "kWh", precision=3)),
         (r".*_eur", SensorSpec("sensor", "monetary", None, "EUR", precision=2)),
     )
 )
