@@ -355,3 +355,15 @@ def test_submit_never_blocks_and_counts_what_it_drops(mosquitto: MosquittoServer
         output.submit(Record(meter, T0 + i))
     assert output.dropped == 7
     assert output.health()["dropped"] == 7
+
+
+def test_tls_to_the_plain_listener_is_not_fatal_but_says_what_to_check(
+        mosquitto: MosquittoServer, outputs: list[MqttOutput], caplog: pytest.LogCaptureFixture) -> None:
+    # The plain listener drops a TLS hello like a broker that is restarting would: not a configuration
+    # error for sure, so the logger runs on, and the warning names the likely mistake.
+    assert mosquitto.tls is not None
+    settings = settings_for(mosquitto, tls=True, ca_file=mosquitto.tls.ca_cert)
+    start(outputs, settings)
+    assert (f"MQTT broker mqtts://p1logger@127.0.0.1:{mosquitto.port} is not reachable (Connection reset by peer); "
+            f"readings wait for it (up to 10000 messages); if this lasts, check that port {mosquitto.port} is the "
+            "broker's TLS listener") in caplog.messages

@@ -96,3 +96,26 @@ def test_discovery_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings is not None
     assert (settings.discovery_prefix, settings.interval_s, settings.per_field_topics, settings.prefix) == (
         None, 10.0, True, "home/p1")
+
+
+def test_tls_errors_name_what_to_fix() -> None:
+    import ssl
+
+    from p1logger.outputs.mqtt.output import tls_error
+
+    settings = MqttSettings("broker.lan", 8883, True)
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    mismatch.verify_message = "Hostname mismatch, certificate is not valid for 'broker.lan'."
+    assert str(tls_error(settings, mismatch)) == (
+        "TLS with the MQTT broker broker.lan:8883 failed (Hostname mismatch, certificate is not valid for "
+        "'broker.lan'.): fix the host in P1_MQTT_URL: use the name the broker's certificate was made for")
+    unknown = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    unknown.verify_message = "unable to get local issuer certificate"
+    assert str(tls_error(settings, unknown)).endswith("fix P1_MQTT_CA_FILE (the CA that signed the broker's "
+                                                      "certificate)")
+    plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    plain.reason = "WRONG_VERSION_NUMBER"
+    with_ca = MqttSettings("broker.lan", 1883, True, ca_file=Path("/ca.crt"))
+    assert str(tls_error(with_ca, plain)) == (
+        "TLS with the MQTT broker broker.lan:1883 failed (WRONG_VERSION_NUMBER): fix the broker's TLS set-up, or "
+        "the port in P1_MQTT_URL (is it the TLS listener?)")

@@ -95,9 +95,13 @@ def _connect_properties(persistent: bool) -> Properties:
 
 
 def tls_error(settings: MqttSettings, exc: BaseException) -> ConfigError:
-    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
-    fix = "P1_MQTT_CA_FILE (the CA that signed the broker's certificate)" if settings.ca_file is None or \
-        "certificate" in str(reason).lower() else "the broker's TLS set-up or P1_MQTT_URL"
+    reason = str(getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc)
+    if "hostname" in reason.lower():
+        fix = "the host in P1_MQTT_URL: use the name the broker's certificate was made for"
+    elif "certificate" in reason.lower() or settings.ca_file is None:
+        fix = "P1_MQTT_CA_FILE (the CA that signed the broker's certificate)"
+    else:
+        fix = "the broker's TLS set-up, or the port in P1_MQTT_URL (is it the TLS listener?)"
     return ConfigError(f"TLS with the MQTT broker {settings.host}:{settings.port} failed ({reason}): fix {fix}")
 
 
@@ -178,8 +182,10 @@ class MqttOutput:
         except OSError as exc:
             # Not a configuration error: the broker may come later, and the backlog holds what it misses.
             reachable = False
-            logger.warning("MQTT broker %s is not reachable (%s); readings wait for it (up to %d messages)",
-                           settings.describe(), exc.strerror or exc, settings.backlog_max_messages)
+            hint = f"; if this lasts, check that port {settings.port} is the broker's TLS listener" \
+                if settings.tls and isinstance(exc, ConnectionResetError) else ""
+            logger.warning("MQTT broker %s is not reachable (%s); readings wait for it (up to %d messages)%s",
+                           settings.describe(), exc.strerror or exc, settings.backlog_max_messages, hint)
             client.connect_async(settings.host, settings.port, settings.keepalive_s, clean_start=False,
                                  properties=properties)
         client.loop_start()
