@@ -151,6 +151,7 @@ class MqttOutput:
         # Message ids waiting for the broker's PUBACK: readings (bounded by the backlog) and control messages.
         self._waiting: dict[int, bool] = {}  # mid -> is a reading
         self._early_acks: set[int] = set()  # acknowledged before publish() returned its mid
+        self._waiting_readings = 0  # how many of _waiting are readings
         self.acked = 0  # acknowledged by the broker
         self.dropped = 0  # input queue full, backlog full, or unconfirmed at exit
         self.refused = 0  # the broker answered "not authorized" (ACL) or another failure
@@ -250,7 +251,7 @@ class MqttOutput:
     def backlog(self) -> int:
         """Readings handed to the broker and not yet acknowledged."""
         with self._lock:
-            return sum(self._waiting.values())
+            return self._waiting_readings
 
     def health(self) -> Mapping[str, object]:
         """health.json's ``outputs.mqtt``: ``state`` makes ``p1logger health`` report a broker away too long."""
@@ -317,8 +318,11 @@ class MqttOutput:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
-            if self._waiting.pop(mid, None) is None:
+            reading = self._waiting.pop(mid, None)
+            if reading is None:
                 self._early_acks.add(mid)
+            elif reading:
+                self._waiting_readings -= 1
         self.acked += 1
         self.last_ack_at = time.time()
         if reason_code.is_failure:
@@ -376,6 +380,7 @@ class MqttOutput:
                 self._early_acks.discard(info.mid)
             else:
                 self._waiting[info.mid] = reading
+                self._waiting_readings += reading
 
     def _count_drop(self, why: str) -> None:
         self.dropped += 1
