@@ -96,10 +96,16 @@ def test_simulated_meter_to_mosquitto_and_influxd(mosquitto: MosquittoServer, in
 
 @pytest.mark.slow
 def test_mqtt_alone(mosquitto: MosquittoServer, tmp_path: Path) -> None:
-    env, prefix, _ = simulated(tmp_path, mosquitto, P1_OUTPUT="mqtt")
+    env, prefix, _ = simulated(tmp_path, mosquitto, P1_OUTPUT="mqtt", P1_LOG_LEVEL="DEBUG")
+    # The password in the URL this time: it must not show anywhere either.
+    env["P1_MQTT_URL"] = f"mqtt://{LOGGER_USER[0]}:{LOGGER_USER[1]}@127.0.0.1:{mosquitto.port}"
+    del env["P1_MQTT_PASSWORD_FILE"]
     sub = Subscriber(mosquitto, [f"{prefix}/+/state"], client_id=f"ha-{prefix}").start()
     result = run(env)
     assert result.returncode == 0, result.stderr
+    assert LOGGER_USER[1] not in result.stderr + result.stdout
+    assert f"MQTT connected to mqtt://p1logger@127.0.0.1:{mosquitto.port}" in result.stderr
+    assert not list((tmp_path / "spool").rglob("spool.db"))  # no InfluxDB output, so no spool
     sub.wait_for(lambda ms: len(ms) >= COUNT)
     assert len(states_by_time(sub, prefix)) == COUNT
     sub.stop()
