@@ -104,9 +104,10 @@ def test_energy_dashboard_gets_import_export_per_tariff_and_totals_gas_water_and
         "energy_import_t1_kwh": "grid", "energy_import_t2_kwh": "grid", "energy_import_total_kwh": "grid",
         "energy_export_t1_kwh": "grid", "energy_export_t2_kwh": "grid", "energy_export_total_kwh": "grid",
         "gas_volume_m3": "gas", "water_volume_m3": "water",
-        # A quarter's energy is a valid (resetting) energy counter too; the tariffs are the ones to pick.
-        "cost_quarter_import_kwh": "grid", "cost_quarter_export_kwh": "grid",
     }
+    # A quarter's energy is shown, but not offered to the Energy dashboard.
+    assert (configs["cost_quarter_import_kwh"]["device_class"], configs["cost_quarter_import_kwh"].get("state_class"),
+            configs["cost_quarter_import_kwh"]["unit_of_measurement"]) == ("energy", None, "kWh")
     for phase in ("", "_l1", "_l2", "_l3"):
         for direction in ("import", "export"):
             config = configs[f"power_{direction}{phase}_w"]

@@ -53,8 +53,11 @@ def states_by_time(sub: Subscriber, prefix: str) -> dict[str, dict[str, Any]]:
 @pytest.mark.slow
 def test_simulated_meter_to_mosquitto_and_influxd(mosquitto: MosquittoServer, influxd: Any, influx_db: str,
                                                  tmp_path: Path) -> None:
+    tariff = tmp_path / "tariff.toml"
+    tariff.write_text('[[contract]]\nfrom = "2025-01-01"\nimport_eur_per_kwh = 0.30\nexport_eur_per_kwh = 0.05\n'
+                      'fixed_eur_per_day = 0.96\ngas_eur_per_m3 = 1.2\n')
     env, prefix, discovery_prefix = simulated(tmp_path, mosquitto, INFLUX_API="v1", INFLUX_URL=influxd.url,
-                                              INFLUX_BUCKET=influx_db)
+                                              INFLUX_BUCKET=influx_db, P1_TARIFF_FILE=tariff)
     sub = Subscriber(mosquitto, [f"{prefix}/#", f"{discovery_prefix}/#"], client_id=f"ha-{prefix}").start()
     result = run(env)
     assert result.returncode == 0, result.stderr
@@ -90,6 +93,12 @@ def test_simulated_meter_to_mosquitto_and_influxd(mosquitto: MosquittoServer, in
             "power", "measurement", "W")
     capacity = configs[f"{discovery_prefix}/sensor/p1logger_{meter}/capacity_rolling_mean_kw/config"]
     assert capacity["unit_of_measurement"] == "kW"
+    # The energy cost builder's live figures ride along, with their own sensors.
+    last = states[f"2025-01-15T10:00:{COUNT - 1:02d}+00:00"]
+    assert (last["cost_import_price_eur_per_kwh"], last["cost_export_price_eur_per_kwh"]) == (0.3, 0.05)
+    assert last["cost_prices_missing"] is False
+    today = configs[f"{discovery_prefix}/sensor/p1logger_{meter}/cost_today_total_eur/config"]
+    assert (today["device_class"], today["unit_of_measurement"]) == ("monetary", "EUR")
     assert [m.payload for m in sub.received(f"{prefix}/status")][-1] == b"offline"  # a clean stop
     sub.stop()
 

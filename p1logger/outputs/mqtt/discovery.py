@@ -78,8 +78,9 @@ _RULES: tuple[tuple[re.Pattern[str], SensorSpec], ...] = tuple(
         # Derived figures (capacity tariff, energy cost) by the unit their name carries; a price before an energy.
         (r".*_kw", SensorSpec("sensor", "power", _MEASUREMENT, "kW", precision=3)),
         (r".*_eur_per_kwh", SensorSpec("sensor", None, _MEASUREMENT, "EUR/kWh", precision=4)),
-        # A quarter's or a day's energy starts again from 0: for Home Assistant a counter that resets.
-        (r".*_kwh", SensorSpec("sensor", "energy", _TOTAL_INCREASING, "kWh", precision=3)),
+        # A quarter's energy, starting again from 0: no state class, so that the Energy dashboard offers
+        # only the meter's own counters as sources.
+        (r".*_kwh", SensorSpec("sensor", "energy", None, "kWh", precision=3)),
         (r".*_eur", SensorSpec("sensor", "monetary", None, "EUR", precision=2)),
     )
 )
