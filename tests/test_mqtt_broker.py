@@ -367,3 +367,25 @@ def test_tls_to_the_plain_listener_is_not_fatal_but_says_what_to_check(
     assert (f"MQTT broker mqtts://p1logger@127.0.0.1:{mosquitto.port} is not reachable (Connection reset by peer); "
             f"readings wait for it (up to 10000 messages); if this lasts, check that port {mosquitto.port} is the "
             "broker's TLS listener") in caplog.messages
+
+
+@pytest.mark.slow
+def test_discovery_is_sent_again_on_every_reconnect(broker: MosquittoServer, outputs: list[MqttOutput],
+                                                    meter: Telegram) -> None:
+    settings = settings_for(broker)
+    ha = Subscriber(broker, [f"{settings.discovery_prefix}/+/+/+/config", f"{settings.prefix}/status"],
+                    client_id="ha-reconnect", persistent=True).start()
+    output = start(outputs, settings)
+    output.submit(Record(meter, T0))
+    wait_until(confirmed(output))
+    ha.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/config")]) == 39)
+    broker.stop()
+    wait_until(lambda: not output.connected)
+    ha.clear()
+    broker.start()
+    # Live (not retained) configs after the restart: sent again by p1logger, not replayed by the broker.
+    messages = ha.wait_for(lambda ms: len({m.topic for m in ms if m.topic.endswith("/config") and not m.retain}) == 39
+                           and any(m.payload == b"online" for m in ms), timeout_s=30)
+    configs = {m.topic: m.json() for m in messages if m.topic.endswith("/config") and not m.retain}
+    assert configs == discovery.configs(output.topics, "1SAG3101021605", state.build_state(meter, T0).keys(),
+                                        "e-MUCS 50217")
