@@ -190,6 +190,15 @@ def _epoch_s(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def fill_totals(energy: dict[str, float | int]) -> None:
+    """Add the import and export totals a meter does not send: the sum of the tariffs it does send."""
+    for total, parts in _TOTALS.items():
+        if total not in energy:
+            present = [energy[p] for p in parts if p in energy]
+            if present:
+                energy[total] = round(sum(present), 6)
+
+
 @dataclass(frozen=True, slots=True)
 class MbusReading:
     """One M-Bus device's reading, converted to the unit its field name carries."""
@@ -224,6 +233,19 @@ def mbus_readings(telegram: Telegram) -> list[MbusReading]:
             continue
         found.append(MbusReading(measurement, field_name, channel, device_id, value, reading.time))
     return found
+
+
+# Conversions by the unit suffix of a field name (``power_w`` -> "w"), for outputs
+# that name their own fields (MQTT) but must convert exactly as the points do.
+UNITS_BY_SUFFIX: dict[str, Mapping[str, float]] = {
+    "w": _TO_W,
+    "kw": _TO_KW,
+    "kwh": _TO_KWH,
+    "v": _SAME_V,
+    "a": _SAME_A,
+    "m3": _TO_M3,
+    "gj": _TO_GJ,
+}
 
 
 class PointBuilder:
@@ -279,11 +301,7 @@ class PointBuilder:
             group[target[1]] = value  # type: ignore[assignment]
         energy = grouped.get(("energy", None))
         if energy is not None:
-            for total, parts in _TOTALS.items():
-                if total not in energy:
-                    present = [energy[p] for p in parts if p in energy]
-                    if present:
-                        energy[total] = round(sum(present), 6)
+            fill_totals(energy)
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value

@@ -228,7 +228,7 @@ def test_an_unknown_output_is_a_clear_error(tmp_path: Path) -> None:
     result = run_to_stdout(tmp_path, ["--source", "file:/dev/null", "--output", "out.lp"])
     assert result.returncode == 2
     assert result.stderr.decode() == ("p1logger run: --output 'out.lp' is not supported: use '-' for standard output, "
-                                      "or leave it unset to write to InfluxDB (fix P1_OUTPUT)\n")
+                                      "'mqtt' for MQTT only, or leave it unset to write to InfluxDB (fix P1_OUTPUT)\n")
 
 
 def test_when_stdout_goes_away_the_rest_waits_in_the_spool(tmp_path: Path) -> None:

@@ -118,5 +118,5 @@ def test_only_stdout_makes_no_spool_file(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_every_output_is_registered_once_with_its_doctor_check() -> None:
     specs = output_specs()
-    assert [spec.name for spec in specs] == ["influx", "stdout", "fanout", "archive"]
+    assert [spec.name for spec in specs] == ["influx", "stdout", "fanout", "archive", "mqtt"]
     assert all(isinstance(spec, OutputSpec) and callable(spec.check) for spec in specs)

@@ -178,7 +178,27 @@ def test_compose_needs_no_env_file() -> None:
     defaults = compose_defaults()
     assert sorted(defaults) == sorted(read_env_file(ENV_EXAMPLE))
     compose = resolved_compose()
-    assert sorted(compose["services"]) == ["grafana", "influxdb", "p1logger"]
+    assert sorted(compose["services"]) == ["grafana", "influxdb", "mosquitto", "p1logger"]
+    # The broker is optional: it starts only with `--profile mqtt`.
+    assert {name: s.get("profiles") for name, s in compose["services"].items()} == {
+        "grafana": None, "influxdb": None, "mosquitto": ["mqtt"], "p1logger": None}
+
+
+def test_mosquitto_needs_a_password_and_allows_no_anonymous_login() -> None:
+    compose = resolved_compose({"MQTT_USER": "u", "MQTT_PASSWORD": "pw", "P1_MQTT_URL": "mqtt://u@mosquitto:1883"})
+    broker = compose["services"]["mosquitto"]
+    assert broker["environment"] == {"MQTT_USER": "u", "MQTT_PASSWORD": "pw"}
+    script = broker["command"][2]
+    # $$ in the file is a literal $ for the container's shell, not a Compose variable.
+    assert 'mosquitto_passwd -c -b /mosquitto/data/passwords "$MQTT_USER" "$MQTT_PASSWORD"' in script
+    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", broker["image"])
+    conf_mount = next(v for v in broker["volumes"] if v.startswith("./deploy/mosquitto.conf:"))
+    conf = (REPO / "deploy" / "mosquitto.conf").read_text(encoding="utf-8").splitlines()
+    assert "allow_anonymous false" in conf and "password_file /mosquitto/data/passwords" in conf
+    assert conf_mount.split(":")[1] == "/mosquitto/config/mosquitto.conf"
+    logger = compose["services"]["p1logger"]["environment"]
+    assert (logger["P1_MQTT_URL"], logger["P1_MQTT_PASSWORD"]) == ("mqtt://u@mosquitto:1883", "pw")
+    assert resolved_compose()["services"]["p1logger"]["environment"]["P1_MQTT_URL"] == ""  # off by default
 
 
 def test_env_example_lists_every_setting_with_the_compose_default() -> None:
