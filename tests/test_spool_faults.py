@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_server
+from helpers.influx_servers import require_server
 from helpers.fake_meter import (
     DUTCH_DSMR5,
     SocketMeter,
