@@ -111,7 +111,7 @@ def test_batches_the_spool_cannot_store_wait_in_memory_after_the_spooled_ones(tm
 def test_a_full_memory_queue_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
     destination = Destination()
     destination.down.set()
-    out = output(tmp_path, destination, durable=False, memory_max_batches=2)
+    out = output(tmp_path, destination, durable=False, memory_max_points=10)
     out.start()
     for n in range(20):  # four batches of five; room for two
         out.submit_lines([point(n)])
