@@ -12,12 +12,9 @@ format with a valid CRC.
 from __future__ import annotations
 
 import math
-import os
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 from zoneinfo import ZoneInfo
 
 from p1logger.crc import crc16

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import require_server
+from helpers.influx_servers import require_server
 
 from p1logger import capacity, cli
 from p1logger.capacity import CapacityTracker, quarter_label

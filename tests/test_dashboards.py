@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_server
+from helpers.influx_servers import require_server
 
 from p1logger.points import SCHEMA
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_archive import FakeClock, bad_crc, telegram
+from helpers.archive_telegrams import FakeClock, bad_crc, telegram
 
 from p1logger.cli import build_parser
 from p1logger.cli import main as cli_main

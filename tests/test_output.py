@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_archive import T0, telegram
+from helpers.archive_telegrams import T0, telegram
 
 from p1logger.outputs.stdout import StdoutSink
 from p1logger.points import SCHEMA

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import V2_ORG, V2_TOKEN
+from helpers.influx_servers import V2_ORG, V2_TOKEN
 from helpers.influx_servers import Fault, InfluxServer, V2Proxy
-from test_archive import BRUSSELS, NO_CLOCK_TELEGRAM, T0, FakeClock, bad_crc, telegram
+from helpers.archive_telegrams import BRUSSELS, NO_CLOCK_TELEGRAM, T0, FakeClock, bad_crc, telegram
 
 from p1logger.outputs.archive import ArchiveWriter, RecordFile
 from p1logger.cli import main as cli_main
