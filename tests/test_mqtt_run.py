@@ -75,7 +75,7 @@ def test_simulated_meter_to_mosquitto_and_influxd(mosquitto: MosquittoServer, in
                                                         row["export_t1_kwh"])
     power = {(row["time"], row.get("phase")): row["import_w"] for row in influxd.rows(influx_db, "power")}
     for time_s, phase in power:
-        key = "power_import_w" if phase is None else f"power_import_{phase.lower()}_w"
+        key = "power_import_w" if phase == "total" else f"power_import_{phase.lower()}_w"
         assert states[f"2025-01-15T10:00:{time_s - T0:02d}+00:00"][key] == power[(time_s, phase)]
     # Discovery: every sensor passes Home Assistant's rules, and the Energy dashboard finds its sources.
     configs = {m.topic: m.json() for m in sub.received(f"{discovery_prefix}/") if m.payload}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from p1logger.decode import Telegram
-from p1logger.points import INSTANT_MAP, TARIFF_OBIS, UNITS_BY_SUFFIX, convert_reading, fill_totals, mbus_readings
+from p1logger.points import INSTANT_MAP, TARIFF_OBIS, TOTAL_PHASE, UNITS_BY_SUFFIX, convert_reading, fill_totals, mbus_readings
 
 StateValue = float | int | str | bool | None
 State = dict[str, StateValue]
@@ -31,7 +31,8 @@ def unit_suffix(key: str) -> str:
 def _state_key(measurement: str, field_name: str, phase: str | None) -> str:
     """``power``/``import_w``/``L1`` -> ``power_import_l1_w``: the measurement, the field, the phase, the unit."""
     base = field_name if field_name.startswith(measurement) else f"{measurement}_{field_name}"
-    if phase is None:
+    # The whole-meter figures carry phase "total" as a tag; a state key reads better without it.
+    if phase is None or phase == TOTAL_PHASE:
         return base
     stem, unit = base.rsplit("_", 1)
     return f"{stem}_{phase.lower()}_{unit}"
