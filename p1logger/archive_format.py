@@ -130,11 +130,25 @@ class CaptureParser:
         self.skipped_bytes = 0
 
     def feed(self, data: bytes, eof: bool = False) -> list[ArchivedTelegram]:
+        # Fed up to the end of each "!CRC" line, so that every telegram gets the offset just after
+        # it: a replay stopped after any telegram resumes exactly at the next one.
+        out: list[ArchivedTelegram] = []
+        start = 0
+        while (bang := data.find(b"!", start)) >= 0 and (line_end := data.find(b"\n", bang)) >= 0:
+            out.extend(self._feed_piece(data[start : line_end + 1]))
+            start = line_end + 1
+        out.extend(self._feed_piece(data[start:]))
+        if eof:
+            self.skipped_bytes = self._framer.stats.garbage_bytes + self._framer.buffered_bytes
+        return out
+
+    def _feed_piece(self, data: bytes) -> list[ArchivedTelegram]:
+        if not data:
+            return []
         items = self._framer.feed(data)
         self._fed += len(data)
         # The framer does not say where each telegram ended; where the unfinished
         # candidate starts is a safe place to resume after everything it gave out.
         resume_at = self._fed - self._framer.buffered_bytes
-        if eof:
-            self.skipped_bytes = self._framer.stats.garbage_bytes + self._framer.buffered_bytes
-        return [ArchivedTelegram(item.raw, None if isinstance(item, Frame) else False, None, resume_at) for item in items]
+        return [ArchivedTelegram(item.raw, None if isinstance(item, Frame) else False, None, resume_at)
+                for item in items]

@@ -226,6 +226,23 @@ def prices_zone(value: str) -> str:
     return value.strip()
 
 
+def mqtt_url(value: str) -> str:
+    from p1logger.outputs.mqtt.settings import parse_url
+
+    try:
+        parse_url(value)
+    except ConfigError:
+        raise Invalid("mqtt://[user@]host[:port] or mqtts:// for TLS, without a path or query") from None
+    return value.strip()
+
+
+def topic_prefix(value: str) -> str:
+    text("a topic")(value)
+    if not value.strip().strip("/") or any(char in value for char in "+#"):
+        raise Invalid("an MQTT topic without + or #, e.g. p1logger")
+    return value
+
+
 def timezone_name(value: str) -> str:
     expected = "an IANA time zone name such as Europe/Brussels or Europe/Amsterdam"
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -276,13 +293,14 @@ def source(value: str) -> str:
     return value.strip()
 
 
-OUTPUTS = ("influx", "-", "stdout")  # outputs.SELECTABLE
+OUTPUTS = ("influx", "-", "stdout", "mqtt")  # outputs.SELECTABLE
 
 
 def output(value: str) -> str:
     parts = [part.strip() for part in value.split(",")]
     if not parts or any(part not in OUTPUTS for part in parts):
-        raise Invalid("'-' (line protocol on standard output), 'influx,-' for both, or unset to write to InfluxDB")
+        raise Invalid("'-' (line protocol on standard output), 'mqtt' for MQTT only, a list such as 'influx,-', "
+                      "or unset to write to InfluxDB")
     return value.strip()
 
 
@@ -422,7 +440,8 @@ SETTINGS: tuple[Setting, ...] = (
             _INFLUX_COMMANDS, "InfluxDB", bad="inf", default="5"),
     # --- batching, spool, health
     Setting("P1_SPOOL_DIR", "--spool-dir", text("a directory"),
-            "the spool, the dead-letter file, the health state and the replay progress",
+            "the health state, the replay progress, and one directory per output with its spool (and InfluxDB's "
+            "dead-letter file)",
             ("run", "doctor", "replay", "health"), "batching and spool", bad="\t", default=default_spool_dir,
             default_doc="~/.local/state/p1logger", metavar="DIR"),
     Setting("P1_SPOOL_MAX_BYTES", "--spool-max-bytes", byte_size(allow_zero=False),
@@ -431,7 +450,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("P1_BATCH_MAX_POINTS", "--batch-max-points", positive_int("a positive whole number of points"),
             "points per write", ("run", "doctor", "replay"), "batching and spool", bad="1e3", default="5000"),
     Setting("P1_FLUSH_INTERVAL_S", "--flush-interval-s", seconds(maximum=3600.0),
-            "longest wait before a write; while InfluxDB answers, also the most a kill -9 can lose",
+            "longest wait before a write; also the most a kill -9 can lose, during an outage too "
+            "(docs/operations.md)",
             _RUN, "batching and spool", bad="abc", default="1"),
     Setting("P1_WATCHDOG_S", "--watchdog-s", seconds(), "reopen the source after this long without a valid "
             "telegram", _RUN, "batching and spool", bad="-5", default="30"),
@@ -468,8 +488,8 @@ SETTINGS: tuple[Setting, ...] = (
             "clients served at once; more are refused", _RUN, "sharing the meter", bad="many", default="16"),
     Setting("P1_OUTPUT", "--output", output,
             "'-' writes line protocol (nanosecond timestamps) to standard output instead of InfluxDB, for "
-            "Telegraf's execd input or 'influx write'; the InfluxDB settings are then not needed. 'influx,-' "
-            "writes to both",
+            "Telegraf's execd input or 'influx write'; the InfluxDB settings are then not needed. 'mqtt' writes "
+            "to MQTT only; a list such as 'influx,-' writes to each",
             _RUN, "output", bad="out.lp", metavar="-"),
     Setting("P1_REPLAY_STATE", "--state", text("a file name"),
             "progress file for resuming (default: replay-state.json in the spool directory)",
@@ -489,6 +509,35 @@ SETTINGS: tuple[Setting, ...] = (
             ("prices",), "day-ahead prices", bad="\n", metavar="FILE"),
     Setting("P1_ENTSOE_URL", "--url", web_url, "the Transparency Platform's API", ("prices",), "day-ahead prices",
             bad="ftp://x", default="https://web-api.tp.entsoe.eu/api"),
+    # --- MQTT and Home Assistant (docs/mqtt.md)
+    Setting("P1_MQTT_URL", "--mqtt-url", mqtt_url,
+            "publish every reading to this MQTT broker: mqtt://[user@]host[:port], or mqtts:// for TLS; the "
+            "password is best kept in P1_MQTT_PASSWORD_FILE", _RUN, "MQTT and Home Assistant", bad="http://broker",
+            secret=True, metavar="URL"),
+    Setting("P1_MQTT_PASSWORD", None, text("a password on one line"), "the broker password", _RUN,
+            "MQTT and Home Assistant", bad="pass\nword", secret=True),
+    Setting("P1_MQTT_PASSWORD_FILE", "--mqtt-password-file", text("a file name"), "file holding the broker "
+            "password (or the password itself in P1_MQTT_PASSWORD)", _RUN, "MQTT and Home Assistant", bad="\n",
+            metavar="FILE"),
+    Setting("P1_MQTT_CA_FILE", "--mqtt-ca-file", text("a file name"), "CA certificate(s) to check an mqtts:// "
+            "broker with (default: the system's)", _RUN, "MQTT and Home Assistant", bad="\n", metavar="FILE"),
+    Setting("P1_MQTT_CLIENT_ID", "--mqtt-client-id", text("a client id on one line"),
+            "MQTT client id; it names the broker's persistent session, so keep it fixed", _RUN,
+            "MQTT and Home Assistant", bad="a\nb", default_doc="p1logger-<host name>"),
+    Setting("P1_MQTT_PREFIX", "--mqtt-prefix", topic_prefix, "topic prefix: state on <prefix>/<meter>/state",
+            _RUN, "MQTT and Home Assistant", bad="p1/#", default="p1logger"),
+    Setting("P1_MQTT_DISCOVERY_PREFIX", "--mqtt-discovery-prefix", topic_prefix,
+            "Home Assistant's discovery prefix; 'none' turns discovery off", _RUN, "MQTT and Home Assistant",
+            bad="home+assistant", default="homeassistant"),
+    Setting("P1_MQTT_INTERVAL_S", "--mqtt-interval-s", seconds(allow_zero=True),
+            "publish at most every N seconds, power averaged over them; 0 publishes every telegram", _RUN,
+            "MQTT and Home Assistant", bad="often", default="0"),
+    Setting("P1_MQTT_PER_FIELD_TOPICS", "--mqtt-per-field-topics", boolean,
+            "also publish each value on its own topic, <prefix>/<meter>/<key>", _RUN, "MQTT and Home Assistant",
+            bad="maybe", default="0", kind="switch"),
+    Setting("P1_MQTT_BACKLOG", "--mqtt-backlog", positive_int("a positive whole number of messages"),
+            "messages kept while the broker is away; past it new ones are dropped and counted", _RUN,
+            "MQTT and Home Assistant", bad="1e4", default="10000"),
     # --- the simulator (simulate, and P1_SOURCE=simulator)
     Setting("P1_SIMULATOR_PROFILE", "--profile", simulator_profile,
             "the simulated meter (the variables P1_SIMULATOR_* also tune P1_SOURCE=simulator)",

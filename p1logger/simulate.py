@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 from zoneinfo import ZoneInfo
 
 from p1logger.crc import crc16

@@ -53,6 +53,9 @@ def flat(text: str) -> str:
 # ------------------------------------------------------------------ every setting, malformed
 
 
+# Settings that are read only when another one turns their part on.
+NEEDS = {"P1_MQTT_PASSWORD": {"P1_MQTT_URL": "mqtt://user@127.0.0.1:1", "P1_OUTPUT": "mqtt"}}
+
 CASES = [(setting.env, way) for setting in settings.SETTINGS for way in ("env", "flag")
          if way == "env" or (setting.flag and setting.kind != "switch")]
 
@@ -67,6 +70,8 @@ def test_a_malformed_value_is_one_line_and_exit_2(name: str, way: str, tmp_path:
     monkeypatch.setenv("P1_SOURCE", f"file:{tmp_path / 'one.txt'}")
     monkeypatch.setenv("P1_SPOOL_DIR", str(tmp_path / "spool"))
     monkeypatch.setenv("P1_PRICES_FILE", str(tmp_path / "prices.csv"))
+    for needed, value in NEEDS.get(name, {}).items():
+        monkeypatch.setenv(needed, value)
     argv = command_line(setting.commands[0], tmp_path)
     if way == "env":
         monkeypatch.setenv(name, setting.bad)
