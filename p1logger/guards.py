@@ -3,9 +3,9 @@
 ``MeterClock``: InfluxDB keeps one point per series and timestamp, so a meter
 clock that stands still or steps back would make each new reading silently
 overwrite an older one.  The guard notices, counts, warns once per episode,
-and stores the affected telegrams at their receive time in series of their
-own (tagged ``clock=receive``), so neither they nor the readings around them
-overwrite anything.
+and stores the affected telegrams at a time that overwrites nothing: the
+receive time, or one second past the last stored time when that is later,
+marked with the field ``clock_fallback=1i``.
 
 ``PLAUSIBLE``: a value no household meter can measure (930 V on a 230 V grid)
 is a broken meter or a CRC collision.  It is still stored as sent, never
@@ -36,6 +36,10 @@ def implausible(field: str, value: float) -> bool:
     return limits is not None and not limits[0] <= value <= limits[1]
 
 
+# A receive time further than this from the meter's last stored time is a replay, not a clock to fall back on.
+RECEIVE_TIME_WINDOW_S = 3600
+
+
 @dataclass(slots=True)
 class ClockStats:
     repeated: int = 0  # telegrams whose meter time equals the previous one
@@ -51,37 +55,44 @@ class MeterClock:
 
     def __init__(self) -> None:
         self.stats = ClockStats()
-        self._last_meter: dict[str, int] = {}  # meter -> last meter time stored
-        self._last_fallback: dict[str, int] = {}  # meter -> last receive time stored in its place
+        self._last_meter: dict[str, int] = {}  # meter -> the last meter time seen
+        self._last_used: dict[str, int] = {}  # meter -> the last time a point was stored at
         self._in_episode: set[str] = set()
 
     def place(self, meter: str, meter_time_s: int, received_at_s: float) -> tuple[int, bool]:
-        """(time to use, whether it is the receive time instead of the meter's).
+        """(time to use, whether it is a fallback instead of the meter's time).
 
-        Fallback points go to series of their own (points.CLOCK_TAG), so they need only be distinct among
-        themselves, and the meter's clock is used again as soon as it passes its last stored time.
+        A fallback is the receive time, or one second past the last stored time when that is later (or when
+        the receive time is far off, as in a recording replayed today): a measurement keeps one series
+        (InfluxDB 3 fixes its tags), so only distinct times keep readings apart.
+        The meter's clock is used again once it passes the last stored time.
         """
-        last = self._last_meter.get(meter)
-        if last is None or meter_time_s > last:
+        last_meter = self._last_meter.get(meter)
+        last_used = self._last_used.get(meter)
+        self._remember(self._last_meter, meter, meter_time_s)
+        if last_used is None or meter_time_s > last_used:
             if meter in self._in_episode:
                 self._in_episode.discard(meter)
-                logger.info("meter %s: its clock moves forward again (%d s)", meter, meter_time_s)
-            self._remember(self._last_meter, meter, meter_time_s)
+                logger.info("meter %s: its clock is past the last stored time again (%d s)", meter, meter_time_s)
+            self._remember(self._last_used, meter, meter_time_s)
             return meter_time_s, False
-        if meter_time_s == last:
+        if last_meter is not None and meter_time_s == last_meter:
             self.stats.repeated += 1
             what = "repeated its time"
         else:
             self.stats.backward += 1
-            what = f"stepped back {last - meter_time_s} s"
-        previous = self._last_fallback.get(meter)
-        placed = int(received_at_s) if previous is None else max(int(received_at_s), previous + 1)
+            what = f"is {last_used - meter_time_s} s behind the last stored reading"
+        # The receive time, unless it is far from the meter's (a recording replayed today): then just after.
+        receive_s = int(received_at_s)
+        placed = max(receive_s if abs(receive_s - last_used) <= RECEIVE_TIME_WINDOW_S else last_used + 1, last_used + 1)
         if meter not in self._in_episode:
             self._in_episode.add(meter)
             self.stats.episodes += 1
-            logger.warning("meter %s: its clock %s (%d s after %d s); until it passes %d s again, readings are "
-                           "stored at the receive time, tagged clock=receive", meter, what, meter_time_s, last, last)
-        self._remember(self._last_fallback, meter, placed)
+            logger.warning("meter %s: its clock %s (%d s, last stored %d s); until it passes that again, readings "
+                           "are stored at the receive time (or a second after the last) and marked "
+                           "clock_fallback=1; a meter whose clock stays wrong needs P1_TIMESTAMPS=receive",
+                           meter, what, meter_time_s, last_used)
+        self._remember(self._last_used, meter, placed)
         return placed, True
 
     def _remember(self, table: dict[str, int], meter: str, time_s: int) -> None:

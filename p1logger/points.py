@@ -34,23 +34,23 @@ def _floats(*names: str) -> dict[str, FieldType]:
 
 _TARIFFS = ("t1", "t2", "t3", "t4")
 
-# The tag ``clock=receive`` marks the points of a telegram whose meter clock stood still or stepped
-# back (guards.MeterClock): stored at the receive time, in series of their own, so that they and the
-# meter-timed points never overwrite each other.
-CLOCK_TAG = "clock"
-CLOCK_FALLBACK = "receive"
+# Written (as 1) only on the points of a telegram whose meter clock stood still or stepped back
+# (guards.MeterClock), stored at the receive time instead of the meter's. A field, not a tag: InfluxDB 3
+# fixes a measurement's tags at its first write.
+CLOCK_FALLBACK: dict[str, FieldType] = {"clock_fallback": "int"}
 
 SCHEMA: dict[str, Measurement] = {
-    "power": Measurement({**_floats("import_w", "export_w")}, frozenset({"meter", "phase", "clock"})),
-    "voltage": Measurement({**_floats("voltage_v")}, frozenset({"meter", "phase", "clock"})),
-    "current": Measurement({**_floats("current_a")}, frozenset({"meter", "phase", "clock"})),
+    "power": Measurement({**_floats("import_w", "export_w"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
+    "voltage": Measurement({**_floats("voltage_v"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
+    "current": Measurement({**_floats("current_a"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
     "energy": Measurement(
         {
             **_floats(*(f"{d}_{t}_kwh" for d in ("import", "export") for t in _TARIFFS)),
             **_floats("import_total_kwh", "export_total_kwh"),
             "active_tariff": "int",
+            **CLOCK_FALLBACK,
         },
-        frozenset({"meter", "clock"}),
+        frozenset({"meter"}),
     ),
     "gas": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
     "water": Measurement(_floats("volume_m3"), frozenset({"meter", "channel", "device"})),
@@ -61,8 +61,9 @@ SCHEMA: dict[str, Measurement] = {
             **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
+            **CLOCK_FALLBACK,
         },
-        frozenset({"meter", "clock"}),
+        frozenset({"meter"}),
     ),
     # Its own measurement because only these points carry a month: InfluxDB 3
     # fixes a table's tags at its first write.
@@ -267,7 +268,7 @@ class PointBuilder:
         self._last_capture: dict[tuple[str, str], int] = {}
         self._last_peak: tuple[int, float] | None = None
         self._last_history: tuple[HistoryEntry, ...] | None = None
-        self._prefixes: dict[tuple[str, str, str | None, bool], str] = {}
+        self._prefixes: dict[tuple[str, str, str | None], str] = {}
         self._factors: dict[tuple[str, str | None], float] = {}
         self.clock = MeterClock()
         self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
@@ -319,23 +320,24 @@ class PointBuilder:
         if tariff is not None and isinstance(tariff.value, int):
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
 
+        if fallback:
+            for values in grouped.values():
+                values["clock_fallback"] = 1
         lines: list[str] = []
         suffix = f" {time_s}"
         for (measurement, phase), values in grouped.items():
-            prefix = self._prefix(measurement, meter, phase, fallback)
+            prefix = self._prefix(measurement, meter, phase)
             lines.append(prefix + ",".join([f"{key}={format_field(value)}" for key, value in values.items()]) + suffix)
         self._mbus_lines(telegram, meter, lines)
         self._peak_lines(fields, meter, lines)
         return lines
 
-    def _prefix(self, measurement: str, meter: str, phase: str | None, fallback: bool = False) -> str:
+    def _prefix(self, measurement: str, meter: str, phase: str | None) -> str:
         """``measurement,tags `` for the instantaneous points, remembered (bounded) per meter."""
-        key = (measurement, meter, phase, fallback)
+        key = (measurement, meter, phase)
         prefix = self._prefixes.get(key)
         if prefix is None:
             tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
-            if fallback:
-                tags[CLOCK_TAG] = CLOCK_FALLBACK
             prefix = series(measurement, tags) + " "
             if len(self._prefixes) > 256:
                 self._prefixes.clear()

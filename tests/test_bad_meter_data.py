@@ -125,7 +125,7 @@ def test_a_stuck_meter_clock_overwrites_nothing_and_is_marked(caplog: pytest.Log
     assert len(stored(voltage_l1)) == 20
     assert [int(line.rsplit(" ", 1)[1]) for line in voltage_l1] == [int(T0.timestamp())] + [
         int(received) + n for n in range(1, 20)]
-    assert sum(",clock=receive," in line for line in voltage_l1) == 19
+    assert sum("clock_fallback=1i" in line for line in voltage_l1) == 19
     assert (builder.clock.stats.repeated, builder.clock.stats.backward, builder.clock.stats.episodes) == (19, 0, 1)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "repeated its time" in warnings[0]
@@ -133,20 +133,25 @@ def test_a_stuck_meter_clock_overwrites_nothing_and_is_marked(caplog: pytest.Log
 
 def test_a_backward_step_overwrites_nothing() -> None:
     builder = PointBuilder(BRUSSELS)
-    # 15 telegrams a second apart; after the 5th the meter clock steps back 5 s and keeps going.
-    meter_times = [T0 + timedelta(seconds=n) for n in range(5)] + [T0 + timedelta(seconds=n) for n in range(10)]
-    received0 = T0.timestamp() + 0.5
+    # The meter's clock ran 5 s fast, then was set right: 15 telegrams a second apart, and after the 5th
+    # the meter's time steps back 5 s and keeps going.
+    base = T0.timestamp()
+    sent = [(T0 + timedelta(seconds=n), base + n - 5 + 0.5) for n in range(5)]
+    sent += [(T0 + timedelta(seconds=n), base + n + 0.5) for n in range(10)]
     lines = []
-    for n, moment in enumerate(meter_times):
-        lines += [line for line in builder.build(telegram_at(moment), received0 + n) if "phase=L1" in line
+    for moment, received in sent:
+        lines += [line for line in builder.build(telegram_at(moment), received) if "phase=L1" in line
                   and line.startswith("voltage")]
     assert len(stored(lines)) == 15
-    # 0..3 are before the last stored time, 4 repeats it: five readings, one episode.
-    assert (builder.clock.stats.backward, builder.clock.stats.repeated, builder.clock.stats.episodes) == (4, 1, 1)
-    fallback = [line for line in lines if ",clock=receive," in line]
-    assert [int(line.rsplit(" ", 1)[1]) for line in fallback] == [int(received0) + n for n in range(5, 10)]
-    assert [line.rsplit(" ", 1)[1] for line in lines if line not in fallback] == [
-        str(int(T0.timestamp()) + n) for n in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    times = [int(line.rsplit(" ", 1)[1]) for line in lines]
+    t0 = int(base)
+    # The five fast readings keep their times; the rest follow them a second apart, marked.
+    assert times == [t0 + n for n in range(15)]
+    assert [("clock_fallback=1i" in line) for line in lines] == [False] * 5 + [True] * 10
+    assert (builder.clock.stats.repeated, builder.clock.stats.episodes) == (0, 1)
+    # A few telegrams lost (as on any line) and the meter's clock is ahead of the last stored time again.
+    gap = builder.build(telegram_at(T0 + timedelta(seconds=20)), base + 20.5)
+    assert gap[0].endswith(f" {t0 + 20}") and not any("clock_fallback" in line for line in gap)
 
 
 def test_the_clock_guard_warns_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
@@ -155,8 +160,8 @@ def test_the_clock_guard_warns_once_per_episode(caplog: pytest.LogCaptureFixture
         placed = [clock.place("m", t, r) for t, r in [(100, 100), (100, 101), (100, 102), (103, 103), (99, 104),
                                                       (98, 105), (106, 106)]]
     assert placed == [(100, False), (101, True), (102, True), (103, False), (104, True), (105, True), (106, False)]
-    assert clock.place("m", 106, 106.2) == (106, True)  # a receive time used before moves on by a second
-    assert clock.place("m", 106, 106.9) == (107, True)
+    assert clock.place("m", 106, 106.2) == (107, True)  # the receive time is taken: a second after the last
+    assert clock.place("m", 106, 1_700_000_000.0) == (108, True)  # a replay's receive time is far off: ignored
     assert (clock.stats.repeated, clock.stats.backward, clock.stats.episodes) == (4, 2, 3)
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 3
 
@@ -165,7 +170,7 @@ def test_receive_time_mode_is_not_guarded() -> None:
     builder = PointBuilder(BRUSSELS, use_receive_time=True)
     first = builder.build(telegram_at(T0), 1_700_000_000.0)
     second = builder.build(telegram_at(T0), 1_700_000_001.0)
-    assert not any("clock=" in line for line in first + second)
+    assert not any("clock_fallback" in line for line in first + second)
     assert builder.clock.stats.repeated == 0
 
 
@@ -205,7 +210,7 @@ def test_run_counts_the_doubtful_readings_in_its_health_state(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     voltage_l1 = [line for line in result.stdout.splitlines() if line.startswith("voltage,") and "phase=L1" in line]
     assert len(stored(voltage_l1)) == 5
-    assert sum(",clock=receive," in line for line in voltage_l1) == 3
+    assert sum("clock_fallback=1i" in line for line in voltage_l1) == 3
     state = json.loads((tmp_path / "spool" / "health.json").read_text(encoding="utf-8"))
     assert (state["meter_clock_repeats"], state["meter_clock_backsteps"], state["implausible_values"]) == (3, 0, 1)
     assert state["stopped_at"] is not None
