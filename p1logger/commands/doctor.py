@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.commands.run import build_pipeline, influx_target, register as register_run
 from p1logger.errors import ConfigError, SourceError
 from p1logger.decode import Telegram
@@ -48,13 +48,14 @@ def main(args: argparse.Namespace) -> int:
         config.check_country(args.country)
         config.check_log_level(args.log_level)
         settings = config.serial_settings(args)
+        keys = config.decryption_keys(args)
         target = influx_target(args)
         _print(True, f"configuration: source {args.source or '(none)'}, InfluxDB {target.url} ({target.api}), "
                f"{target.describe_destination()}")
     except ConfigError as exc:
         _print(False, f"configuration: {exc}")
         return 1
-    problems += not _check_source(args, settings, timestamps)
+    problems += not _check_source(args, settings, timestamps, keys)
     with InfluxSink(target, dead_letter_path=None) as sink:
         for ok, message in sink.check():
             _print(ok, message)
@@ -70,7 +71,8 @@ def main(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
-def _check_source(args: argparse.Namespace, settings: config.SerialSettings, timestamps: TimestampParser) -> bool:
+def _check_source(args: argparse.Namespace, settings: config.SerialSettings, timestamps: TimestampParser,
+                  keys: dlms.Keys | None) -> bool:
     if not args.source:
         _print(False, "source: P1_SOURCE is not set: set it to /dev/ttyUSB0, socket://host:port, file:PATH or simulator")
         return False
@@ -79,7 +81,8 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
     except SourceError as exc:
         _print(False, f"source: {exc}")
         return False
-    reader = TelegramReader(timestamps)
+    reader = TelegramReader(timestamps, keys=keys)
+    encrypted = False
     deadline = time.monotonic() + args.wait_s
     received = 0
     try:
@@ -89,16 +92,25 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
             except EOFError:
                 break
             received += len(data)
+            encrypted = encrypted or (keys is None and dlms.looks_encrypted(data))
             for item in reader.feed(data):
                 if isinstance(item, Telegram):
                     _print(True, f"source: {source.description} sends valid telegrams (meter {item.meter_id})")
                     return True
+            if reader.stats.rejected["decrypt"] >= 2:
+                break  # a wrong key fails every frame: no need to wait for more
     except SourceError as exc:
         _print(False, f"source: {exc}")
         return False
     finally:
         source.close()
-    if received == 0:
+    if reader.stats.rejected["decrypt"]:
+        _print(False, f"source: {dlms.DECRYPTION_FAILED} ({reader.stats.rejected['decrypt']} encrypted frame(s) "
+               "from the meter did not open with it; the key comes from your grid operator)")
+    elif encrypted:
+        _print(False, "source: the meter sends encrypted frames (Luxembourg Smarty, Austrian Sagemcom): set "
+               "P1_DECRYPTION_KEY to the key from your grid operator")
+    elif received == 0:
         _print(False, f"source: nothing arrived from {source.description} in {args.wait_s:.0f} s: is the P1 port "
                "enabled at your grid operator and the cable plugged in?")
     else:

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple, TextIO
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.archive import ArchiveReader, Record, archive_files
 from p1logger.batch import Batcher
 from p1logger.cli import setup_logging
@@ -256,8 +256,10 @@ class Replayer:
         max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES,
         stop: threading.Event | None = None,
         progress: ProgressReport | None = None,
+        keys: dlms.Keys | None = None,
     ) -> None:
         self.sink = sink
+        self.keys = keys
         self.builder = builder
         self.timestamps = timestamps
         self.state = state
@@ -296,7 +298,7 @@ class Replayer:
             return
         if start:
             logger.info("%s: resuming at byte %d", path, start)
-        reader = TelegramReader(self.timestamps, self.max_telegram_bytes)
+        reader = TelegramReader(self.timestamps, self.max_telegram_bytes, keys=self.keys)
         commits = _Commits(start)
         finished = False
         try:
@@ -337,7 +339,10 @@ class Replayer:
             self.stats.files_done += 1
 
     def _lines(self, reader: TelegramReader, record: Record) -> list[str]:
-        if record.valid is False:
+        # An encrypted frame the logger could not open (a wrong key at the time) is tried
+        # again when this replay has a key.
+        retry = self.keys is not None and dlms.parse_frame(record.raw) is not None
+        if record.valid is False and not retry:
             self.stats.rejected += 1
             return []
         lines: list[str] = []
@@ -392,6 +397,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-telegram-bytes", type=int, default=DEFAULT_MAX_TELEGRAM_BYTES,
                         help="longest telegram accepted in a plain capture (default %(default)s)")
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_influx_arguments(parser)
     config.add_logging_arguments(parser)
     parser.set_defaults(func=main)
@@ -418,6 +424,7 @@ def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
     if args.batch_max_points < 1:
         raise ConfigError(f"the batch size must be positive, not {args.batch_max_points}: fix P1_BATCH_MAX_POINTS")
+    keys = config.decryption_keys(args)
     paths = expand_inputs(args.files)
     target = influx_target(args)
     spool_dir = Path(args.spool_dir)
@@ -435,6 +442,7 @@ def main(args: argparse.Namespace) -> int:
         max_telegram_bytes=args.max_telegram_bytes,
         stop=stop,
         progress=progress,
+        keys=keys,
     )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -125,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="pace a file: source at one telegram per second [env P1_REALTIME=1]")
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_timestamps_argument(parser, "the receive time for meters whose clock is wrong")
     add_influx_arguments(parser)
     store = parser.add_argument_group("batching and spool")
@@ -189,6 +190,7 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
     timestamps = TimestampParser(args.timezone)
     config.check_country(args.country)
     settings = config.serial_settings(args)
+    keys = config.decryption_keys(args)
     check_positive("the batch size", args.batch_max_points, "P1_BATCH_MAX_POINTS")
     check_positive("the flush interval", args.flush_interval_s, "P1_FLUSH_INTERVAL_S")
     check_positive("the watchdog", args.watchdog_s, "P1_WATCHDOG_S")
@@ -210,7 +212,7 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
     spool = Spool(spool_dir / SPOOL_FILE, max_bytes=args.spool_max_bytes)
     pipeline = Pipeline(
         open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
-        reader=TelegramReader(timestamps, args.max_telegram_bytes),
+        reader=TelegramReader(timestamps, args.max_telegram_bytes, keys=keys),
         builder=PointBuilder(timestamps.zone, use_receive_time=args.timestamps == "receive"),
         sink=sink,
         spool=spool,
