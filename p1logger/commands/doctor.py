@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 from p1logger import config, dlms
@@ -82,6 +83,8 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
         _print(False, f"source: {exc}")
         return False
     reader = TelegramReader(timestamps, keys=keys)
+    # Doctor says what is wrong in its own words, on stdout; the reader's log line would repeat it.
+    logging.getLogger("p1logger.reader").setLevel(logging.ERROR)
     encrypted = False
     deadline = time.monotonic() + args.wait_s
     received = 0
@@ -105,8 +108,8 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
     finally:
         source.close()
     if reader.stats.rejected["decrypt"]:
-        _print(False, f"source: {dlms.DECRYPTION_FAILED} ({reader.stats.rejected['decrypt']} encrypted frame(s) "
-               "from the meter did not open with it; the key comes from your grid operator)")
+        _print(False, f"source: {dlms.DECRYPTION_FAILED} (the meter's encrypted frames do not open with it; "
+               "the key comes from your grid operator)")
     elif encrypted:
         _print(False, "source: the meter sends encrypted frames (Luxembourg Smarty, Austrian Sagemcom): set "
                "P1_DECRYPTION_KEY to the key from your grid operator")
