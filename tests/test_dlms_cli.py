@@ -230,3 +230,13 @@ def test_replay_opens_frames_the_logger_could_not_with_the_key_it_gets_now(
     with_key = p1logger("replay", "--restart", str(archive), env=env | {"P1_DECRYPTION_KEY": KEY})
     assert (without.returncode, with_key.returncode) == (0, 0), with_key.stderr
     assert stored_counts(influxd, influx_db)["energy"] == COUNT
+
+
+def test_replay_of_a_raw_capture_of_encrypted_frames(influxd: InfluxServer, influx_db: str, tmp_path: Path) -> None:
+    frames = simulated(tmp_path, "frames.bin", "--encryption-key", KEY)
+    env = cli_env(INFLUX_API="v1", INFLUX_URL=influxd.url, INFLUX_BUCKET=influx_db, P1_SPOOL_DIR=tmp_path / "spool",
+                  P1_DECRYPTION_KEY=KEY)
+    result = p1logger("replay", str(frames), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"p1logger replay: {COUNT} telegrams, ")
+    assert stored_counts(influxd, influx_db)["energy"] == COUNT
