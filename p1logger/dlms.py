@@ -233,6 +233,19 @@ class DecryptionError(Exception):
     """The frame does not open with these keys (or was damaged)."""
 
 
+class UnsupportedContent(DecryptionError):
+    """The frame opened, but holds binary DLMS/COSEM data, not a DSMR telegram."""
+
+
+COSEM_CONTENT = ("the frame holds binary DLMS/COSEM data (an Austrian M-Bus meter such as the Kaifa MA309?), "
+                 "which p1logger cannot decode yet: see docs/telegram-format.md")
+
+
+def _is_cosem(plaintext: bytes) -> bool:
+    # data-notification: tag 0F, a 4-byte invoke id, then a date-time (octet string of 12) or none (00)
+    return len(plaintext) > 6 and plaintext[0] == 0x0F and plaintext[5] in (0x00, 0x0C)
+
+
 def _iv(frame: CipherFrame) -> bytes:
     return frame.system_title + frame.frame_counter.to_bytes(FRAME_COUNTER_BYTES, "big")
 
@@ -254,9 +267,13 @@ def decrypt(frame: CipherFrame, keys: Keys) -> bytes:
             decryptor.finalize()
         except InvalidTag:
             raise DecryptionError(f"{DECRYPTION_FAILED} and P1_AUTHENTICATION_KEY (the GCM tag does not match)") from None
+        if _is_cosem(plaintext):
+            raise UnsupportedContent(COSEM_CONTENT)
         return plaintext
     plaintext = decrypt_unverified(frame, keys.decryption)
     if not plaintext.startswith(b"/"):
+        if _is_cosem(plaintext):
+            raise UnsupportedContent(COSEM_CONTENT)
         raise DecryptionError(f"{DECRYPTION_FAILED} (the frame does not decrypt to a telegram)")
     return plaintext
 

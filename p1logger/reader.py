@@ -36,7 +36,8 @@ class Rejected:
     """A telegram (or what was left of one) that did not pass."""
 
     # "crc", "decode", a framing reason ("incomplete", "oversize", "bad_end"), or for an
-    # encrypted frame "decrypt" (wrong key or damaged) and "replay" (frame counter went back)
+    # encrypted frame "decrypt" (wrong key or damaged), "replay" (frame counter went back) and
+    # "unsupported" (it holds binary COSEM data, not a telegram)
     reason: str
     raw: bytes
     detail: str = ""
@@ -121,7 +122,8 @@ class TelegramReader:
         try:
             plaintext = dlms.decrypt(cipher, self.keys)
         except dlms.DecryptionError as exc:
-            failure = Rejected("decrypt", cipher.raw, str(exc))
+            reason = "unsupported" if isinstance(exc, dlms.UnsupportedContent) else "decrypt"
+            failure = Rejected(reason, cipher.raw, str(exc))
         else:
             items = Framer(self.framer.max_telegram_bytes).feed(plaintext)
             if not items and not plaintext.endswith(b"\n"):
@@ -139,7 +141,7 @@ class TelegramReader:
             self.stats.rejected["incomplete"] += 1
             return Rejected("incomplete", cipher.raw, "an encrypted frame was cut short")
         self.stats.rejected[failure.reason] += 1
-        if failure.reason == "decrypt":
+        if failure.reason in ("decrypt", "unsupported"):
             self._log_decryption_failure(failure.detail)
         return failure
 

@@ -91,6 +91,16 @@ def test_published_austrian_kaifa_apdu_decrypts_to_the_published_cosem_payload()
         dlms.decrypt(frame, dlms.Keys(TIROL_KEY))
 
 
+def test_the_published_austrian_m_bus_stream_is_rejected_as_cosem_content_not_as_a_wrong_key() -> None:
+    """The TINETZ example as sent: two M-Bus segments around the APDU (see docs/telegram-format.md)."""
+    tested = reader(dlms.Keys(TIROL_KEY))
+    result = tested.feed(read_hex("smart_meter_tirol__kaifa_example_mbus.hex"))
+    assert [(r.reason, r.detail) for r in result] == [  # type: ignore[union-attr]
+        ("unsupported", "the frame holds binary DLMS/COSEM data (an Austrian M-Bus meter such as the Kaifa MA309?), "
+         "which p1logger cannot decode yet: see docs/telegram-format.md")]
+    assert tested.stats.rejected == {"unsupported": 1}
+
+
 # ------------------------------------------------------------------ building and opening frames
 
 

@@ -33,6 +33,8 @@ class ReadCounts:
 
     def hint(self) -> str:
         """Why nothing valid arrived, in words."""
+        if self.rejected["unsupported"]:
+            return dlms.COSEM_CONTENT
         if self.rejected["decrypt"]:
             return dlms.DECRYPTION_FAILED
         if self.encrypted_seen:

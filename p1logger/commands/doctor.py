@@ -100,14 +100,16 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
                 if isinstance(item, Telegram):
                     _print(True, f"source: {source.description} sends valid telegrams (meter {item.meter_id})")
                     return True
-            if reader.stats.rejected["decrypt"] >= 2:
+            if reader.stats.rejected["decrypt"] + reader.stats.rejected["unsupported"] >= 2:
                 break  # a wrong key fails every frame: no need to wait for more
     except SourceError as exc:
         _print(False, f"source: {exc}")
         return False
     finally:
         source.close()
-    if reader.stats.rejected["decrypt"]:
+    if reader.stats.rejected["unsupported"]:
+        _print(False, f"source: {dlms.COSEM_CONTENT}")
+    elif reader.stats.rejected["decrypt"]:
         _print(False, f"source: {dlms.DECRYPTION_FAILED} (the meter's encrypted frames do not open with it; "
                "the key comes from your grid operator)")
     elif encrypted:
