@@ -69,13 +69,15 @@ def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, countr
         body = item.raw[: item.raw.rfind(b"!") + 1]
         telegram = reader.decoder.decode(body, False, item.raw)
     if telegram is None:
+        # An encrypted frame that did not open is binary: shown as hex.
+        text = item.raw.hex().upper() if not item.raw.isascii() else item.raw.decode("ascii")
         if as_json:
             import json
 
             sys.stdout.write(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
-                                         "raw": item.raw.decode("ascii", "replace")}) + "\n")
+                                         "raw": text}) + "\n")
         else:
-            sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{item.raw.decode('ascii', 'replace')}\n")
+            sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{text}\n")
         return
     sys.stdout.write((render.json_line(telegram, item.reason) if as_json
                       else render.table(telegram, country, f"{item.reason}: {item.detail}") + "\n") + "\n")
