@@ -27,7 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from functools import cache
+from typing import Any, Literal, NamedTuple
 
 from p1logger.errors import ConfigError
 
@@ -246,6 +247,23 @@ def _is_cosem(plaintext: bytes) -> bool:
     return len(plaintext) > 6 and plaintext[0] == 0x0F and plaintext[5] in (0x00, 0x0C)
 
 
+class _Primitives(NamedTuple):
+    Cipher: Any
+    AES: Any
+    GCM: Any
+    CTR: Any
+    InvalidTag: type[Exception]
+
+
+@cache
+def _primitives() -> _Primitives:
+    """cryptography's parts, imported on first use: a logger of plain telegrams never loads it."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return _Primitives(Cipher, algorithms.AES, modes.GCM, modes.CTR, InvalidTag)
+
+
 def _iv(frame: CipherFrame) -> bytes:
     return frame.system_title + frame.frame_counter.to_bytes(FRAME_COUNTER_BYTES, "big")
 
@@ -253,19 +271,15 @@ def _iv(frame: CipherFrame) -> bytes:
 def decrypt(frame: CipherFrame, keys: Keys) -> bytes:
     """The plaintext telegram.  DecryptionError when the tag does not verify (with an
     authentication key) or the result is not a telegram (without one)."""
-    # Imported on first use: a logger of plain telegrams never loads cryptography.
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    iv = _iv(frame)
-    key = algorithms.AES(keys.decryption)
     if keys.authentication is not None and frame.tag:
-        decryptor = Cipher(key, modes.GCM(iv, frame.tag, min_tag_length=GCM_TAG_BYTES)).decryptor()
+        crypto = _primitives()
+        decryptor = crypto.Cipher(crypto.AES(keys.decryption),
+                                  crypto.GCM(_iv(frame), frame.tag, min_tag_length=GCM_TAG_BYTES)).decryptor()
         decryptor.authenticate_additional_data(bytes((frame.security_control,)) + keys.authentication)
         plaintext = decryptor.update(frame.ciphertext)
         try:
             decryptor.finalize()
-        except InvalidTag:
+        except crypto.InvalidTag:
             raise DecryptionError(f"{DECRYPTION_FAILED} and P1_AUTHENTICATION_KEY (the GCM tag does not match)") from None
         if _is_cosem(plaintext):
             raise UnsupportedContent(COSEM_CONTENT)
@@ -280,10 +294,9 @@ def decrypt(frame: CipherFrame, keys: Keys) -> bytes:
 
 def decrypt_unverified(frame: CipherFrame, key: bytes) -> bytes:
     """The ciphertext run through GCM's keystream without checking the tag (whatever it holds)."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
+    crypto = _primitives()
     # GCM's keystream starts at counter block 2; block 1 only masks the tag.
-    decryptor = Cipher(algorithms.AES(key), modes.CTR(_iv(frame) + b"\x00\x00\x00\x02")).decryptor()
+    decryptor = crypto.Cipher(crypto.AES(key), crypto.CTR(_iv(frame) + b"\x00\x00\x00\x02")).decryptor()
     return decryptor.update(frame.ciphertext) + decryptor.finalize()
 
 
@@ -299,12 +312,11 @@ def encrypt(
     Without an authentication key the specification's published key tags the
     frame, as a meter left at its factory setting does.
     """
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
     if len(system_title) != SYSTEM_TITLE_BYTES:
         raise ValueError("a system title is 8 bytes")
+    crypto = _primitives()
     iv = system_title + frame_counter.to_bytes(FRAME_COUNTER_BYTES, "big")
-    encryptor = Cipher(algorithms.AES(keys.decryption), modes.GCM(iv)).encryptor()
+    encryptor = crypto.Cipher(crypto.AES(keys.decryption), crypto.GCM(iv)).encryptor()
     authentication = keys.authentication or SPECIFICATION_AUTHENTICATION_KEY
     encryptor.authenticate_additional_data(bytes((security_control,)) + authentication)
     ciphertext = encryptor.update(plaintext) + encryptor.finalize()

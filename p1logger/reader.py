@@ -132,11 +132,11 @@ class TelegramReader:
             frame = items[0] if len(items) == 1 else None
             if not isinstance(frame, Frame):
                 failure = Rejected("decrypt", cipher.raw, f"{dlms.DECRYPTION_FAILED} (no whole telegram inside)")
-            elif crc.check(frame.body, frame.crc_text) is False:
+            elif (crc_ok := crc.check(frame.body, frame.crc_text)) is False:
                 failure = Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X} "
                                    "in a decrypted frame")
             else:
-                return self._accept(cipher, frame)
+                return self._accept(cipher, frame, crc_ok)
         if self.cipher_framer.cut_short(cipher):
             self.stats.rejected["incomplete"] += 1
             return Rejected("incomplete", cipher.raw, "an encrypted frame was cut short")
@@ -145,7 +145,7 @@ class TelegramReader:
             self._log_decryption_failure(failure.detail)
         return failure
 
-    def _accept(self, cipher: dlms.CipherFrame, frame: Frame) -> Telegram | Rejected:
+    def _accept(self, cipher: dlms.CipherFrame, frame: Frame, crc_ok: bool | None) -> Telegram | Rejected:
         title = cipher.system_title
         last = self._counters.get(title)
         if last is not None and cipher.frame_counter <= last:
@@ -156,7 +156,7 @@ class TelegramReader:
             self._counters.pop(next(iter(self._counters)))
         self._counters[title] = cipher.frame_counter
         self.stats.decrypted += 1
-        return self._check(frame)
+        return self._decode(frame, crc_ok)
 
     def _log_decryption_failure(self, detail: str) -> None:
         now = self._clock()
@@ -173,6 +173,9 @@ class TelegramReader:
         if crc_ok is False:
             self.stats.rejected["crc"] += 1
             return Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X}")
+        return self._decode(frame, crc_ok)
+
+    def _decode(self, frame: Frame, crc_ok: bool | None) -> Telegram | Rejected:
         try:
             telegram = self.decoder.decode(frame.body, crc_ok, frame.raw)
         except DecodeError as exc:
