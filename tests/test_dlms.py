@@ -246,6 +246,27 @@ def test_a_split_at_every_byte_gives_the_same_telegrams() -> None:
     assert [t.raw for t in telegrams(one_by_one)] == PLAIN
 
 
+# ------------------------------------------------------------------ the simulator
+
+
+@pytest.mark.parametrize("profile", ["lu", "be3"])
+def test_the_simulator_sends_the_same_telegrams_encrypted_with_a_rising_counter(profile: str) -> None:
+    from datetime import datetime, timezone
+
+    from p1logger.simulate import SimulatorSource
+
+    start = datetime(2025, 7, 6, 8, 0, tzinfo=timezone.utc)
+    plain = SimulatorSource(profile, start=start, sleep=lambda _s: None)
+    sealed = SimulatorSource(profile, start=start, sleep=lambda _s: None, keys=dlms.Keys(KEY, AUTH))
+    sent = [(plain.read(), sealed.read()) for _ in range(3)]
+    parsed = [dlms.parse_frame(frame) for _, frame in sent]
+    assert [(f.system_title[:3], f.security_control, len(f.tag)) for f in parsed if f] == [(b"SAG", 0x30, 12)] * 3
+    counters = [f.frame_counter for f in parsed if f]
+    assert counters == [counters[0], counters[0] + 1, counters[0] + 2]
+    assert [dlms.decrypt(f, dlms.Keys(KEY, AUTH)) for f in parsed if f] == [text for text, _ in sent]
+    assert sealed.description.endswith(", encrypted")
+
+
 # ------------------------------------------------------------------ keys
 
 

@@ -120,16 +120,18 @@ def test_help_never_shows_a_key(command: str) -> None:
     assert without_secrets(result.stdout, result.stderr) == []
 
 
+@pytest.mark.parametrize("profile", ["lu", "be3"])
 def test_run_with_the_encrypted_simulator_stores_the_same_readings_as_the_plain_one(
-    influxd: InfluxServer, influx_db: str, tmp_path: Path
+    profile: str, influxd: InfluxServer, influx_db: str, tmp_path: Path
 ) -> None:
     encrypted_db = f"t_{uuid.uuid4().hex[:12]}"
     influxd.create_database(encrypted_db)
 
     def run(db: str, spool: str, **settings: str) -> subprocess.CompletedProcess[str]:
-        env = cli_env(P1_SOURCE="simulator", P1_SIMULATOR_COUNT=str(COUNT), P1_SIMULATOR_SPEED="10000",
-                      P1_SIMULATOR_START=START, INFLUX_API="v1", INFLUX_URL=influxd.url, INFLUX_BUCKET=db,
-                      P1_SPOOL_DIR=tmp_path / spool, P1_INSTANCE="crypto", P1_LOG_LEVEL="DEBUG", **settings)
+        env = cli_env(P1_SOURCE="simulator", P1_SIMULATOR_PROFILE=profile, P1_SIMULATOR_COUNT=str(COUNT),
+                      P1_SIMULATOR_SPEED="10000", P1_SIMULATOR_START=START, INFLUX_API="v1", INFLUX_URL=influxd.url,
+                      INFLUX_BUCKET=db, P1_SPOOL_DIR=tmp_path / spool, P1_INSTANCE="crypto", P1_LOG_LEVEL="DEBUG",
+                      P1_TIMEZONE="Europe/Luxembourg" if profile == "lu" else "Europe/Brussels", **settings)
         return p1logger("run", env=env)
 
     plain = run(influx_db, "plain")
