@@ -186,13 +186,15 @@ class CipherFramer:
         """The frame just handed out did not open: if another frame header lies inside it, the
         frame was cut short and reading resumes at that header.  True when one was found."""
         raw = frame.raw
-        at = raw.find(GLO_CIPHERING_TAG, 1)
+        # A lone 0xDB as the last byte (1 frame in 256 with a wrong key) is no evidence.
+        end = len(raw) - 1
+        at = raw.find(GLO_CIPHERING_TAG, 1, end)
         while at >= 0:
             if _header(raw, at, self.max_frame_bytes) is not None:
                 self._buf[:0] = raw[at:]
                 self.stats.cut_short += 1
                 return True
-            at = raw.find(GLO_CIPHERING_TAG, at + 1)
+            at = raw.find(GLO_CIPHERING_TAG, at + 1, end)
         return False
 
 

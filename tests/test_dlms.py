@@ -162,6 +162,14 @@ def test_a_wrong_key_is_one_clear_line_counted_and_rate_limited(caplog: pytest.L
     ]
 
 
+def test_every_frame_under_a_wrong_key_is_counted_as_such_and_nothing_else() -> None:
+    many = [dlms.encrypt(PLAIN[i % 3], dlms.Keys(KEY, AUTH), TITLE, i) for i in range(1, 301)]
+    for keys in (dlms.Keys(bytes(16)), dlms.Keys(KEY, bytes(16))):
+        tested = reader(keys)
+        tested.feed(b"".join(many))
+        assert (tested.stats.rejected, tested.stats.ok, tested.garbage_bytes) == ({"decrypt": 300}, 0, 0)
+
+
 def test_a_wrong_authentication_key_fails_the_tag() -> None:
     result = reader(dlms.Keys(KEY, bytes(16))).feed(frames(dlms.Keys(KEY, AUTH))[0])
     assert [(r.reason, r.detail) for r in result] == [  # type: ignore[union-attr]
