@@ -183,18 +183,22 @@ class CipherFramer:
         return _split(raw, header_bytes)
 
     def cut_short(self, frame: CipherFrame) -> bool:
-        """The frame just handed out did not open: if another frame header lies inside it, the
-        frame was cut short and reading resumes at that header.  True when one was found."""
+        """The frame just handed out did not open: if the same meter's next frame starts inside
+        it, the frame was cut short and reading resumes there.  True when one was found.
+
+        The next frame is recognised by its tag, title length and the same system title
+        (at least the first 4 of those 10 bytes, when it starts near the end), so the
+        bytes of a frame that failed for a wrong key are not taken for one.
+        """
         raw = frame.raw
-        # A lone 0xDB as the last byte (1 frame in 256 with a wrong key) is no evidence.
-        end = len(raw) - 1
-        at = raw.find(GLO_CIPHERING_TAG, 1, end)
+        expected = bytes((GLO_CIPHERING_TAG, SYSTEM_TITLE_BYTES)) + frame.system_title
+        at = raw.find(expected[:4], 1)
         while at >= 0:
-            if _header(raw, at, self.max_frame_bytes) is not None:
+            if expected.startswith(raw[at : at + len(expected)]) and _header(raw, at, self.max_frame_bytes) is not None:
                 self._buf[:0] = raw[at:]
                 self.stats.cut_short += 1
                 return True
-            at = raw.find(GLO_CIPHERING_TAG, at + 1, end)
+            at = raw.find(expected[:4], at + 1)
         return False
 
 

@@ -57,7 +57,8 @@ def test_published_smarty_frame_decrypts_and_its_tag_verifies_with_the_specifica
     raw = read_hex("openhab__smarty_long.hex")
     frame = dlms.parse_frame(raw)
     assert frame is not None
-    assert (frame.system_title, frame.security_control, frame.frame_counter) == (bytes.fromhex("534147677001BD54"), 0x30, 0x05A8E3)
+    assert (frame.system_title, frame.security_control, frame.frame_counter) == (
+        bytes.fromhex("534147677001BD54"), 0x30, 0x05A8E3)
     assert (len(raw), len(frame.ciphertext), len(frame.tag)) == (711, 681, 12)
     expected = (ENCRYPTED / "openhab__smarty_long_plaintext.txt").read_bytes()
 
@@ -211,8 +212,8 @@ def test_a_frame_counter_that_goes_back_is_a_replay() -> None:
     tested = reader(dlms.Keys(KEY))
     result = tested.feed(good[1] + good[1] + good[0] + good[2])
     assert [getattr(r, "reason", "ok") for r in result] == ["ok", "replay", "replay", "ok"]
-    assert result[2].detail == ("frame counter 1000 of meter 5341471100000001 is not above the last one (1001): "  # type: ignore[union-attr]
-                                "a replayed frame")
+    detail = result[2].detail  # type: ignore[union-attr]
+    assert detail == "frame counter 1000 of meter 5341471100000001 is not above the last one (1001): a replayed frame"
     tested.reset()  # a reconnect (or the watchdog) forgets the counters: a meter reset heals
     assert len(telegrams(tested.feed(good[0]))) == 1
 
