@@ -24,12 +24,8 @@ from zoneinfo import ZoneInfo
 
 from p1logger.crc import crc16
 
-if TYPE_CHECKING:
-    from p1logger.dlms import Keys
-
 UTC = timezone.utc
 QUARTER_S = 900
-_COUNTER_EPOCH_S = 1577836800  # 2020-01-01T00:00:00Z
 
 
 @dataclass(frozen=True)
@@ -334,98 +330,3 @@ class MeterModel:
     def next_telegram(self) -> bytes:
         self.advance_to(self.now + timedelta(seconds=1))
         return self.telegram()
-
-
-class SimulatorSource:
-    """``P1_SOURCE=simulator``: the model in-process, one telegram per second of its clock.
-
-    At speed 1 the meter's clock follows the wall clock, so dashboards show "now".
-    """
-
-    def __init__(
-        self,
-        profile: str = "be3",
-        speed: float = 1.0,
-        start: datetime | None = None,
-        seed: int = 1,
-        sleep: Callable[[float], None] = time.sleep,
-        wall_clock: Callable[[], float] = time.time,
-        count: int | None = None,
-        keys: Keys | None = None,
-    ) -> None:
-        if profile not in PROFILES:
-            from p1logger.errors import ConfigError
-
-            raise ConfigError(f"unknown simulator profile {profile!r}: use one of {', '.join(PROFILES)}")
-        if not speed > 0:
-            from p1logger.errors import ConfigError
-
-            raise ConfigError(f"simulator speed must be positive, not {speed}")
-        self.description = f"simulated {PROFILES[profile].description}"
-        self._sleep = sleep
-        self._interval_s = 1.0 / speed
-        begin = start or datetime.fromtimestamp(int(wall_clock()), UTC)
-        self.model = MeterModel(PROFILES[profile], begin, seed)
-        self._first = True
-        self._remaining = count
-        self.keys = keys
-        if keys is not None:
-            self.description += ", encrypted"
-        # Maker code + serial, as a Sagemcom meter's system title is built.
-        self.system_title = b"SAG" + (int(PROFILES[profile].meter_id[-8:]) % (1 << 40)).to_bytes(5, "big")
-
-    def read(self) -> bytes:
-        if self._remaining is not None:
-            if self._remaining <= 0:
-                raise EOFError  # a bounded demo or test run ends like a file
-            self._remaining -= 1
-        if not self._first:
-            self._sleep(self._interval_s)
-            self.model.next_telegram()
-        self._first = False
-        telegram = self.model.telegram()
-        if self.keys is None:
-            return telegram
-        from p1logger.dlms import encrypt
-
-        return encrypt(telegram, self.keys, self.system_title, self.frame_counter())
-
-    def frame_counter(self) -> int:
-        """One more per telegram and never back across restarts: the meter clock's seconds since 2020."""
-        return int(self.model.now.timestamp()) - _COUNTER_EPOCH_S
-
-    def close(self) -> None:
-        pass
-
-
-def simulator_from_env(sleep: Callable[[float], None] = time.sleep) -> SimulatorSource:
-    """``P1_SOURCE=simulator``, tuned by P1_SIMULATOR_PROFILE, _SPEED, _COUNT and _START."""
-    from p1logger.errors import ConfigError
-
-    env = os.environ
-    try:
-        speed = float(env.get("P1_SIMULATOR_SPEED") or 1.0)
-        count = int(env["P1_SIMULATOR_COUNT"]) if env.get("P1_SIMULATOR_COUNT") else None
-        start = datetime.fromisoformat(env["P1_SIMULATOR_START"]) if env.get("P1_SIMULATOR_START") else None
-    except ValueError as exc:
-        raise ConfigError(f"bad simulator setting ({exc}): fix P1_SIMULATOR_SPEED, P1_SIMULATOR_COUNT or "
-                          "P1_SIMULATOR_START (ISO 8601)") from None
-    if start is not None and start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    return SimulatorSource(env.get("P1_SIMULATOR_PROFILE") or "be3", speed=speed, start=start, sleep=sleep,
-                           count=count, keys=simulator_keys(env.get("P1_SIMULATOR_ENCRYPTION_KEY"),
-                                                            env.get("P1_SIMULATOR_AUTHENTICATION_KEY")))
-
-
-def simulator_keys(encryption: str | None, authentication: str | None,
-                   names: tuple[str, str] = ("P1_SIMULATOR_ENCRYPTION_KEY", "P1_SIMULATOR_AUTHENTICATION_KEY"),
-                   ) -> Keys | None:
-    """The simulated meter's keys: with one, it sends encrypted frames."""
-    from p1logger.dlms import Keys, parse_key
-    from p1logger.errors import ConfigError
-
-    if not encryption:
-        if authentication:
-            raise ConfigError(f"{names[1]} is set but {names[0]} is not: set both, or neither")
-        return None
-    return Keys(parse_key(encryption, names[0]), parse_key(authentication, names[1]) if authentication else None)

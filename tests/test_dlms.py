@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from fake_meter import BELGIAN_3PH, DUTCH_DSMR5, fixture, restamped_series
+from helpers.fake_meter import BELGIAN_3PH, DUTCH_DSMR5, fixture, restamped_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -262,7 +262,7 @@ def test_a_split_at_every_byte_gives_the_same_telegrams() -> None:
 def test_the_simulator_sends_the_same_telegrams_encrypted_with_a_rising_counter(profile: str) -> None:
     from datetime import datetime, timezone
 
-    from p1logger.simulate import SimulatorSource
+    from p1logger.inputs.simulator import SimulatorSource
 
     start = datetime(2025, 7, 6, 8, 0, tzinfo=timezone.utc)
     plain = SimulatorSource(profile, start=start, sleep=lambda _s: None)

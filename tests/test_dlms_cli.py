@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from influx_servers import InfluxServer
+from helpers.influx_servers import InfluxServer
 from test_run_cli import cli_env, log_messages, p1logger, stored_counts
 
 KEY = "8A0B1C2D3E4F50617283940A1B2C3D4E"
