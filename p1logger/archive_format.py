@@ -136,6 +136,22 @@ class CaptureParser:
         self.skipped_bytes = 0
 
     def feed(self, data: bytes, eof: bool = False) -> list[ArchivedTelegram]:
+        # Fed up to the end of each "!CRC" line, so that every telegram gets the offset just after
+        # it: a replay stopped after any telegram resumes exactly at the next one.
+        out: list[ArchivedTelegram] = []
+        start = 0
+        while (bang := data.find(b"!", start)) >= 0 and (line_end := data.find(b"\n", bang)) >= 0:
+            out.extend(self._feed_piece(data[start : line_end + 1]))
+            start = line_end + 1
+        out.extend(self._feed_piece(data[start:]))
+        if eof:
+            self.skipped_bytes = (self._framer.stats.garbage_bytes + self._framer.buffered_bytes
+                                  + self._cipher_framer.buffered_bytes)
+        return out
+
+    def _feed_piece(self, data: bytes) -> list[ArchivedTelegram]:
+        if not data:
+            return []
         items: list[tuple[bytes, bool | None]] = []
         for piece in self._cipher_framer.feed(data):
             if isinstance(piece, bytes):
@@ -145,8 +161,5 @@ class CaptureParser:
         self._fed += len(data)
         # The framers do not say where each telegram ended; where the unfinished
         # candidates start is a safe place to resume after everything they gave out.
-        pending = self._framer.buffered_bytes + self._cipher_framer.buffered_bytes
-        resume_at = self._fed - pending
-        if eof:
-            self.skipped_bytes = self._framer.stats.garbage_bytes + pending
+        resume_at = self._fed - self._framer.buffered_bytes - self._cipher_framer.buffered_bytes
         return [ArchivedTelegram(raw, valid, None, resume_at) for raw, valid in items]

@@ -44,6 +44,10 @@ from p1logger.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+
+class SpoolUnavailable(ConfigError):
+    """The spool file cannot be opened for now (a full disk, an I/O error), though nothing is misconfigured."""
+
 DEFAULT_MAX_BYTES = 1 << 30
 # Marks a file as ours in the sqlite header, so a database that belongs to
 # another program is refused instead of being written into.
@@ -142,7 +146,12 @@ class Spool:
             return self._connect()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
-                raise self._storage_error(exc) from None
+                error = self._storage_error(exc)
+                reason = str(exc).lower()
+                writable = os.access(self.path.parent, os.W_OK | os.X_OK)
+                if writable and ("full" in reason or "i/o" in reason):
+                    raise SpoolUnavailable(str(error)) from None
+                raise error from None
             # A file damaged by a power cut must not keep the logger from starting:
             # keep it for a person to look at, and start a fresh spool.
             self._move_aside(exc)
@@ -360,7 +369,10 @@ class Spool:
         with self._lock:
             conn = self._connection()
             try:
-                self._retry_removals(conn)
+                try:
+                    self._retry_removals(conn)
+                except sqlite3.OperationalError:
+                    pass  # still no room: the sent batches stay skipped, and the drain goes on
                 while True:
                     row = conn.execute(
                         "SELECT id, points, payload FROM batches WHERE id > ? ORDER BY id LIMIT 1", (after_id,)
@@ -398,6 +410,10 @@ class Spool:
         with self._lock:
             conn = self._connection()
             try:
+                try:
+                    self._retry_removals(conn)
+                except sqlite3.OperationalError:
+                    pass  # tried again at the next removal
                 return self._remove(conn, batch_id, count_as_dropped=False)
             except sqlite3.DatabaseError as exc:
                 if batch_id in self._acked:

@@ -31,6 +31,7 @@ from helpers.fake_meter import (
     spool_lines,
     wait_for,
 )
+from helpers.processes import StderrLines
 from helpers.influx_servers import InfluxServer, V2Proxy, free_port, http_request
 
 from p1logger.health import Health
@@ -120,24 +121,6 @@ def test_run_with_the_optional_features_keeps_every_core_point(
 
 
 # ------------------------------------------------------------------ (e) SIGTERM
-
-
-class StderrLines:
-    """Collects a child's stderr lines as they come, so a test can wait for one."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        assert process.stderr is not None
-        self._thread = threading.Thread(target=self._collect, args=(process.stderr,), daemon=True)
-        self._thread.start()
-
-    def _collect(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.append(line)
-
-    def text(self) -> str:
-        self._thread.join(timeout=5)
-        return "".join(self.lines)
 
 
 @pytest.mark.slow
