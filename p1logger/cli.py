@@ -12,7 +12,7 @@ from p1logger import __version__
 from p1logger.errors import ConfigError, SourceError
 
 # Each module registers its own subcommand; this list is the only wiring.
-COMMANDS = ("run", "dump", "doctor", "health", "simulate", "capacity", "record", "replay")
+COMMANDS = ("run", "dump", "doctor", "health", "simulate", "capacity", "cost", "prices", "record", "replay")
 
 DESCRIPTION = """\
 Read DSMR P1 telegrams from a smart meter, check them, decode them and store
