@@ -242,3 +242,19 @@ def test_replay_of_a_raw_capture_of_encrypted_frames(influxd: InfluxServer, infl
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"p1logger replay: {COUNT} telegrams, ")
     assert stored_counts(influxd, influx_db)["energy"] == COUNT
+
+
+def test_doctor_in_process_leaves_the_reader_log_as_it_was(tmp_path: Path) -> None:
+    """Doctor quiets the reader's own line about a wrong key while it checks, and only then."""
+    import logging
+
+    from p1logger import cli
+
+    frames = simulated(tmp_path, "frames.bin", "--encryption-key", KEY)
+    reader_log = logging.getLogger("p1logger.reader")
+    before = reader_log.level
+    status = cli.main(["doctor", "--source", f"file:{frames}", "--decryption-key", WRONG, "--influx-api", "v1",
+                       "--influx-url", "http://127.0.0.1:9", "--spool-dir", str(tmp_path / "spool"),
+                       "--wait-s", "5"])
+    assert status == 1
+    assert reader_log.level == before

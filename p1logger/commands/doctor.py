@@ -101,7 +101,9 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
         return False
     reader = TelegramReader(timestamps, keys=keys)
     # Doctor says what is wrong in its own words, on stdout; the reader's log line would repeat it.
-    logging.getLogger("p1logger.reader").setLevel(logging.ERROR)
+    reader_log = logging.getLogger("p1logger.reader")
+    reader_log_level = reader_log.level
+    reader_log.setLevel(logging.ERROR)
     encrypted = False
     deadline = time.monotonic() + args.wait_s
     received = 0
@@ -124,6 +126,7 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
         return False
     finally:
         source.close()
+        reader_log.setLevel(reader_log_level)
     if reader.stats.rejected["unsupported"]:
         _print(False, f"source: {dlms.COSEM_CONTENT}")
     elif reader.stats.rejected["decrypt"]:
