@@ -315,6 +315,12 @@ class Pipeline:
         now = self.clock()
         if not force and now < self._next_health_at:
             return
+        for output in self.outputs:
+            failure = getattr(output, "failure", None)
+            if failure is not None and self.failure is None:
+                # An output's thread died (a bug, logged there): stop, so that a supervisor restarts p1logger.
+                self.failure = failure
+                self.stop_event.set()
         self._next_health_at = now + self.settings.health_interval_s
         self.health.queue_depth = self.queue.qsize()
         self.health.outputs = {output.name: dict(output.health()) for output in self.outputs}

@@ -14,12 +14,9 @@ the decryption stage can be tried end to end without such a meter.
 from __future__ import annotations
 
 import math
-import os
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Callable
 from zoneinfo import ZoneInfo
 
 from p1logger.crc import crc16

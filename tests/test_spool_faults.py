@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_server
 from helpers.fake_meter import (
     DUTCH_DSMR5,
     SocketMeter,
@@ -42,35 +42,70 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
     clean_environment(monkeypatch)
 
 
+class Disk:
+    """Where the spool lives, and a way to make that disk full and free again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def fill(self, output: LineOutput) -> None:
+        raise NotImplementedError
+
+    def free(self, output: LineOutput) -> None:
+        raise NotImplementedError
+
+
+class TmpfsDisk(Disk):
+    """A 3 MiB tmpfs filled with zeros to the last byte: a disk that really is full."""
+
+    def fill(self, output: LineOutput) -> None:
+        self.filler = self.root / "filler"
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for size in (65536, 4096, 1):  # unbuffered, down to the last byte
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    def free(self, output: LineOutput) -> None:
+        self.filler.unlink()
+
+
+class FaultySpoolDisk(Disk):
+    """Without the right to mount: the spool's writes fail as SQLite fails on a full disk (SQLITE_FULL)."""
+
+    def fill(self, output: LineOutput) -> None:
+        spool = output.spool
+        assert spool is not None
+
+        def full(*args: object, **kwargs: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        spool._transaction = full  # type: ignore[method-assign]  # every write goes through a transaction
+
+    def free(self, output: LineOutput) -> None:
+        assert output.spool is not None
+        del output.spool._transaction
+
+
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs: a disk that really fills up."""
+def small_disk(tmp_path: Path) -> Iterator[Disk]:
+    """A small tmpfs when this runs as root (CI), else a fault-injecting stand-in: never skipped."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        require_server("a tmpfs mount (root)", result.stderr.strip() or "mount failed")
+        yield FaultySpoolDisk(mount_point)
+        return
     try:
-        yield mount_point
+        yield TmpfsDisk(mount_point)
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
-def fill(directory: Path) -> Path:
-    """Write zeros until the file system says it is full (unbuffered, down to the last byte)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def backlog_lines(batch: int) -> list[str]:
@@ -79,11 +114,11 @@ def backlog_lines(batch: int) -> list[str]:
 
 @pytest.mark.slow
 def test_a_full_disk_while_a_backlog_drains_does_not_stop_live_data(
-    small_disk: Path, influxd: InfluxServer, influx_db: str, monkeypatch: pytest.MonkeyPatch,
+    small_disk: Disk, influxd: InfluxServer, influx_db: str, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    spool_dir = small_disk / "spool"
+    spool_dir = small_disk.root / "spool"
     with Spool(spool_dir / "influx" / "spool.db") as spool:
         for batch in range(100):
             spool.put(backlog_lines(batch))
@@ -96,7 +131,7 @@ def test_a_full_disk_while_a_backlog_drains_does_not_stop_live_data(
                               "--watchdog-s", "1000")) as pipeline:
             output = pipeline.outputs[0]
             assert isinstance(output, LineOutput)
-            filler = fill(small_disk)
+            small_disk.fill(output)
             influxd.start()
             meter.accept()
             for n, telegram in enumerate(telegrams[:20]):
@@ -104,7 +139,7 @@ def test_a_full_disk_while_a_backlog_drains_does_not_stop_live_data(
                 wait_for(lambda: influxd.count(influx_db, "energy") == n + 1, f"live reading {n} stored")
             wait_for(lambda: influxd.count(influx_db, "power") >= 80 + 100 * 50, "the backlog drained")
             assert output.counters.spool_errors > 0  # the disk really was full
-            filler.unlink()  # space again: the removals that failed are done now
+            small_disk.free(output)  # space again: the removals that failed are done now
             for n, telegram in enumerate(telegrams[20:], start=20):
                 meter.send(telegram)
                 wait_for(lambda: influxd.count(influx_db, "energy") == n + 1, f"live reading {n} stored")

@@ -20,7 +20,6 @@ from p1logger import config
 from p1logger.contracts import Check, Output, RunContext
 from p1logger.errors import ConfigError
 from p1logger.outputs import OutputSpec, selected
-from p1logger.outputs.influx.sink import InfluxSink
 from p1logger.outputs.influx.target import InfluxTarget
 from p1logger.outputs.influx.transports import TRANSPORTS
 from p1logger.outputs.lines import SPOOL_FILE, LineOutput, LineOutputSettings
@@ -113,6 +112,8 @@ def _output(name: str, target: InfluxTarget, context: RunContext) -> Output:
         except OSError as exc:
             raise ConfigError(f"cannot move the old spool into {directory} ({exc.strerror}): "
                               "fix P1_SPOOL_DIR") from None
+    from p1logger.outputs.influx.sink import InfluxSink  # tenacity and the rest: only for a run that writes
+
     # One attempt per write: LineOutput retries from the spool, so nothing waits in memory meanwhile.
     sink = InfluxSink(target, dead_letter_path=directory / DEAD_LETTER_FILE, shutdown=context.shutdown,
                       max_attempts=1)
