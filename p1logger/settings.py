@@ -243,6 +243,14 @@ def topic_prefix(value: str) -> str:
     return value
 
 
+def hex_key(value: str) -> str:
+    cleaned = value.strip()
+    cleaned = cleaned[2:] if cleaned[:2].lower() == "0x" else cleaned
+    if not re.fullmatch(r"[0-9A-Fa-f]{32}", cleaned):
+        raise Invalid("a key of 32 hex digits (16 bytes, as the grid operator gives it)")
+    return cleaned
+
+
 def timezone_name(value: str) -> str:
     expected = "an IANA time zone name such as Europe/Brussels or Europe/Amsterdam"
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -377,6 +385,7 @@ class Setting:
 _SOURCE_COMMANDS = ("run", "doctor", "dump", "record", "capacity", "cost")
 _DECODE_COMMANDS = ("run", "doctor", "dump", "record", "capacity", "cost", "replay")
 _INFLUX_COMMANDS = ("run", "doctor", "replay")
+_KEY_COMMANDS = ("run", "doctor", "dump", "record", "capacity", "replay")
 _RUN = ("run", "doctor")
 
 SETTINGS: tuple[Setting, ...] = (
@@ -494,6 +503,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("P1_REPLAY_STATE", "--state", text("a file name"),
             "progress file for resuming (default: replay-state.json in the spool directory)",
             ("replay",), "replay", bad="\n", metavar="FILE"),
+    # --- encrypted meters (docs/telegram-format.md): no flag default from the environment, so a parsed
+    # namespace printed in a bug report never holds a key; config.decryption_keys reads the variables.
+    Setting("P1_DECRYPTION_KEY", "--decryption-key", hex_key,
+            "encrypted meters (Luxembourg Smarty, Austrian Sagemcom T210-D): the 32-hex-digit key from the grid "
+            "operator; the variable is safer than the flag, which other users can see in ps", _KEY_COMMANDS,
+            "encrypted meters", bad="not-a-key", secret=True, metavar="HEX"),
+    Setting("P1_DECRYPTION_KEY_FILE", "--decryption-key-file", text("a file name"),
+            "file holding the decryption key (Docker secrets)", _KEY_COMMANDS, "encrypted meters", bad="\n",
+            metavar="FILE"),
+    Setting("P1_AUTHENTICATION_KEY", "--authentication-key", hex_key,
+            "optional: with it each encrypted frame's GCM tag is checked; without it the telegram's CRC guards "
+            "the content", _KEY_COMMANDS, "encrypted meters", bad="0x12", secret=True, metavar="HEX"),
+    Setting("P1_AUTHENTICATION_KEY_FILE", "--authentication-key-file", text("a file name"),
+            "file holding the authentication key", _KEY_COMMANDS, "encrypted meters", bad="\n", metavar="FILE"),
+    Setting("P1_SIMULATOR_ENCRYPTION_KEY", "--encryption-key", hex_key,
+            "the simulated meter sends every telegram encrypted with this key, as a Luxembourg Smarty does "
+            "(also for P1_SOURCE=simulator)", ("simulate",), "simulator", bad="xyz", secret=True, metavar="HEX"),
+    Setting("P1_SIMULATOR_AUTHENTICATION_KEY", "--authentication-key", hex_key,
+            "the key the simulated frames' GCM tag is made with (default: the Luxembourg specification's "
+            "published key)", ("simulate",), "simulator", bad="xyz", secret=True, metavar="HEX"),
     # --- energy cost (docs/cost.md)
     Setting("P1_TARIFF_FILE", "--tariff", text("a file name"),
             "the tariff file (TOML) with your contracts' prices (docs/cost.md); for run, doctor and replay, "
@@ -587,11 +616,14 @@ def raw(name: str) -> str | None:
 
 
 def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str,
-        positional: str | None = None, help_suffix: str = "") -> None:
-    """Declare the flags of the named settings; ``positional`` makes the (one) setting a positional argument."""
+        positional: str | None = None, help_suffix: str = "", env_default: bool = True) -> None:
+    """Declare the flags of the named settings; ``positional`` makes the (one) setting a positional argument.
+
+    ``env_default=False``: the flag's default is not taken from the environment (keys: the caller reads the
+    variable with ``value`` when it needs it, so the parsed namespace never holds it)."""
     for name in names:
         setting = BY_ENV[name]
-        found = raw(setting.env)
+        found = raw(setting.env) if env_default else None
         default: Any
         if found is not None:
             default = EnvValue(found)

@@ -107,7 +107,7 @@ def test_replay_and_a_resumed_replay_store_exactly_what_run_stores(
             assert stats.telegrams == TELEGRAMS - 500 and stats.files_done == 1
 
     as_run = everything(influxd, run_db)
-    assert set(as_run) == {"capacity", "current", "energy", "gas", "power", "voltage", "water"}
+    assert set(as_run) == {"capacity", "capacity_history", "current", "energy", "gas", "power", "voltage", "water"}
     assert fields_of(as_run["capacity"]) >= CAPACITY_FIELDS - {"history_peak_kw"} | {"quarter_avg_kw"}
     assert len(as_run["energy"]) == TELEGRAMS
     assert everything(influxd, replay_db) == as_run

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import Rejected, TelegramReader
@@ -33,6 +33,21 @@ class ReadCounts:
     rejected: Counter[str] = field(default_factory=Counter)
     bytes_in: int = 0
     damaged_record_bytes: int = 0  # an archive ('record', 'run --archive'): records cut short by a crash
+    encrypted_seen: bool = False  # encrypted frames arrived while no key was set
+
+    def hint(self) -> str:
+        """Why nothing valid arrived, in words."""
+        if self.rejected["unsupported"]:
+            return dlms.COSEM_CONTENT
+        if self.rejected["decrypt"]:
+            return dlms.DECRYPTION_FAILED
+        if self.encrypted_seen:
+            return ENCRYPTED_HINT
+        return no_valid_telegram_hint(self.rejected)
+
+
+ENCRYPTED_HINT = ("the meter sends encrypted frames (Luxembourg Smarty, Austrian Sagemcom): set P1_DECRYPTION_KEY "
+                  "(or --decryption-key) to the key from your grid operator")
 
 
 def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadCounts) -> Iterator[Telegram | Rejected]:
@@ -56,10 +71,12 @@ def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadC
             first = False
             if data.startswith(MAGIC):
                 archive = ArchiveParser()
+        if reader.keys is None and not counts.valid and not counts.encrypted_seen:
+            counts.encrypted_seen = dlms.looks_encrypted(data)
         chunks = [data] if archive is None else [record.raw for record in archive.feed(data)]
         yield from _feed(reader, chunks, counts)
         if live and counts.valid == 0 and counts.bytes_in > GARBAGE_LIMIT_BYTES:
-            raise SourceError(no_valid_telegram_hint(counts.rejected))
+            raise SourceError(counts.hint())
 
 
 def _feed(reader: TelegramReader, chunks: list[bytes], counts: ReadCounts) -> Iterator[Telegram | Rejected]:

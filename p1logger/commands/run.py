@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     settings_table.add(parser, "P1_SOURCE", "P1_REALTIME")
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_timestamps_argument(parser)
     store = parser.add_argument_group("batching and spool")
     settings_table.add(store, "P1_SPOOL_DIR", "P1_SPOOL_MAX_BYTES", "P1_BATCH_MAX_POINTS", "P1_FLUSH_INTERVAL_S",
@@ -83,6 +84,7 @@ def build_pipeline(
     timestamps = TimestampParser(args.timezone)
     country = config.check_country(args.country)
     settings = config.serial_settings(args)
+    keys = config.decryption_keys(args)
     spool_dir = Path(args.spool_dir)
     shutdown = shutdown or threading.Event()
     use_receive_time = args.timestamps == "receive"
@@ -104,7 +106,7 @@ def build_pipeline(
         raise ConfigError(f"cannot create the spool directory {spool_dir} ({exc.strerror}): fix P1_SPOOL_DIR") from None
     pipeline = Pipeline(
         open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
-        reader=TelegramReader(timestamps, args.max_telegram_bytes),
+        reader=TelegramReader(timestamps, args.max_telegram_bytes, keys=keys),
         builders=builders,
         outputs=outputs,
         settings=PipelineSettings(
