@@ -317,6 +317,7 @@ def test_the_cost_builder_is_on_with_a_tariff_file_and_its_figures_reach_the_rec
 
     monkeypatch.delenv("P1_TARIFF_FILE", raising=False)
     monkeypatch.delenv("P1_CAPACITY_PRICE", raising=False)
+    monkeypatch.setenv("P1_SPOOL_DIR", str(tmp_path / "spool"))  # run's cost checkpoint goes there
     without = cli.build_parser().parse_args(["run", "--source", "file:x"])
     assert [b.name for b in create_builders(without, ZONE, False)] == ["points", "capacity"]
 
@@ -338,6 +339,7 @@ def test_the_cost_builder_is_on_with_a_tariff_file_and_its_figures_reach_the_rec
                 published[time_s] = figures["last_quarter_total_eur"]  # type: ignore[assignment]
     assert len(totals) > 200
     assert published == totals
+    assert (tmp_path / "spool" / "cost" / "checkpoint.json").exists()
 
 
 def test_the_tariff_files_capacity_price_is_used_when_none_is_set(tmp_path: Path,
@@ -379,3 +381,143 @@ def test_an_archive_gives_the_same_cost_as_the_recording(
         results.append(json.loads(capsys.readouterr().out))
     assert results[0] == results[1]
     assert results[0]["quarters"] == 6 * 96 + 92
+
+
+# --------------------------------------------------------------------------- a restart of run
+
+
+def _stored(lines: list[str]) -> dict[int, dict[str, float]]:
+    """cost lines -> {time: fields}, as InfluxDB keeps them: a later point with the same time replaces one."""
+    points: dict[int, dict[str, float]] = {}
+    for text in lines:
+        head, _, time_s = text.rpartition(" ")
+        fields = head.split(" ", 1)[1]
+        values = {k: float(v) for k, v in (pair.split("=") for pair in fields.split(","))}
+        if int(time_s) in points:
+            assert points[int(time_s)] == values  # written again unchanged, never a different value
+        points[int(time_s)] = values
+    return points
+
+
+def test_a_restart_goes_on_from_the_checkpoint_without_losing_or_doubling(week: Week, tmp_path: Path) -> None:
+    from helpers.cost_week import by_quarter
+
+    from p1logger.cost import CheckpointFile
+    from p1logger.tariff import load_tariff
+
+    tariff_path = tariff_files(tmp_path / "t", "dynamic")
+    checkpoint = CheckpointFile(tmp_path / "spool" / "cost" / "checkpoint.json")
+    decoded = telegrams(week.raw)[:289]  # Monday, 00:00 to 24:00
+    assert int(decoded[-1].timestamp.timestamp()) == int(WEEK_START.timestamp()) + 86400
+    # The logger stops after 10:40 (mid-quarter) and is back at 11:05: the telegrams of 10:45-11:00 are lost.
+    before, after = decoded[:129], decoded[133:]
+    first = CostTracker(load_tariff(tariff_path, ZONE), ZONE, checkpoint=checkpoint)
+    lines = [line for t in before for line in first.build(t, 0.0)]
+    assert checkpoint.path.exists()
+    second = CostTracker(load_tariff(tariff_path, ZONE), ZONE, checkpoint=checkpoint)
+    at_2345 = None
+    for telegram in after:
+        lines += second.build(telegram, 0.0)
+        if telegram is decoded[285]:  # 23:45
+            at_2345 = second.figures()
+    points = _stored(lines)
+
+    # Expected: the day as if the telegrams from the last checkpoint (10:30, the last quarter's end) to the
+    # restart had never been sent: the counters give that energy exactly, shared over 10:30-11:05 by time.
+    seen = week.seen[:127] + week.seen[133:289]
+    expected = by_quarter(seen, SCENARIOS["dynamic"][1])
+    assert sorted(points) == sorted(expected) and len(points) == 96
+    for start, hand in expected.items():
+        for key in ("import_kwh", "export_kwh", *EUR_KEYS):
+            assert abs(points[start][key] - hand[key]) <= 1e-6, (start, key)
+    # Nothing lost: the day's import is the counters' difference.
+    assert sum(p["import_kwh"] for p in points.values()) == pytest.approx(
+        sum(seen[-1].imports.values()) - sum(seen[0].imports.values()), abs=1e-5)
+    # Today's running total went on too: at 23:45 it is the day's cost but the last quarter's energy.
+    figures = at_2345
+    assert figures is not None
+    day_total = sum(p["total_eur"] for p in points.values())
+    assert figures["today_total_eur"] == pytest.approx(day_total - points[max(points)]["total_eur"]
+                                                       + DYNAMIC["fixed"] * 1.06 / 96, abs=1e-5)
+
+    # Without a checkpoint the quarter of the restart would have lost its part before 10:45.
+    bare = CostTracker(load_tariff(tariff_path, ZONE), ZONE)
+    lost = _stored([line for t in after for line in bare.build(t, 0.0)])
+    restart_quarter = int(datetime(2026, 3, 23, 10, 45, tzinfo=ZONE).timestamp())
+    assert restart_quarter not in lost and restart_quarter in points
+
+
+def test_a_checkpoint_that_does_not_continue_is_not_used(week: Week, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from p1logger.cost import CheckpointFile
+    from p1logger.tariff import load_tariff
+
+    tariff = load_tariff(tariff_files(tmp_path / "t", "fixed"), ZONE)
+    decoded = telegrams(week.raw)[:40]
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.json")
+    first = CostTracker(tariff, ZONE, checkpoint=checkpoint)
+    for telegram in decoded[:20]:
+        first.build(telegram, 0.0)
+    caplog.set_level("INFO", logger="p1logger.cost")
+    # Started again on older telegrams (a file run again): a fresh start, nothing counted from the checkpoint.
+    again = CostTracker(tariff, ZONE, checkpoint=checkpoint, on_quarter=(summary := CostSummary(ZONE)).add)
+    for telegram in decoded[:7]:
+        again.build(telegram, 0.0)
+    assert summary.total.quarters == 2
+    assert summary.total.import_kwh == pytest.approx(sum(week.seen[6].imports.values())
+                                                     - sum(week.seen[0].imports.values()), abs=1e-9)
+    assert "is not older than the first telegram" in caplog.text
+    # Another meter's checkpoint, and a damaged one: ignored with a line in the log.
+    state = first.state()
+    state["meter"] = "OTHER"
+    checkpoint.path.write_text(json.dumps(state), encoding="utf-8")
+    CostTracker(tariff, ZONE, checkpoint=checkpoint).build(decoded[30], 0.0)
+    assert "the cost checkpoint is for meter OTHER, not 1SAG1100000001" in caplog.text
+    state = first.state()
+    del state["imports"]
+    checkpoint.path.write_text(json.dumps(state), encoding="utf-8")
+    damaged = CostTracker(tariff, ZONE, checkpoint=checkpoint)
+    damaged.build(decoded[30], 0.0)
+    assert "the cost checkpoint is damaged" in caplog.text
+    assert damaged.figures()["quarter_import_kwh"] == 0.0  # type: ignore[index]
+    checkpoint.path.write_text("{not json", encoding="utf-8")
+    assert CheckpointFile(checkpoint.path).load() is None
+    # A checkpoint that cannot be written is a warning, once; the cost goes on.
+    blocked = CheckpointFile(tmp_path / "file" / "checkpoint.json")
+    (tmp_path / "file").write_text("not a folder")
+    caplog.clear()
+    stuck = CostTracker(tariff, ZONE, checkpoint=blocked, on_quarter=(summary := CostSummary(ZONE)).add)
+    for telegram in decoded:
+        stuck.build(telegram, 0.0)
+    assert summary.total.quarters == 13
+    written = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(written) == 1
+    assert written[0].startswith(f"cannot write the cost checkpoint {blocked.path} (")
+    assert written[0].endswith("): a restart now would lose the cost of the quarter in progress")
+
+
+@pytest.mark.slow
+def test_run_stopped_and_started_again_stores_every_quarter_once(
+    week: Week, influxd: InfluxServer, influx_db: str, tmp_path: Path
+) -> None:
+    """Two ``p1logger run`` with one spool folder: the second goes on where the first stopped."""
+    from helpers.cost_week import by_quarter
+
+    monday = week.raw.split(b"/")
+    frames = [b"/" + part for part in monday if part][:289]
+    tariff = tariff_files(tmp_path / "tariff", "switch")
+    env = cli_env(INFLUX_API="v1", INFLUX_URL=influxd.url, INFLUX_BUCKET=influx_db, P1_SPOOL_DIR=tmp_path / "spool",
+                  P1_TIMEZONE=ZONE_NAME, P1_TARIFF_FILE=tariff)
+    for name, part in (("first", frames[:129]), ("second", frames[133:])):
+        (tmp_path / name).write_bytes(b"".join(part))
+        result = p1logger("run", env={**env, "P1_SOURCE": f"file:{tmp_path / name}"}, timeout_s=120)
+        assert result.returncode == 0, result.stderr
+    assert "cost goes on from the checkpoint of 2026-03-23T10:30+01:00 (1 quarter(s) not yet stored)" in \
+        log_messages(result.stderr)
+    rows = influxd.rows(influx_db, "cost")
+    expected = by_quarter(week.seen[:127] + week.seen[133:289], SCENARIOS["switch"][1])
+    assert [row["time"] for row in rows] == sorted(expected)
+    for row in rows:
+        for key in EUR_KEYS:
+            assert abs(row[key] - expected[row["time"]][key]) <= 1e-6, (row["time"], key)
+    assert abs(sum(row["total_eur"] for row in rows) - sum(q["total_eur"] for q in expected.values())) <= CENT
