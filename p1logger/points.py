@@ -16,6 +16,7 @@ from typing import Literal, Mapping
 from zoneinfo import ZoneInfo
 
 from p1logger.decode import HistoryEntry, Reading, Telegram
+from p1logger.guards import PLAUSIBLE, MeterClock
 from p1logger.obis import MBUS_DEVICE_TYPES
 
 FieldType = Literal["float", "int"]
@@ -33,15 +34,21 @@ def _floats(*names: str) -> dict[str, FieldType]:
 
 _TARIFFS = ("t1", "t2", "t3", "t4", "t5")
 
+# Written (as 1) only on the points of a telegram whose meter clock stood still or stepped back
+# (guards.MeterClock), stored at the receive time instead of the meter's. A field, not a tag: InfluxDB 3
+# fixes a measurement's tags at its first write.
+CLOCK_FALLBACK: dict[str, FieldType] = {"clock_fallback": "int"}
+
 SCHEMA: dict[str, Measurement] = {
-    "power": Measurement(_floats("import_w", "export_w"), frozenset({"meter", "phase"})),
-    "voltage": Measurement(_floats("voltage_v"), frozenset({"meter", "phase"})),
-    "current": Measurement(_floats("current_a"), frozenset({"meter", "phase"})),
+    "power": Measurement({**_floats("import_w", "export_w"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
+    "voltage": Measurement({**_floats("voltage_v"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
+    "current": Measurement({**_floats("current_a"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
     "energy": Measurement(
         {
             **_floats(*(f"{d}_{t}_kwh" for d in ("import", "export") for t in _TARIFFS)),
             **_floats("import_total_kwh", "export_total_kwh"),
             "active_tariff": "int",
+            **CLOCK_FALLBACK,
         },
         frozenset({"meter"}),
     ),
@@ -51,13 +58,22 @@ SCHEMA: dict[str, Measurement] = {
     "cooling": Measurement(_floats("energy_gj"), frozenset({"meter", "channel", "device"})),
     "capacity": Measurement(
         {
-            **_floats("demand_kw", "month_peak_kw", "history_peak_kw"),
+            **_floats("demand_kw", "month_peak_kw"),
             **_floats("export_demand_kw", "export_month_peak_kw"),
             **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
+            **CLOCK_FALLBACK,
         },
-        frozenset({"meter", "month"}),
+        frozenset({"meter"}),
+    ),
+    # Its own measurement because only these points carry a month: InfluxDB 3
+    # fixes a table's tags at its first write.
+    "capacity_history": Measurement(_floats("history_peak_kw"), frozenset({"meter", "month"})),
+    "cost": Measurement(
+        _floats("import_kwh", "export_kwh", "gas_m3", "water_m3", "import_eur", "export_eur", "gas_eur", "water_eur",
+                "fixed_eur", "total_eur", "import_price_eur_per_kwh", "export_price_eur_per_kwh"),
+        frozenset({"meter"}),
     ),
     "p1logger": Measurement(
         {
@@ -74,6 +90,10 @@ SCHEMA: dict[str, Measurement] = {
     ),
 }
 
+TOTAL_PHASE = "total"
+# The device tag of an M-Bus device that sends no equipment id.
+UNKNOWN_DEVICE = "unknown"
+
 # Unit conversions into the unit a field's name carries: the one place units are converted.
 # Nordic and Baltic meters send W, Wh, MWh, kV, kA and GJ as well as the DSMR units.
 _TO_W = {"kW": 1000.0, "W": 1.0, "MW": 1_000_000.0}
@@ -88,10 +108,12 @@ UNITS_W = _TO_W
 UNITS_KWH = _TO_KWH
 
 # OBIS -> (measurement, field, phase tag, unit conversion).  Objects that share a
-# measurement and phase end up as fields of one line.
+# measurement and phase end up as fields of one line.  Every point of a
+# measurement carries the same tags (InfluxDB 3 fixes a table's tags at its
+# first write), so the totals are phase "total", not a missing phase.
 INSTANT_MAP: dict[str, tuple[str, str, str | None, Mapping[str, float]]] = {
-    "1-0:1.7.0": ("power", "import_w", None, _TO_W),
-    "1-0:2.7.0": ("power", "export_w", None, _TO_W),
+    "1-0:1.7.0": ("power", "import_w", TOTAL_PHASE, _TO_W),
+    "1-0:2.7.0": ("power", "export_w", TOTAL_PHASE, _TO_W),
     "1-0:21.7.0": ("power", "import_w", "L1", _TO_W),
     "1-0:41.7.0": ("power", "import_w", "L2", _TO_W),
     "1-0:61.7.0": ("power", "import_w", "L3", _TO_W),
@@ -187,6 +209,64 @@ def _epoch_s(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def fill_totals(energy: dict[str, float | int]) -> None:
+    """Add the import and export totals a meter does not send: the sum of the tariffs it does send."""
+    for total, parts in _TOTALS.items():
+        if total not in energy:
+            present = [energy[p] for p in parts if p in energy]
+            if present:
+                energy[total] = round(sum(present), 6)
+
+
+@dataclass(frozen=True, slots=True)
+class MbusReading:
+    """One M-Bus device's reading, converted to the unit its field name carries."""
+
+    measurement: str  # gas, water or heat
+    field: str
+    channel: str
+    device: str | None
+    value: float
+    time: datetime  # the capture time
+
+
+def mbus_readings(telegram: Telegram) -> list[MbusReading]:
+    """The readings of the M-Bus devices that carry a capture time (one without cannot be placed honestly)."""
+    found: list[MbusReading] = []
+    for channel, (device_type, device_id) in telegram.mbus_devices().items():
+        reading = None
+        for suffix in _MBUS_READING_SUFFIXES:
+            reading = telegram.fields.get(f"0-{channel}{suffix}")
+            if reading is not None:
+                break
+        if reading is None or reading.time is None:
+            continue
+        measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
+        if measurement is None:
+            measurement = _MBUS_BY_UNIT.get(reading.unit or "")
+        if measurement is None:
+            continue
+        field_name, units = _MBUS_FIELDS[measurement]
+        value = convert_reading(reading, units)
+        if value is None:
+            continue
+        found.append(MbusReading(measurement, field_name, channel, device_id, value, reading.time))
+    return found
+
+
+# Conversions by the unit suffix of a field name (``power_w`` -> "w"), for outputs
+# that name their own fields (MQTT) but must convert exactly as the points do.
+UNITS_BY_SUFFIX: dict[str, Mapping[str, float]] = {
+    "w": _TO_W,
+    "kw": _TO_KW,
+    "kwh": _TO_KWH,
+    "v": _SAME_V,
+    "a": _SAME_A,
+    "m3": _TO_M3,
+    "gj": _TO_GJ,
+}
+
+
 class PointBuilder:
     """Turns telegrams into line protocol.  One instance per meter stream (a `contracts.Builder`)."""
 
@@ -202,17 +282,20 @@ class PointBuilder:
         self._last_history: tuple[HistoryEntry, ...] | None = None
         self._prefixes: dict[tuple[str, str, str | None], str] = {}
         self._factors: dict[tuple[str, str | None], float] = {}
+        self.clock = MeterClock()
+        self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
 
     def figures(self) -> None:
         """The readings themselves are the record's telegram; nothing is derived here."""
         return None
 
     def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        meter = telegram.meter_id
+        fallback = False
         if telegram.timestamp is not None and not self.use_receive_time:
-            time_s = _epoch_s(telegram.timestamp)
+            time_s, fallback = self.clock.place(meter, _epoch_s(telegram.timestamp), received_at_s)
         else:
             time_s = int(received_at_s)
-        meter = telegram.meter_id
         fields = telegram.fields
         grouped: dict[tuple[str, str | None], dict[str, float | int]] = {}
         factors = self._factors
@@ -234,6 +317,9 @@ class PointBuilder:
                 factors[(obis, unit)] = factor
             if factor != 1.0:
                 value = round(value * factor, 9)  # type: ignore[operator]
+            limits = PLAUSIBLE.get(target[1])
+            if limits is not None and not limits[0] <= value <= limits[1]:  # type: ignore[operator]
+                self.implausible_values += 1
             key = (target[0], target[2])
             group = grouped.get(key)
             if group is None:
@@ -241,15 +327,14 @@ class PointBuilder:
             group[target[1]] = value  # type: ignore[assignment]
         energy = grouped.get(("energy", None))
         if energy is not None:
-            for total, parts in _TOTALS.items():
-                if total not in energy:
-                    present = [energy[p] for p in parts if p in energy]
-                    if present:
-                        energy[total] = round(sum(present), 6)
+            fill_totals(energy)
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
 
+        if fallback:
+            for values in grouped.values():
+                values["clock_fallback"] = 1
         lines: list[str] = []
         suffix = f" {time_s}"
         for (measurement, phase), values in grouped.items():
@@ -272,30 +357,14 @@ class PointBuilder:
         return prefix
 
     def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
-        for channel, (device_type, device_id) in telegram.mbus_devices().items():
-            reading = None
-            for suffix in _MBUS_READING_SUFFIXES:
-                reading = telegram.fields.get(f"0-{channel}{suffix}")
-                if reading is not None:
-                    break
-            if reading is None or reading.time is None:
-                continue  # no capture time: the reading cannot be placed in time honestly
-            measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
-            if measurement is None:
-                measurement = _MBUS_BY_UNIT.get(reading.unit or "")
-            if measurement is None:
-                continue
-            field_name, units = _MBUS_FIELDS[measurement]
-            value = convert_reading(reading, units)
-            if value is None:
-                continue
+        for reading in mbus_readings(telegram):
             capture_s = _epoch_s(reading.time)
-            key = (measurement, channel)
+            key = (reading.measurement, reading.channel)
             if self._last_capture.get(key) == capture_s:
                 continue
             self._last_capture[key] = capture_s
-            tags = {"meter": meter, "channel": channel, "device": device_id or ""}
-            lines.append(line(measurement, tags, {field_name: value}, capture_s))
+            tags = {"meter": meter, "channel": reading.channel, "device": reading.device or UNKNOWN_DEVICE}
+            lines.append(line(reading.measurement, tags, {reading.field: reading.value}, capture_s))
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
         peak = fields.get(MONTH_PEAK_OBIS)
@@ -326,7 +395,7 @@ class PointBuilder:
                 continue
             when = entry.time if entry.time is not None else self.month_start(entry.month)
             tags = {"meter": meter, "month": entry.month}
-            lines.append(line("capacity", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
+            lines.append(line("capacity_history", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
 
     def month_start(self, month: str) -> datetime:
         """00:00 local time on the first day of ``YYYY-MM``, in UTC."""

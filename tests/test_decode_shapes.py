@@ -255,7 +255,7 @@ def test_nordic_values_without_a_star_and_their_units_are_converted_when_stored(
     lines = PointBuilder(ZoneInfo("Europe/Vilnius")).build(telegram, 0.0)
     assert lines == [
         f"energy,meter=TST5\\SHAPES import_total_kwh=6678.394,export_total_kwh=1234.567,import_t1_kwh=12500.0 {time_s}",
-        f"power,meter=TST5\\SHAPES import_w=1727.0 {time_s}",
+        f"power,meter=TST5\\SHAPES,phase=total import_w=1727.0 {time_s}",
         f"voltage,meter=TST5\\SHAPES,phase=L1 voltage_v=242.0 {time_s}",
         f"current,meter=TST5\\SHAPES,phase=L1 current_a=5.0 {time_s}",
     ]

@@ -11,8 +11,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from p1logger import settings
 from p1logger.errors import ConfigError
-from p1logger.inputs.simulator import SimulatorSource
+from p1logger.inputs.simulator import SimulatorSource, simulator_keys
 from p1logger.simulate import PROFILES
 
 logger = logging.getLogger(__name__)
@@ -29,20 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         epilog="examples:\n  p1logger simulate | p1logger dump --input -\n"
         "  p1logger simulate --tcp 127.0.0.1:2001      # then P1_SOURCE=socket://127.0.0.1:2001\n"
         "  p1logger simulate --pty                     # prints the device path to use\n"
-        "  p1logger simulate --speed 3600 --count 86400 > day.txt   # a day, fast",
+        "  p1logger simulate --speed 3600 --count 86400 > day.txt   # a day, fast\n"
+        "  p1logger simulate --encryption-key $KEY --count 10 > frames.bin   # an encrypted meter",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("P1_SIMULATOR_PROFILE", "be3"),
-                        help="which meter to imitate (default %(default)s) [env P1_SIMULATOR_PROFILE]")
+    settings.add(parser, "P1_SIMULATOR_PROFILE")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--tcp", metavar="HOST:PORT", help="serve telegrams to TCP clients (read with socket://HOST:PORT)")
     target.add_argument("--pty", action="store_true", help="write to a new pseudo-terminal and print its path")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="telegrams per second of wall time; the meter clock still advances 1 s per telegram "
-                        "(default %(default)s)")
-    parser.add_argument("--count", type=int, default=0, help="stop after this many telegrams (default: never)")
-    parser.add_argument("--start", help="the meter clock's start, ISO 8601 (default: now)")
+    settings.add(parser, "P1_SIMULATOR_SPEED", "P1_SIMULATOR_COUNT", "P1_SIMULATOR_START")
     parser.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same telegrams")
+    settings.add(parser.add_argument_group("an encrypted meter (as in Luxembourg and Austria)"),
+                 "P1_SIMULATOR_ENCRYPTION_KEY", "P1_SIMULATOR_AUTHENTICATION_KEY", env_default=False)
     parser.set_defaults(func=main)
 
 
@@ -57,7 +56,10 @@ def _start(text: str | None) -> datetime | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    source = SimulatorSource(args.profile, speed=args.speed, start=_start(args.start), seed=args.seed)
+    keys = simulator_keys(args.encryption_key or settings.value("P1_SIMULATOR_ENCRYPTION_KEY"),
+                          args.authentication_key or settings.value("P1_SIMULATOR_AUTHENTICATION_KEY"),
+                          ("--encryption-key", "--authentication-key"))
+    source = SimulatorSource(args.profile, speed=args.speed, start=_start(args.start), seed=args.seed, keys=keys)
     if args.tcp:
         return _serve_tcp(source, args.tcp, args.count)
     if args.pty:
