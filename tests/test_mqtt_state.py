@@ -117,7 +117,7 @@ def test_a_reading_in_a_unit_that_cannot_be_converted_is_left_out() -> None:
     t = telegram("ndokter_dsmr_parser__fluvius_v171.txt")
     from p1logger.decode import Reading
 
-    t.fields["1-0:1.7.0"] = Reading(1.5, "MW")
+    t.fields["1-0:1.7.0"] = Reading(1.5, "kVA")  # MW is converted since issue #14; kVA is not power
     assert "power_import_w" not in state.telegram_state(t)
 
 
