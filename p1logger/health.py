@@ -18,6 +18,12 @@ from typing import Any, Callable
 STATE_FILE = "health.json"
 
 
+def default_spool_dir() -> str:
+    """Where run keeps its spool and health state unless told otherwise (XDG state directory)."""
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state_home, "p1logger")
+
+
 @dataclass
 class Health:
     """Counters the reader and writer threads update; plain ints are atomic enough under the GIL."""

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from p1logger import config
-from p1logger.commands.run import default_spool_dir
-from p1logger.health import check_state
+from p1logger.health import check_state, default_spool_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -17,6 +17,7 @@ from typing import Callable
 from p1logger import config
 from p1logger.cli import setup_logging
 from p1logger.errors import ConfigError
+from p1logger.health import default_spool_dir
 from p1logger.pipeline import LineBuilder, Pipeline, PipelineSettings, RawObserver, Sink
 from p1logger.points import PointBuilder
 from p1logger.reader import TelegramReader
@@ -30,11 +31,6 @@ logger = logging.getLogger(__name__)
 SPOOL_FILE = "spool.db"
 LIVE_WRITE_ATTEMPTS = 3
 DEAD_LETTER_FILE = "dead-letter.lp"
-
-
-def default_spool_dir() -> str:
-    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state_home, "p1logger")
 
 
 def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
