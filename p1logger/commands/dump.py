@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import BinaryIO
 
 from p1logger import config, render
 from p1logger.decode import Telegram
@@ -39,19 +40,29 @@ def main(args: argparse.Namespace) -> int:
     country = config.check_country(args.country)
     source, live = open_input(args)
     reader = TelegramReader(timestamps, args.max_telegram_bytes)
-    out = sys.stdout
-    as_json = args.format == "json"
+    show: _JsonShow | _TableShow
+    if args.format == "json":
+        # Bytes straight to the binary stream: no text layer to encode each line again.
+        show = json_show = _JsonShow(sys.stdout.buffer, render.JsonLines())
+        flush = json_show.flush
+    else:
+        show = _TableShow(country)
+        flush = sys.stdout.flush
     counts = ReadCounts()
     try:
+        shown = counts.valid
         for item in read_items(source, reader, live, counts):
             if isinstance(item, Telegram):
-                out.write((render.json_line(item) if as_json else render.table(item, country) + "\n") + "\n")
+                show(item, None)
                 if args.once:
                     break
             elif args.all:
-                _show_rejected(item, reader, as_json, country)
+                _show_rejected(item, reader, show)
+            if live and counts.valid != shown:
+                shown = counts.valid
+                flush()  # a person or a pipe is waiting for each telegram
     finally:
-        out.flush()
+        flush()
         source.close()
     line = summary("dump", counts, reader.garbage_bytes)
     if line:
@@ -61,19 +72,57 @@ def main(args: argparse.Namespace) -> int:
     return 0 if counts.valid else 1
 
 
-def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, country: str) -> None:
-    telegram = None
+class _JsonShow:
+    """Writes JSON Lines in blocks of about 64 KiB: one system call per telegram would cost more than encoding it."""
+
+    def __init__(self, out: BinaryIO, lines: render.JsonLines) -> None:
+        self.out, self.lines = out, lines
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+
+    def __call__(self, telegram: Telegram, rejected: str | None) -> None:
+        self._add(self.lines.line(telegram, rejected))
+
+    def _add(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= 65536:
+            self.out.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
+
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
+        self.out.flush()
+
+    def unreadable(self, item: Rejected) -> None:
+        import json
+
+        self._add(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
+                              "raw": item.raw.decode("ascii", "replace")}).encode() + b"\n")
+
+
+class _TableShow:
+    def __init__(self, country: str) -> None:
+        self.country = country
+
+    def __call__(self, telegram: Telegram, rejected: str | None) -> None:
+        sys.stdout.write(render.table(telegram, self.country, rejected) + "\n\n")
+
+    def unreadable(self, item: Rejected) -> None:
+        sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{item.raw.decode('ascii', 'replace')}\n")
+
+
+def _show_rejected(item: Rejected, reader: TelegramReader, show: _JsonShow | _TableShow) -> None:
     if item.reason == "crc":
         body = item.raw[: item.raw.rfind(b"!") + 1]
         telegram = reader.decoder.decode(body, False, item.raw)
-    if telegram is None:
-        if as_json:
-            import json
-
-            sys.stdout.write(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
-                                         "raw": item.raw.decode("ascii", "replace")}) + "\n")
+        if isinstance(show, _JsonShow):
+            show(telegram, item.reason)
         else:
-            sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{item.raw.decode('ascii', 'replace')}\n")
+            show(telegram, f"{item.reason}: {item.detail}")
         return
-    sys.stdout.write((render.json_line(telegram, item.reason) if as_json
-                      else render.table(telegram, country, f"{item.reason}: {item.detail}") + "\n") + "\n")
+    show.unreadable(item)
