@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from influx_servers import InfluxServer, find_influxd, http_request  # noqa: E402
+from helpers.influx_servers import InfluxServer, find_influxd, http_request  # noqa: E402
 
 from p1logger import cli  # noqa: E402
 from p1logger.commands.run import build_pipeline  # noqa: E402
 from p1logger.decode import Telegram  # noqa: E402
-from p1logger.pipeline import LineBuilder  # noqa: E402
+from p1logger.contracts import Builder as LineBuilder  # noqa: E402
 from p1logger.points import PointBuilder  # noqa: E402
 from p1logger.reader import TelegramReader  # noqa: E402
 from p1logger.simulate import PROFILES, MeterModel  # noqa: E402
@@ -109,13 +109,11 @@ def main() -> None:
         # 1. decode + points, as run wires it, then the core alone.
         run_args = cli.build_parser().parse_args(
             ["run", "--source", f"file:{day}", "--influx-api", "v1", "--spool-dir", str(root / "bench-spool")])
-        pipeline, context = build_pipeline(run_args)
-        wired: list[PointBuilder | LineBuilder] = [pipeline.builder, *pipeline.extra_builders]
+        pipeline, _ = build_pipeline(run_args)
+        wired: list[PointBuilder | LineBuilder] = list(pipeline.builders)
         run_counts = decode_and_points(blob, pipeline.reader, wired)
-        for close in context.closers:
-            close()
-        pipeline.sink.close()
-        pipeline.spool.close()
+        for output in pipeline.outputs:
+            output.close(0.0)
         core_counts = decode_and_points(blob, TelegramReader(pipeline.reader.timestamps),
                                         [PointBuilder(pipeline.reader.timestamps.zone)])
         for counts in (run_counts, core_counts):

@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from fake_meter import PtyMeter, paced  # noqa: E402
-from influx_servers import InfluxServer, find_influxd, http_request  # noqa: E402
+from helpers.fake_meter import PtyMeter, paced  # noqa: E402
+from helpers.influx_servers import InfluxServer, find_influxd, http_request  # noqa: E402
 
 from p1logger.simulate import PROFILES, MeterModel  # noqa: E402
 

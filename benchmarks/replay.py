@@ -34,10 +34,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from stream import realistic_stream  # noqa: E402
 
-from p1logger.archive import ArchiveReader, ArchiveWriter, archive_files  # noqa: E402
-from p1logger.commands.replay import Replayer, ReplayState  # noqa: E402
+from p1logger.inputs.archive import ArchiveReader, archive_files  # noqa: E402
+from p1logger.outputs.archive import ArchiveWriter  # noqa: E402
+from p1logger.pipeline import RecordMaker  # noqa: E402
+from p1logger.replay import Replayer, ReplayState  # noqa: E402
 from p1logger.points import PointBuilder  # noqa: E402
-from p1logger.sink import InfluxSink, InfluxTarget, WriteKind, WriteResult  # noqa: E402
+from p1logger.contracts import WriteKind, WriteResult  # noqa: E402
+from p1logger.outputs.influx.sink import InfluxSink  # noqa: E402
+from p1logger.outputs.influx.target import InfluxTarget  # noqa: E402
 from p1logger.timestamps import TimestampParser  # noqa: E402
 
 ZONE = "Europe/Brussels"
@@ -75,7 +79,7 @@ def make_archive(directory: Path, telegrams: int) -> None:
 
 def timed_replay(sink: InfluxSink | DiscardSink, paths: list[Path], batch_max_points: int) -> tuple[float, int, int]:
     timestamps = TimestampParser(ZONE)
-    replayer = Replayer(sink, PointBuilder(timestamps.zone), timestamps, ReplayState(None, "benchmark"),
+    replayer = Replayer(sink, RecordMaker([PointBuilder(timestamps.zone)]), timestamps, ReplayState(None, "benchmark"),
                         batch_max_points=batch_max_points)
     start = time.perf_counter()
     stats = replayer.run(paths)
@@ -128,7 +132,7 @@ def main() -> None:
         report("replay, no database", seconds, telegrams, points)
 
         try:
-            from influx_servers import InfluxServer, find_influxd
+            from helpers.influx_servers import InfluxServer, find_influxd
         except ImportError:
             print("replay into influxd: skipped (tests/influx_servers.py not found)")
             return

@@ -6,29 +6,22 @@ counted as at least 2.5 kW.  Everything is computed here, where it can be
 tested, and written to the ``capacity`` measurement; the dashboards and the
 alert rule only read it.  See ``docs/capacity.md`` for the rules and choices.
 
-Pure: no I/O except logging.  ``CapacityTracker`` is a pipeline LineBuilder
-(one per meter stream); ``add_run_arguments`` and ``setup_run`` plug it into
-``p1logger run``.
+Pure: no I/O except logging.  ``CapacityTracker`` is a line builder (one per
+meter stream); ``p1logger.builders`` plugs it into ``run`` and ``replay``.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from p1logger import config
 from p1logger.decode import HistoryEntry, Reading, Telegram
 from p1logger.points import INSTANT_MAP, MONTH_PEAK_OBIS, PEAK_HISTORY_OBIS, line
 from p1logger.points import convert_reading
-
-if TYPE_CHECKING:
-    from p1logger.commands.run import RunContext
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -55,8 +48,6 @@ _KW_UNITS = INSTANT_MAP[DEMAND_OBIS][3]
 _W_UNITS = INSTANT_MAP[POWER_OBIS][3]
 _KWH_UNITS = INSTANT_MAP[IMPORT_TARIFF_OBIS[0]][3]
 
-PRICE_VARIABLE = "P1_CAPACITY_PRICE"
-MARGIN_VARIABLE = "P1_CAPACITY_MARGIN_KW"
 
 
 # --------------------------------------------------------------------------- pure computations
@@ -616,55 +607,3 @@ def quarter_label(start_s: int, zone: ZoneInfo) -> str:
 def _prune(by_month: dict[str, _T]) -> None:
     while len(by_month) > _MONTHS_KEPT:
         del by_month[min(by_month)]
-
-
-# --------------------------------------------------------------------------- the run feature
-
-
-def _number_type(name: str, variable: str, check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not check(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}: fix {name} or {variable}")
-        return value
-
-    return parse
-
-
-def add_capacity_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("capacity tariff (Belgium)")
-    # String defaults go through `type`, so a bad environment value gets the same clear error as a bad flag.
-    group.add_argument(
-        "--capacity-price", metavar="EUR",
-        type=_number_type("--capacity-price", PRICE_VARIABLE, lambda v: v >= 0, "a price of at least 0"),
-        default=config.env(PRICE_VARIABLE, str(DEFAULT_PRICE_EUR_PER_KW_YEAR)),
-        help="capacity tariff in EUR per kW per year, VAT included (default %(default)s, an estimate of the "
-        f"2025 Fluvius rate: set your own grid operator's) [env {PRICE_VARIABLE}]",
-    )
-    group.add_argument(
-        "--capacity-margin-kw", metavar="KW",
-        type=_number_type("--capacity-margin-kw", MARGIN_VARIABLE, lambda v: True, "a number of kW"),
-        default=config.env(MARGIN_VARIABLE, str(DEFAULT_MARGIN_KW)),
-        help="warn when the running quarter is heading this much above the month's peak; negative warns "
-        f"earlier (default %(default)s) [env {MARGIN_VARIABLE}]",
-    )
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    add_capacity_arguments(parser)
-
-
-def setup_run(context: RunContext) -> None:
-    """Add the tracker to ``p1logger run``; it stays silent for meters without capacity data."""
-    args = context.args
-    context.extra_builders.append(
-        CapacityTracker(
-            context.timestamps.zone,
-            args.capacity_price,
-            args.capacity_margin_kw,
-            use_receive_time=args.timestamps == "receive",
-        )
-    )

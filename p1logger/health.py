@@ -2,7 +2,8 @@
 
 The state file (``health.json`` in the spool directory) lets ``p1logger health``
 (the Docker HEALTHCHECK) and people see from outside whether telegrams are
-arriving and writes succeed.
+arriving and whether each output's writes succeed (``outputs``: one entry per
+output, with its own counters; the top-level write figures sum them up).
 """
 
 from __future__ import annotations
@@ -33,22 +34,48 @@ class Health:
     telegrams_ok: int = 0
     telegrams_rejected: int = 0
     telegrams_dropped: int = 0  # live queue full
-    points_dropped: int = 0
-    points_written: int = 0
-    points_spooled: int = 0
     queue_depth: int = 0
-    spool_points: int = 0
-    write_latency_ms: float = 0.0
     last_telegram_at: float | None = None
-    last_write_ok_at: float | None = None
-    last_write_error: str = ""
     source_state: str = "starting"
-    database_state: str = "unknown"
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> that output's health()
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if not self.started_at:
             self.started_at = self.clock()
+
+    def _sum(self, key: str) -> Any:
+        return sum(output.get(key) or 0 for output in self.outputs.values())
+
+    @property
+    def points_written(self) -> int:
+        return int(self._sum("points_written"))
+
+    @property
+    def points_spooled(self) -> int:
+        return int(self._sum("points_spooled"))
+
+    @property
+    def points_dropped(self) -> int:
+        """Lost for good: rejected by a destination, or dropped by a full queue or spool."""
+        return int(self._sum("points_dropped") + self._sum("points_rejected"))
+
+    @property
+    def spool_points(self) -> int:
+        return int(self._sum("spool_points") + self._sum("memory_points"))
+
+    @property
+    def write_latency_ms(self) -> float:
+        return float(max((output.get("write_latency_ms") or 0.0 for output in self.outputs.values()), default=0.0))
+
+    def line_outputs(self) -> dict[str, dict[str, Any]]:
+        """The outputs that write (they have a state: up or down)."""
+        return {name: output for name, output in self.outputs.items() if "state" in output}
+
+    @property
+    def database_state(self) -> str:
+        states = {output.get("state") for output in self.line_outputs().values()}
+        return "down" if "down" in states else "up" if "up" in states else "unknown"
 
     def last_telegram_age_s(self) -> float:
         reference = self.last_telegram_at if self.last_telegram_at is not None else self.started_at
@@ -57,8 +84,12 @@ class Health:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             data = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        data["outputs"] = {name: dict(output) for name, output in self.outputs.items()}
         data["updated_at"] = self.clock()
         data["last_telegram_age_s"] = self.last_telegram_age_s()
+        for name in ("points_written", "points_spooled", "points_dropped", "spool_points", "write_latency_ms",
+                     "database_state"):
+            data[name] = getattr(self, name)
         return data
 
     def write_state(self, directory: Path) -> None:
@@ -92,10 +123,15 @@ def check_state(directory: Path, max_age_s: float, now: float | None = None) -> 
     telegram_age_s = now - float(telegram_at)
     if telegram_age_s > max_age_s:
         return False, f"last valid telegram {telegram_age_s:.0f} s ago (source: {state.get('source_state')})"
-    if state.get("database_state") == "down":
-        last_ok = state.get("last_write_ok_at") or state.get("started_at", now)
+    outputs = state.get("outputs")
+    if not isinstance(outputs, dict):  # a state file from before outputs had their own entries
+        outputs = {"database": state}
+    for name, output in sorted(outputs.items()):
+        if not isinstance(output, dict) or output.get("state", output.get("database_state")) != "down":
+            continue
+        last_ok = output.get("last_write_ok_at") or state.get("started_at", now)
         down_s = now - float(last_ok)
         if down_s > max_age_s:
-            return False, (f"writes failing for {down_s:.0f} s ({state.get('last_write_error')}); "
-                           f"{state.get('spool_points', 0)} points safe in the spool")
+            return False, (f"output {name}: writes failing for {down_s:.0f} s ({output.get('last_write_error')}); "
+                           f"{output.get('spool_points', 0)} points safe in the spool")
     return True, f"ok: last telegram {telegram_age_s:.0f} s ago, database {state.get('database_state')}"

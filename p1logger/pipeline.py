@@ -1,9 +1,12 @@
-"""The running logger: a reader thread and a writer thread joined by a bounded queue.
+"""The running logger: a reader thread and a writer thread joined by a bounded queue, feeding the outputs.
 
-reader thread:  source -> framing -> crc -> decode -> queue
-writer thread:  queue -> points -> batches -> sink (InfluxDB), or the spool when
-                the database cannot take them; the spool drains oldest-first
-                whenever the database answers again.
+    reader thread:  source -> framing -> crc -> decode --(bounded queue)--> ...
+                    (every framed telegram, valid or not, also to outputs' observe_raw: archive, fan-out)
+    writer thread:  ... -> RecordMaker (every builder, once) -> Record -> each output's submit()
+    each output:    its own thread, batching, retry and spool (outputs/lines.py), so none delays another
+
+``RecordMaker`` is the one place a telegram becomes line protocol; ``replay``
+uses it too, so both store the same series and fields.
 
 Neither thread may die silently: an unexpected error is logged with its
 traceback and stops the process with a non-zero status, so systemd or Docker
@@ -16,69 +19,90 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
 
-from p1logger.batch import Batcher
+from p1logger.contracts import Builder, Figures, Output, Record, Source
 from p1logger.decode import Telegram
 from p1logger.errors import SourceError
 from p1logger.health import Health
-from p1logger.points import PointBuilder, health_line
+from p1logger.inputs import GARBAGE_HINT, GARBAGE_LIMIT_BYTES
+from p1logger.points import health_line
 from p1logger.reader import RejectSummary, TelegramReader
-from p1logger.sink import WriteKind, WriteResult
-from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, FileSource, Source
-from p1logger.spool import Spool
 
 logger = logging.getLogger(__name__)
 
 _END = None  # queue marker: the source is exhausted
+NOISE_LOG_INTERVAL_S = 60.0
 
 
-class Sink(Protocol):
-    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult: ...
+class RecordMaker:
+    """Runs every builder once per telegram and packs the result as a `Record` for the outputs."""
 
-    def close(self) -> None: ...
+    def __init__(self, builders: Sequence[Builder], *, use_receive_time: bool = False,
+                 want_figures: bool = False) -> None:
+        self.builders = list(builders)
+        self.use_receive_time = use_receive_time
+        self.want_figures = want_figures
 
-
-class LineBuilder(Protocol):
-    """Anything that adds points for a telegram (the capacity tracker, for one)."""
-
-    def build(self, telegram: Telegram, received_at_s: float) -> list[str]: ...
-
-
-RawObserver = Callable[[bytes, bool], None]  # (raw telegram bytes, valid?)
+    def make(self, telegram: Telegram, received_at_s: float) -> Record:
+        lines: list[str] = []
+        for builder in self.builders:
+            lines.extend(builder.build(telegram, received_at_s))
+        figures: dict[str, Figures] = {}
+        if self.want_figures:
+            for builder in self.builders:
+                value = builder.figures()
+                if value is not None:
+                    figures[builder.name] = value
+        if telegram.timestamp is not None and not self.use_receive_time:
+            time_s = int(telegram.timestamp.timestamp())
+        else:
+            time_s = int(received_at_s)
+        return Record(telegram, received_at_s, time_s, tuple(lines), figures)
 
 
 @dataclass
 class PipelineSettings:
     queue_max_telegrams: int = 3600
-    max_points: int = 5000
-    flush_interval_s: float = 1.0
     watchdog_s: float = 30.0
     health_interval_s: float = 10.0
     reject_summary_interval_s: float = 60.0
     reconnect_initial_s: float = 1.0
     reconnect_max_s: float = 60.0
-    # How often to try the database again while it is down (new data goes to the spool meanwhile).
-    probe_interval_s: float = 10.0
-    shutdown_budget_s: float = 10.0
+    shutdown_budget_s: float = 5.0  # outputs' last sends after a stop request; docker stop waits 10 s
     instance: str = "p1logger"
     state_dir: Path | None = None
+    use_receive_time: bool = False
+
+
+class _Throttle:
+    """At most one log line per interval; what happened in between is counted in the next one."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last_at: float | None = None
+        self.unlogged = 0
+
+    def ready(self) -> bool:
+        now = self._clock()
+        if self._last_at is None or now - self._last_at >= self.interval_s:
+            self._last_at = now
+            return True
+        return False
 
 
 @dataclass
 class Pipeline:
-    """Wires the stages together and runs them in two threads."""
+    """Wires the stages together and runs them in two threads (plus one per output)."""
 
     open_source: Callable[[], Source]
     reader: TelegramReader
-    builder: PointBuilder
-    sink: Sink
-    spool: Spool
+    builders: list[Builder]
+    outputs: list[Output]
     settings: PipelineSettings = field(default_factory=PipelineSettings)
-    extra_builders: list[LineBuilder] = field(default_factory=list)
-    raw_observers: list[RawObserver] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] | None = None
@@ -87,13 +111,14 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.health = Health(clock=self.wall_clock)
         self.queue: queue.Queue[tuple[Telegram, float] | None] = queue.Queue(self.settings.queue_max_telegrams)
-        self.batcher = Batcher(self.settings.max_points, self.settings.flush_interval_s, clock=self.clock)
+        self.maker = RecordMaker(self.builders, use_receive_time=self.settings.use_receive_time,
+                                 want_figures=any(getattr(o, "wants_figures", False) for o in self.outputs))
         self.failure: BaseException | None = None
         self._writer_done = threading.Event()
-        self._database_down = False
-        self._next_probe_at = 0.0
         self._next_health_at = 0.0
         self._reject_summary = RejectSummary(self.settings.reject_summary_interval_s, clock=self.clock)
+        self._queue_drops = _Throttle(NOISE_LOG_INTERVAL_S, self.clock)
+        self._state_errors = _Throttle(NOISE_LOG_INTERVAL_S, self.clock)
         if self.sleep is None:
             self.sleep = self._sleep_until_stopped
 
@@ -104,17 +129,19 @@ class Pipeline:
         self.stop_event.wait(seconds)
 
     def start(self) -> None:
+        for output in self.outputs:
+            output.start()
         self._reader_thread = threading.Thread(target=self._guard, args=(self._read_loop,), name="p1-reader", daemon=True)
         self._writer_thread = threading.Thread(target=self._guard, args=(self._write_loop,), name="p1-writer", daemon=True)
         self._reader_thread.start()
         self._writer_thread.start()
 
     def stop(self) -> None:
-        """Ask both threads to finish; the writer flushes or spools what it holds."""
+        """Ask both threads to finish; the outputs cut, send or spool what they hold."""
         self.stop_event.set()
 
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait until the writer is done (file fully written, or stopped). True when done."""
+        """Wait until the writer is done (file fully written, or stopped) and the outputs closed."""
         return self._writer_done.wait(timeout_s)
 
     def join(self, timeout_s: float | None = None) -> None:
@@ -130,10 +157,13 @@ class Pipeline:
                             threading.current_thread().name, exc_info=True)
             self.failure = exc
             self.stop_event.set()
+            if loop == self._write_loop:
+                # What the outputs hold is still written or spooled.
+                self._close_outputs()
         finally:
             # Only the writer says it is done, after any failure is recorded: when the
-            # reader dies, its end marker still reaches the writer, which then writes or
-            # spools what it holds before the process exits.
+            # reader dies, its end marker still reaches the writer, which then closes
+            # the outputs before the process exits.
             if loop == self._write_loop:
                 self._writer_done.set()
 
@@ -145,6 +175,7 @@ class Pipeline:
         last_valid_at = self.clock()
         bytes_since_valid = 0
         garbage_warned = False
+        live = True
         assert self.sleep is not None
         try:
             while not self.stop_event.is_set():
@@ -156,6 +187,7 @@ class Pipeline:
                         self.sleep(delay_s)
                         delay_s = min(delay_s * 2, self.settings.reconnect_max_s)
                         continue
+                    live = getattr(source, "live", True)
                     self._source_state(f"reading {source.description}", logging.INFO)
                     last_valid_at = self.clock()
                 try:
@@ -184,17 +216,17 @@ class Pipeline:
                         garbage_warned = False
                         self.health.telegrams_ok += 1
                         self.health.last_telegram_at = received_at
-                        self._notify(item.raw, True)
-                        self._enqueue(item, received_at, blocking=isinstance(source, FileSource))
+                        self._notify(item.raw, True, received_at)
+                        self._enqueue(item, received_at, blocking=not live)
                     else:
                         self.health.telegrams_rejected += 1
                         self._reject_summary.add(item)
-                        self._notify(item.raw, False)
+                        self._notify(item.raw, False, received_at)
                 self._reject_summary.maybe_log()
                 if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
                     logger.warning("%s: %s", source.description, GARBAGE_HINT)
                     garbage_warned = True
-                if self.clock() - last_valid_at > self.settings.watchdog_s and not isinstance(source, FileSource):
+                if live and self.clock() - last_valid_at > self.settings.watchdog_s:
                     self._source_state(
                         f"no valid telegram for {self.settings.watchdog_s:.0f} s on {source.description}; reopening",
                         logging.WARNING,
@@ -206,6 +238,7 @@ class Pipeline:
             if source is not None:
                 source.close()
             self._reject_summary.flush()
+            self._log_queue_drops(force=True)
             # The writer flushes and finishes after this marker; never block on a dead writer.
             while not self._writer_done.is_set():
                 try:
@@ -231,16 +264,26 @@ class Pipeline:
             try:
                 self.queue.get_nowait()
                 self.health.telegrams_dropped += 1
+                self._queue_drops.unlogged += 1
+                self._log_queue_drops()
             except queue.Empty:
                 pass
             self.queue.put_nowait((telegram, received_at))
 
-    def _notify(self, raw: bytes, valid: bool) -> None:
-        for observer in self.raw_observers:
+    def _log_queue_drops(self, force: bool = False) -> None:
+        throttle = self._queue_drops
+        if throttle.unlogged and (throttle.ready() or force):
+            logger.warning("the writer is behind: dropped the oldest %d telegrams from its full queue of %d "
+                           "(%d since start)", throttle.unlogged, self.settings.queue_max_telegrams,
+                           self.health.telegrams_dropped)
+            throttle.unlogged = 0
+
+    def _notify(self, raw: bytes, valid: bool, received_at: float) -> None:
+        for output in self.outputs:
             try:
-                observer(raw, valid)
+                output.observe_raw(raw, valid, received_at)
             except Exception:  # noqa: BLE001 - an archive or client problem must not stop reading
-                logger.exception("raw telegram observer failed")
+                logger.exception("output %s failed to take a raw telegram", output.name)
 
     def _source_state(self, state: str, level: int) -> None:
         # Logged once per change of state, however long an outage lasts.
@@ -252,150 +295,89 @@ class Pipeline:
 
     def _write_loop(self) -> None:
         while True:
-            timeout = self._next_wakeup()
             try:
-                item = self.queue.get(timeout=timeout)
+                item = self.queue.get(timeout=max(0.0, self._next_health_at - self.clock()))
             except queue.Empty:
                 item = ()  # type: ignore[assignment]
             if item is _END:
                 break
             if item:
                 telegram, received_at = item  # type: ignore[misc]
-                self._add_lines(self.builder.build(telegram, received_at))
-                for extra in self.extra_builders:
-                    self._add_lines(extra.build(telegram, received_at))
-            self.health.queue_depth = self.queue.qsize()
-            if self.batcher.due():
-                self._write(self.batcher.take())
+                record = self.maker.make(telegram, received_at)
+                for output in self.outputs:
+                    output.submit(record)
             self._health_tick()
-            if self.queue.empty():
-                self._drain_one()
         self._finish()
-
-    def _next_wakeup(self) -> float:
-        due = self.batcher.seconds_until_due()
-        until_health = max(0.0, self._next_health_at - self.clock())
-        candidates = [until_health, 1.0]
-        if due is not None:
-            candidates.append(due)
-        if self.spool.backlog_batches and not self._database_down:
-            candidates.append(0.0)
-        return max(0.0, min(candidates))
-
-    def _add_lines(self, lines: list[str]) -> None:
-        for batch in self.batcher.add(lines):
-            self._write(batch)
-
-    def _write(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        if self._database_down and self.clock() < self._next_probe_at:
-            # While the database is down new data goes straight to the spool, so
-            # the queue never backs up behind retries.
-            self._to_spool(lines)
-            return
-        result = self.sink.write(lines, max_attempts=self._attempts())
-        self._account(result)
-        if result.kept_lines:
-            self._to_spool(list(result.kept_lines))
-
-    def _attempts(self) -> int | None:
-        """One attempt per probe while the database is down: a batch must not sit in
-        memory through a whole retry sequence, where a kill -9 would lose it."""
-        return 1 if self._database_down else None
-
-    def _account(self, result: WriteResult) -> None:
-        self.health.points_written += result.points_written
-        self.health.points_dropped += result.points_rejected
-        if result.kind in (WriteKind.OK, WriteKind.REJECTED):
-            self.health.write_latency_ms = result.latency_ms
-            self.health.last_write_ok_at = self.wall_clock()
-            if self._database_down:
-                logger.info("database answers again; draining %d spooled points", self.spool.backlog_points)
-            self._database_down = False
-            self.health.database_state = "up"
-        else:
-            if not self._database_down:
-                logger.warning("database unavailable (%s); keeping data in the spool", result.message)
-            self._database_down = True
-            self._next_probe_at = self.clock() + self.settings.probe_interval_s
-            self.health.database_state = "down"
-            self.health.last_write_error = result.message
-
-    def _to_spool(self, lines: list[str]) -> None:
-        dropped_before = self.spool.dropped_points
-        self.spool.put(lines)
-        self.health.points_spooled += len(lines)
-        self.health.points_dropped += self.spool.dropped_points - dropped_before
-        self.health.spool_points = self.spool.backlog_points
-
-    def _drain_one(self) -> bool:
-        """Send the oldest spooled batch if the database is (probably) up.  True when one was sent."""
-        if not self.spool.backlog_batches:
-            return False
-        if self._database_down and self.clock() < self._next_probe_at:
-            return False
-        dropped_before = self.spool.dropped_points
-        batch = self.spool.oldest()
-        # A batch the spool could not read back is dropped (and counted) by oldest().
-        self.health.points_dropped += self.spool.dropped_points - dropped_before
-        if batch is None:
-            return False
-        result = self.sink.write(batch.lines, max_attempts=self._attempts())
-        self._account(result)
-        if result.kind in (WriteKind.OK, WriteKind.REJECTED):
-            self.spool.ack(batch.id)
-            self.health.spool_points = self.spool.backlog_points
-            return True
-        return False
 
     def _health_tick(self, force: bool = False) -> None:
         now = self.clock()
         if not force and now < self._next_health_at:
             return
         self._next_health_at = now + self.settings.health_interval_s
-        self.health.spool_points = self.spool.backlog_points
-        self._add_lines([
+        self.health.queue_depth = self.queue.qsize()
+        self.health.outputs = {output.name: dict(output.health()) for output in self.outputs}
+        lines = [
             health_line(
                 self.settings.instance,
                 int(self.wall_clock()),
                 telegrams_ok=self.health.telegrams_ok,
                 telegrams_rejected=self.health.telegrams_rejected,
-                queue_depth=self.queue.qsize(),
-                spool_points=self.spool.backlog_points,
+                queue_depth=self.health.queue_depth,
+                spool_points=self.health.spool_points,
                 points_dropped=self.health.points_dropped,
                 telegrams_dropped=self.health.telegrams_dropped,
                 write_latency_ms=self.health.write_latency_ms,
                 last_telegram_age_s=round(self.health.last_telegram_age_s(), 3),
             )
-        ])
-        if self.settings.state_dir is not None:
-            try:
-                self.health.write_state(self.settings.state_dir)
-            except OSError as exc:
-                logger.warning("cannot write the health state in %s: %s", self.settings.state_dir, exc)
+        ]
+        snapshot = self.health.snapshot()
+        for output in self.outputs:
+            output.submit_health(snapshot, lines)
+        self._write_state()
+
+    def _write_state(self) -> None:
+        if self.settings.state_dir is None:
+            return
+        try:
+            self.health.write_state(self.settings.state_dir)
+        except OSError as exc:
+            self._state_errors.unlogged += 1
+            if self._state_errors.ready():
+                logger.warning("cannot write the health state in %s: %s (%d times since the last message)",
+                               self.settings.state_dir, exc.strerror or exc, self._state_errors.unlogged)
+                self._state_errors.unlogged = 0
 
     def _finish(self) -> None:
-        """Write or spool everything still in memory, then drain the spool if the database is up."""
-        self._health_tick(force=True)
-        pending = self.batcher.take()
-        if pending:
-            if self.stop_event.is_set() and self._database_down:
-                self._to_spool(pending)
-            else:
-                self._write(pending)
+        """Hand the outputs the last health point, then close them: each cuts, sends or spools what it holds."""
         if not self.stop_event.is_set():
-            # A file source is done: try the database once more, whatever the
-            # probe timer says, and empty the spool while it answers.
-            self._next_probe_at = 0.0
-            while self.spool.backlog_batches and not self.stop_event.is_set():
-                if not self._drain_one():
-                    break
-            if self.spool.backlog_points:
-                logger.warning("%d points stay in the spool; the next run sends them", self.spool.backlog_points)
-        self.health.spool_points = self.spool.backlog_points
-        if self.settings.state_dir is not None:
-            try:
-                self.health.write_state(self.settings.state_dir)
-            except OSError:
-                pass
+            # A file is done: let what is queued reach the destinations first, so the last
+            # health point counts it (each output waits only while its destination answers).
+            for output in self.outputs:
+                flush = getattr(output, "flush", None)
+                if flush is not None:
+                    flush()
+        self._health_tick(force=True)
+        self._close_outputs()
+        self.health.outputs = {output.name: dict(output.health()) for output in self.outputs}
+        self.health.queue_depth = self.queue.qsize()
+        self._write_state()
+
+    def _close_outputs(self) -> None:
+        # A file source is done: send everything while the destinations take it. A stop
+        # request: a short budget; what is not sent stays in each output's spool.
+        budget_s = self.settings.shutdown_budget_s if self.stop_event.is_set() else None
+        closers = [threading.Thread(target=self._close_one, args=(output, budget_s), name=f"p1-close-{output.name}",
+                                    daemon=True) for output in self.outputs]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+
+    def _close_one(self, output: Output, budget_s: float | None) -> None:
+        try:
+            output.close(budget_s)
+        except Exception:  # noqa: BLE001 - one output's trouble must not keep the others from closing
+            logger.exception("output %s failed to close", output.name)
+
+    def output_health(self) -> Mapping[str, Mapping[str, object]]:
+        return {output.name: output.health() for output in self.outputs}

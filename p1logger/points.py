@@ -177,7 +177,9 @@ def _epoch_s(moment: datetime) -> int:
 
 
 class PointBuilder:
-    """Turns telegrams into line protocol.  One instance per meter stream."""
+    """Turns telegrams into line protocol.  One instance per meter stream (a `contracts.Builder`)."""
+
+    name = "points"
 
     def __init__(self, zone: ZoneInfo, use_receive_time: bool = False) -> None:
         self.zone = zone
@@ -188,6 +190,10 @@ class PointBuilder:
         self._last_history: tuple[HistoryEntry, ...] | None = None
         self._prefixes: dict[tuple[str, str, str | None], str] = {}
         self._factors: dict[tuple[str, str | None], float] = {}
+
+    def figures(self) -> None:
+        """The readings themselves are the record's telegram; nothing is derived here."""
+        return None
 
     def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
         if telegram.timestamp is not None and not self.use_receive_time:

@@ -29,6 +29,7 @@ the spool has been drained empty.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -117,6 +118,12 @@ class Spool:
         # kind of drop -> (points not yet reported, latest reason text)
         self._unreported: dict[str, tuple[int, str]] = {}
         self._last_warning_s: dict[str, float] = {}
+        self.moved_aside_to: Path | None = None
+        """Where a damaged spool file was kept, when one was found at start."""
+        # Batches sent and acknowledged whose removal failed (a full disk): skipped, removed later.
+        self._acked: set[int] = set()
+        self.storage_errors = 0
+        """Reads, removals or writes the storage refused (counted; logged at a bounded rate)."""
         self._conn: sqlite3.Connection | None = self._open()
 
     # -- opening -----------------------------------------------------------
@@ -131,6 +138,20 @@ class Spool:
                 f"cannot create spool directory {self.path.parent} ({exc.strerror}); "
                 "make it writable or set P1_SPOOL_DIR"
             ) from None
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._storage_error(exc) from None
+            # A file damaged by a power cut must not keep the logger from starting:
+            # keep it for a person to look at, and start a fresh spool.
+            self._move_aside(exc)
+        try:
+            return self._connect()
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc) from None
+
+    def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = None
         try:
             # Autocommit mode: transactions are opened explicitly below.
@@ -143,15 +164,33 @@ class Spool:
             )
             self._prepare(conn)
             self._load_counters(conn)
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            raise self._storage_error(exc) from None
-        except ConfigError:
+        except BaseException:
             if conn is not None:
                 conn.close()
             raise
         return conn
+
+    def _move_aside(self, exc: BaseException) -> None:
+        """Rename a damaged spool (and its -wal/-shm) with a timestamp, so a fresh one can start."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+        kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        number = 1
+        while kept.exists():
+            number += 1
+            kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{number}")
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        try:
+            for suffix in ("-wal", "-shm"):
+                companion = self.path.with_name(self.path.name + suffix)
+                if companion.exists():
+                    os.replace(companion, kept.with_name(kept.name + suffix))
+            os.replace(self.path, kept)
+        except OSError as move_error:
+            raise ConfigError(f"spool file {self.path} is damaged ({reason}) and cannot be moved aside "
+                              f"({move_error.strerror or move_error}); {_FIX}") from None
+        self.moved_aside_to = kept
+        logger.error("spool file %s is damaged (%s): kept it as %s and started a fresh spool; the points in it "
+                     "are not sent", self.path, reason, kept)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Identify the file before changing anything in it: another program's
@@ -230,19 +269,21 @@ class Spool:
 
     # -- the writer's interface --------------------------------------------
 
-    def put(self, lines: Sequence[str]) -> None:
-        """Store one batch. Drops (and counts) the oldest batches if full.
+    def put(self, lines: Sequence[str], *, drop_on_failure: bool = True) -> int | None:
+        """Store one batch and return its id. Drops (and counts) the oldest batches if full.
 
-        Never raises for a storage problem: the spool is the last place a
-        point can go, so a batch that cannot be stored (larger than the whole
-        spool, or the disk is full) is dropped, counted and logged instead.
+        Never raises for a storage problem: a batch that cannot be stored
+        (larger than the whole spool, or the disk is full) is dropped, counted
+        and logged, and None is returned; with ``drop_on_failure=False`` a
+        full disk is only counted in ``storage_errors`` and the caller keeps
+        the batch elsewhere.
         Raises ValueError, storing nothing, for a line that contains a newline
         or cannot be encoded as UTF-8 (InfluxDB could not take it either).
         """
         if isinstance(lines, str):
             raise TypeError("Spool.put() takes a sequence of lines, not a single str")
         if not lines:
-            return
+            return None
         text = "\n".join(lines)
         if text.count("\n") != len(lines) - 1:
             # Line protocol separates points by newlines; such a line could
@@ -260,25 +301,26 @@ class Spool:
                     f"one batch of {stored_bytes} bytes is larger than the whole spool "
                     f"({self.max_bytes} bytes); raise P1_SPOOL_MAX_BYTES",
                 )
-                return
+                return None
             evicted_batches = evicted_points = evicted_bytes = 0
             try:
                 with self._transaction(conn):
                     excess = self.backlog_bytes + stored_bytes - self.max_bytes
                     if excess > 0:
                         evicted_batches, evicted_points, evicted_bytes = self._evict_oldest(conn, excess)
-                    conn.execute(
+                    cursor = conn.execute(
                         "INSERT INTO batches (created_s, points, stored_bytes, payload) VALUES (?, ?, ?, ?)",
                         (self._clock(), points, stored_bytes, payload),
                     )
+                    batch_id = cursor.lastrowid
             except sqlite3.Error as exc:
                 reason = " ".join(str(exc).split())
-                self._record_drop(
-                    "write_failed",
-                    points,
-                    f"cannot write to spool file {self.path} ({reason}); free disk space or set P1_SPOOL_DIR",
-                )
-                return
+                what = f"cannot write to spool file {self.path} ({reason}); free disk space or set P1_SPOOL_DIR"
+                if drop_on_failure:
+                    self._record_drop("write_failed", points, what)
+                else:
+                    self._storage_trouble("write", what)
+                return None
             self.backlog_batches += 1 - evicted_batches
             self.backlog_points += points - evicted_points
             self.backlog_bytes += stored_bytes - evicted_bytes
@@ -290,6 +332,7 @@ class Spool:
                     f"spool full ({self.max_bytes} bytes), the oldest batches were dropped; "
                     "raise P1_SPOOL_MAX_BYTES or fix the database",
                 )
+            return batch_id
 
     def _evict_oldest(self, conn: sqlite3.Connection, excess_bytes: int) -> tuple[int, int, int]:
         """Delete the fewest oldest rows that free ``excess_bytes``; return what went."""
@@ -306,20 +349,28 @@ class Spool:
             conn.execute(_ADD_DROPPED_SQL, (points,))
         return batches, points, freed
 
-    def oldest(self) -> SpoolBatch | None:
-        """The oldest batch, left in place until :meth:`ack`; None when empty.
+    def oldest(self, after_id: int = 0) -> SpoolBatch | None:
+        """The oldest batch (with an id above ``after_id``), left in place until :meth:`ack`; None when none.
 
         A batch whose stored text cannot be read back is removed, counted as
-        dropped and logged, so one bad row cannot block the drain forever.
+        dropped and logged, so one bad row cannot block the drain forever. A
+        storage error is counted and logged at a bounded rate, and reads as
+        None (try again later); a file found damaged is moved aside.
         """
         with self._lock:
             conn = self._connection()
             try:
+                self._retry_removals(conn)
                 while True:
-                    row = conn.execute("SELECT id, points, payload FROM batches ORDER BY id LIMIT 1").fetchone()
+                    row = conn.execute(
+                        "SELECT id, points, payload FROM batches WHERE id > ? ORDER BY id LIMIT 1", (after_id,)
+                    ).fetchone()
                     if row is None:
                         return None
                     row_id, points, payload = row
+                    if row_id in self._acked:
+                        after_id = row_id
+                        continue
                     try:
                         lines = zlib.decompress(payload).decode("utf-8").split("\n")
                         if len(lines) != points:
@@ -333,17 +384,76 @@ class Spool:
                         )
                         continue
                     return SpoolBatch(id=row_id, lines=lines)
-            except sqlite3.Error as exc:
-                raise self._storage_error(exc) from None
+            except sqlite3.DatabaseError as exc:
+                self._storage_failed(exc, "read")
+                return None
 
     def ack(self, batch_id: int) -> bool:
-        """Remove a batch InfluxDB has accepted; False if it was already gone."""
+        """Remove a batch the destination has accepted; False if it was already gone.
+
+        Never raises for a storage problem: a removal the disk refuses is
+        remembered, the batch is never handed out again by :meth:`oldest`,
+        and the removal is tried again later.
+        """
         with self._lock:
             conn = self._connection()
             try:
                 return self._remove(conn, batch_id, count_as_dropped=False)
-            except sqlite3.Error as exc:
-                raise self._storage_error(exc) from None
+            except sqlite3.DatabaseError as exc:
+                if batch_id in self._acked:
+                    return False
+                try:
+                    row = conn.execute("SELECT points, stored_bytes FROM batches WHERE id = ?",
+                                       (batch_id,)).fetchone()
+                except sqlite3.DatabaseError:
+                    row = None
+                self._storage_failed(exc, "remove a sent batch from")
+                if row is None:
+                    return False
+                self._acked.add(batch_id)
+                self.backlog_batches -= 1
+                self.backlog_points -= row[0]
+                self.backlog_bytes -= row[1]
+                return True
+
+    def _retry_removals(self, conn: sqlite3.Connection) -> None:
+        if not self._acked:
+            return
+        ids = sorted(self._acked)
+        with self._transaction(conn):
+            conn.executemany("DELETE FROM batches WHERE id = ?", [(i,) for i in ids])
+        self._acked.clear()
+        logger.info("spool %s: removed %d sent batches whose removal had failed", self.path, len(ids))
+
+    def _storage_failed(self, exc: sqlite3.DatabaseError, doing: str) -> None:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, sqlite3.OperationalError):
+            self._restart_damaged(exc)
+            return
+        self._storage_trouble(doing, f"cannot {doing} spool file {self.path} ({reason}); free disk space "
+                                     "or set P1_SPOOL_DIR")
+
+    def _storage_trouble(self, kind: str, message: str) -> None:
+        """Count a storage error; log it at most once per interval per kind."""
+        self.storage_errors += 1
+        now = self._clock()
+        last = self._last_warning_s.get(f"storage:{kind}")
+        if last is None or now - last >= self._warn_interval_s:
+            self._last_warning_s[f"storage:{kind}"] = now
+            logger.warning("%s (%d storage errors since start)", message, self.storage_errors)
+
+    def _restart_damaged(self, exc: BaseException) -> None:
+        """The file turned out damaged while running: keep it aside and go on with a fresh one."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        lost = self.backlog_points
+        self._move_aside(exc)
+        self.backlog_batches = self.backlog_points = self.backlog_bytes = 0
+        self._acked.clear()
+        if lost:
+            self._record_drop("damaged", lost, f"spool file {self.path} was damaged; it was kept aside")
+        self._conn = self._connect()
 
     def _remove(self, conn: sqlite3.Connection, batch_id: int, *, count_as_dropped: bool) -> bool:
         with self._transaction(conn):
@@ -359,12 +469,15 @@ class Spool:
         self.backlog_bytes -= stored_bytes
         if count_as_dropped:
             self.dropped_points_total += points
-        if self.backlog_batches == 0:
+        if self.backlog_batches == 0 and not self._acked:
             # Drained: give the pages back, so an outage does not leave a
             # large file behind. A no-op on an already compact file.
             # executescript, because execute() steps this pragma only once,
             # which frees a single page.
-            conn.executescript("PRAGMA incremental_vacuum;")
+            try:
+                conn.executescript("PRAGMA incremental_vacuum;")
+            except sqlite3.OperationalError:
+                pass  # a full disk: the space comes back at the next drain
         return True
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from influx_servers import REQUIRE_SERVERS_ENV, V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, find_influxd
+from helpers.influx_servers import REQUIRE_SERVERS_ENV, V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, find_influxd
 
 
 def require_server(what: str, why: str) -> None:

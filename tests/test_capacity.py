@@ -35,12 +35,12 @@ from conftest import require_server
 from p1logger import capacity, cli
 from p1logger.capacity import CapacityTracker, quarter_label
 from p1logger.commands import capacity as capacity_command
-from p1logger.commands.run import RunContext
+from p1logger.builders import CapacityBuilder, create_builders
 from p1logger.crc import crc16
 from p1logger.decode import Telegram, decode
 from p1logger.points import SCHEMA
 from p1logger.reader import TelegramReader
-from p1logger.source import FileSource
+from p1logger.inputs.file import FileSource
 from p1logger.timestamps import TimestampParser
 
 REPO = Path(__file__).resolve().parent.parent
@@ -731,12 +731,12 @@ def test_a_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys:
     assert capsys.readouterr().err.splitlines()[-1] == f"p1logger run: error: {message}"
 
 
-def test_setup_run_adds_one_tracker_with_the_settings(tmp_path: Path) -> None:
+def test_the_builders_registry_adds_one_tracker_with_the_settings(tmp_path: Path) -> None:
     args = run_args(["--capacity-price", "40", "--capacity-margin-kw", "0.5", "--timestamps", "receive"])
-    context = RunContext(args, TimestampParser(ZONE), tmp_path, threading.Event())
-    capacity.setup_run(context)
-    assert len(context.extra_builders) == 1
-    tracker = context.extra_builders[0]
+    builders = create_builders(args, ZONE, use_receive_time=True)
+    assert [builder.name for builder in builders] == ["points", "capacity"]
+    assert isinstance(builders[1], CapacityBuilder)
+    tracker = builders[1].tracker
     assert isinstance(tracker, CapacityTracker)
     assert (tracker.price_eur_per_kw_year, tracker.margin_kw, tracker.use_receive_time, tracker.zone) == (
         40.0, 0.5, True, ZONE)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from influx_servers import InfluxServer
+from helpers.influx_servers import InfluxServer
 from test_capacity import METER, SimMeter, dsmr_stamp, utc_s
 
 from p1logger import cli
@@ -87,21 +87,15 @@ def test_simulated_month_in_influxd_matches_the_hand_computation_and_the_command
         "run", "--source", f"file:{october}", "--influx-url", influxd.url, "--influx-bucket", influx_db,
         "--spool-dir", str(tmp_path / "state"), "--instance", "capacity-test",
     ])
-    pipeline, context = build_pipeline(args)
+    pipeline, _ = build_pipeline(args)
     pipeline.start()
-    try:
-        assert pipeline.wait(120), "the pipeline did not finish the file"
-        pipeline.join(10)
-    finally:
-        for close in context.closers:
-            close()
-        pipeline.sink.close()
-        pipeline.spool.close()
+    assert pipeline.wait(120), "the pipeline did not finish the file"  # the outputs are closed by then
+    pipeline.join(10)
     assert pipeline.failure is None
     # October 2025 has 31 days and the repeated hour: 745 h. 00:00 on the 1st to 23:55 on the 31st
     # is 745 h - 5 min = 8939 steps of 5 min: 8940 telegrams.
     assert pipeline.health.telegrams_ok == 8940
-    assert (pipeline.health.points_dropped, pipeline.spool.backlog_points) == (0, 0)
+    assert (pipeline.health.points_dropped, pipeline.health.spool_points) == (0, 0)
 
     # 745 h x 4 = 2980 quarters; the first starts with the first telegram, the last is still open: 2979.
     # Each is W x 900 s, so its average is W: 0.6 kW, except the five above. No telegram falls within

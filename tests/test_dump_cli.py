@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from p1logger.cli import main
-from p1logger.source import GARBAGE_HINT, describe_os_error
+from p1logger.inputs import GARBAGE_HINT
+from p1logger.inputs.serial import describe_os_error
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ALL = sorted(p.name for p in FIXTURES.glob("*.txt"))

@@ -19,7 +19,7 @@ from p1logger.cli import build_parser
 from p1logger.cli import main as cli_main
 from p1logger.commands.run import build_pipeline
 from p1logger.errors import ConfigError
-from p1logger.fanout import FanoutServer, parse_listen_address
+from p1logger.outputs.fanout import FanoutOutput, FanoutServer, parse_listen_address
 from p1logger.framing import Frame, Framer
 
 WAIT_S = 10.0
@@ -234,22 +234,19 @@ def test_run_serves_the_valid_telegrams_it_reads(tmp_path: Path, capsys: pytest.
     capture.write_bytes(telegram(0) + bad_crc(1) + telegram(2))
     args = build_parser().parse_args(["run", "--source", f"file:{capture}", "--output", "-", "--serve-raw",
                                       "127.0.0.1:0", "--spool-dir", str(tmp_path / "spool"), "--instance", "t"])
-    pipeline, context = build_pipeline(args)
-    (server,) = [o for o in context.raw_observers if isinstance(o, FanoutServer)]
-    try:
-        client = Reader(server.address)
-        wait_until(lambda: server.client_count == 1, "the client")
-        pipeline.start()
-        assert pipeline.wait(WAIT_S)
-        pipeline.join(WAIT_S)
-        expected = telegram(0) + telegram(2)
-        assert client.wait_for(len(expected)) == expected
-        client.close()
-    finally:
-        for close in context.closers:
-            close()
-        pipeline.sink.close()
-        pipeline.spool.close()
+    pipeline, _ = build_pipeline(args)
+    (output,) = [o for o in pipeline.outputs if isinstance(o, FanoutOutput)]
+    server = output.server
+    output.start()  # listening before the pipeline starts, so the client sees every telegram
+    client = Reader(server.address)
+    wait_until(lambda: server.client_count == 1, "the client")
+    pipeline.start()
+    assert pipeline.wait(WAIT_S)
+    pipeline.join(WAIT_S)
+    expected = telegram(0) + telegram(2)
+    assert client.wait_for(len(expected)) == expected
+    client.close()
+    assert not server.listening  # closed with the pipeline
     assert "power,meter=K8EG004046395507 import_w=200.0,export_w=0.0 1483381204000000000" in capsys.readouterr().out
 
 

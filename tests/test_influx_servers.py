@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, http_request
+from helpers.influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, http_request
 
 AUTH = {"Authorization": f"Token {V2_TOKEN}"}
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from test_archive import T0, telegram
 
-from p1logger.output import StdoutSink
+from p1logger.outputs.stdout import StdoutSink
 from p1logger.points import SCHEMA
-from p1logger.sink import WriteKind
+from p1logger.contracts import WriteKind
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -11,18 +11,21 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers.fake_meter import ManualClock, wait_for
 
 from p1logger.errors import SourceError
+from p1logger.outputs.lines import LineOutput, LineOutputSettings
 from p1logger.pipeline import Pipeline, PipelineSettings
 from p1logger.points import PointBuilder
 from p1logger.reader import TelegramReader
-from p1logger.sink import WriteKind, WriteResult
-from p1logger.source import FileSource
+from p1logger.contracts import WriteKind, WriteResult
+from p1logger.inputs.file import FileSource
 from p1logger.spool import Spool
 from p1logger.timestamps import TimestampParser
 
@@ -66,14 +69,18 @@ class ScriptedSource:
         pass
 
 
+def make_output(tmp_path: Path, sink: FakeSink, clock: Callable[[], float] = time.monotonic) -> LineOutput:
+    return LineOutput("test", sink, LineOutputSettings(spool_dir=tmp_path / "test", retry_initial_s=0.01,
+                                                       retry_max_s=0.01), clock=clock)
+
+
 def make_pipeline(tmp_path: Path, sources: list[ScriptedSource], sink: FakeSink) -> Pipeline:
     timestamps = TimestampParser(BRUSSELS)
     return Pipeline(
         open_source=lambda: sources.pop(0),
         reader=TelegramReader(timestamps),
-        builder=PointBuilder(BRUSSELS),
-        sink=sink,
-        spool=Spool(tmp_path / "spool.db"),
+        builders=[PointBuilder(BRUSSELS)],
+        outputs=[make_output(tmp_path, sink)],
         settings=PipelineSettings(instance="test"),
         sleep=lambda seconds: None,
         wall_clock=lambda: 1_700_000_000.0,
@@ -85,28 +92,44 @@ def spooled(spool: Spool, batches: int, lines_per_batch: int = 3) -> None:
         spool.put([f"power,meter=x import_w={b}.{i} {1_600_000_000 + b * 10 + i}" for i in range(lines_per_batch)])
 
 
-def test_a_stop_during_the_final_drain_is_honoured(tmp_path: Path) -> None:
+def test_a_stop_ends_the_final_drain_at_its_budget(tmp_path: Path) -> None:
     sink = FakeSink()
-    pipeline = make_pipeline(tmp_path, [], sink)
-    spooled(pipeline.spool, 50)
+    clock = ManualClock()
+    output = make_output(tmp_path, sink, clock)
+    assert output.spool is not None
+    spooled(output.spool, 50)
+    in_first_write, go = threading.Event(), threading.Event()
 
-    def stop_during_the_first_drain() -> None:
-        if len(sink.writes) == 2:  # write 1 is the health point, write 2 the oldest spooled batch
-            pipeline.stop_event.set()  # SIGTERM arrives while the spool drains
+    def each_write_takes_60_ms() -> None:
+        if len(sink.writes) == 1:
+            in_first_write.set()
+            go.wait(10)
+        clock.advance(0.06)
 
-    sink.on_write = stop_during_the_first_drain
-    pipeline._finish()
-    assert len(sink.writes) == 2 and sink.writes[0][0].startswith("p1logger,")
-    assert pipeline.spool.backlog_batches == 49
+    sink.on_write = each_write_takes_60_ms
+    output.start()
+    assert in_first_write.wait(10)
+    closer = threading.Thread(target=output.close, args=(0.1,))  # a stop request: a budget of 100 ms
+    closer.start()
+    wait_for(lambda: output._closing, "the close to begin")
+    go.set()
+    closer.join(10)
+    # The write in hand, and one more within the budget; the rest stays spooled.
+    assert len(sink.writes) == 2
+    with Spool(tmp_path / "test" / "spool.db") as spool:
+        assert spool.backlog_batches == 48
 
 
 def test_without_a_stop_the_final_drain_empties_the_spool(tmp_path: Path) -> None:
     sink = FakeSink()
-    pipeline = make_pipeline(tmp_path, [], sink)
-    spooled(pipeline.spool, 50)
-    pipeline._finish()
-    assert len(sink.writes) == 1 + 50
-    assert pipeline.spool.backlog_batches == 0
+    output = make_output(tmp_path, sink)
+    assert output.spool is not None
+    spooled(output.spool, 50)
+    output.start()
+    output.close(None)  # a file source is done: send everything while it is taken
+    assert len(sink.writes) == 50
+    with Spool(tmp_path / "test" / "spool.db") as spool:
+        assert spool.backlog_batches == 0
 
 
 def test_a_partial_telegram_before_a_reconnect_does_not_cost_the_next_one(tmp_path: Path) -> None:
@@ -128,16 +151,16 @@ def test_a_partial_telegram_before_a_reconnect_does_not_cost_the_next_one(tmp_pa
 
 def test_spooled_batches_that_cannot_be_read_back_are_counted_as_dropped(tmp_path: Path) -> None:
     sink = FakeSink()
-    pipeline = make_pipeline(tmp_path, [], sink)
-    spooled(pipeline.spool, 3, lines_per_batch=7)
-    with sqlite3.connect(tmp_path / "spool.db") as other:
+    output = make_output(tmp_path, sink)
+    assert output.spool is not None
+    spooled(output.spool, 3, lines_per_batch=7)
+    with sqlite3.connect(tmp_path / "test" / "spool.db") as other:
         first_id = other.execute("SELECT MIN(id) FROM batches").fetchone()[0]
         other.execute("UPDATE batches SET payload = ? WHERE id = ?", (b"\x00garbage", first_id))
-    while pipeline._drain_one():
-        pass
-    pipeline._drain_one()  # the unreadable batch was dropped on the way; nothing is left
-    assert pipeline.spool.backlog_batches == 0
-    assert pipeline.health.points_dropped == 7
+    output.start()
+    output.close(None)
+    assert output.counters.points_dropped == 7
+    assert output.counters.spool_points == 0
     assert sum(len(batch) for batch in sink.writes) == 14
 
 

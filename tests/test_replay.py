@@ -21,21 +21,18 @@ from typing import Any
 
 import pytest
 from conftest import V2_ORG, V2_TOKEN
-from influx_servers import Fault, InfluxServer, V2Proxy
+from helpers.influx_servers import Fault, InfluxServer, V2Proxy
 from test_archive import BRUSSELS, NO_CLOCK_TELEGRAM, T0, FakeClock, bad_crc, telegram
 
-from p1logger.archive import ArchiveWriter, RecordFile
+from p1logger.outputs.archive import ArchiveWriter, RecordFile
 from p1logger.cli import main as cli_main
-from p1logger.commands.replay import (
-    FileIdentity,
-    ProgressReport,
-    Replayer,
-    ReplayState,
-    file_identity,
-)
+from p1logger.commands.replay import ProgressReport
+from p1logger.pipeline import RecordMaker
+from p1logger.replay import FileIdentity, Replayer, ReplayState, file_identity
 from p1logger.errors import SinkError
 from p1logger.points import PointBuilder
-from p1logger.sink import InfluxSink, InfluxTarget
+from p1logger.outputs.influx.sink import InfluxSink
+from p1logger.outputs.influx.target import InfluxTarget
 from p1logger.timestamps import TimestampParser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +143,7 @@ def v2_replayer(proxy: V2Proxy, db: str, state: ReplayState, **kwargs: Any) -> R
     target = InfluxTarget(url=proxy.url, api="v2", org=V2_ORG, bucket=db, token=V2_TOKEN, timeout_s=5.0)
     sink = InfluxSink(target, dead_letter_path=None, max_attempts=2, sleep=lambda _s: None)
     timestamps = TimestampParser("Europe/Brussels")
-    return Replayer(sink, PointBuilder(timestamps.zone), timestamps, state, **kwargs)
+    return Replayer(sink, RecordMaker([PointBuilder(timestamps.zone)]), timestamps, state, **kwargs)
 
 
 def test_a_replay_stopped_by_a_failing_database_resumes_and_stores_the_same_total(

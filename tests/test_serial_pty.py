@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_meter import (
+from helpers.fake_meter import (
     DUTCH_DSMR5,
     ManualClock,
     PtyMeter,
@@ -30,7 +30,7 @@ from fake_meter import (
     running,
     wait_for,
 )
-from influx_servers import InfluxServer
+from helpers.influx_servers import InfluxServer
 
 from p1logger.pipeline import Pipeline
 

@@ -11,7 +11,8 @@ import pytest
 
 from p1logger.decode import Telegram
 from p1logger.reader import TelegramReader
-from p1logger.simulate import PROFILES, MeterModel, SimulatorSource, tariff
+from p1logger.inputs.simulator import SimulatorSource
+from p1logger.simulate import PROFILES, MeterModel, tariff
 from p1logger.timestamps import TimestampParser
 
 UTC = timezone.utc

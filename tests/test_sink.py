@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy
-from fake_meter import Sleeps
+from helpers.influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy
+from helpers.fake_meter import Sleeps
 
 from p1logger.errors import ConfigError
-from p1logger.sink import InfluxSink, InfluxTarget, WriteKind, WriteResult
+from p1logger.contracts import WriteKind, WriteResult
+from p1logger.outputs.influx.sink import InfluxSink
+from p1logger.outputs.influx.target import InfluxTarget
 
 T0 = 1589284449
 METER = "1SAG3101021605"
@@ -363,13 +365,25 @@ def test_v1_check_credentials(influxd_auth: InfluxServer, influx_auth_db: str) -
 # ------------------------------------------------------------------ v2 through the proxy
 
 
-def test_v2_write_is_gzipped_and_stored(v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str) -> None:
+def test_v2_large_write_is_gzipped_and_stored(v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str) -> None:
+    lines = power_lines(40)
+    assert len("\n".join(lines)) >= 1024
+    with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:
+        assert_all_stored(sink.write(lines), 40)
+    assert [(w.status, w.lines, w.content_encoding) for w in v2_proxy.writes()] == [(204, 40, "gzip")]
+    assert influxd.count(influx_db, "power") == 40
+
+
+def test_v2_small_write_is_plain_http_to_the_v2_api_and_stored(
+    v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str
+) -> None:
     sleeps = Sleeps()
     with v2_sink(v2_proxy, influx_db, None, sleeps) as sink:
         result = sink.write(MIXED_LINES)
     assert_all_stored(result, 7)
     writes = v2_proxy.writes()
-    assert [(w.status, w.lines, w.content_encoding) for w in writes] == [(204, 7, "gzip")]
+    # Under 1 KiB a body is sent as it is: gzip would cost CPU for nothing.
+    assert [(w.status, w.lines, w.content_encoding) for w in writes] == [(204, 7, None)]
     assert writes[0].query == {"org": V2_ORG, "bucket": influx_db, "precision": "s"}
     assert {m: influxd.count(influx_db, m) for m in ("power", "voltage", "energy", "gas", "p1logger")} == {
         "power": 2,
@@ -380,6 +394,15 @@ def test_v2_write_is_gzipped_and_stored(v2_proxy: V2Proxy, influxd: InfluxServer
     }
     assert influxd.field_types(influx_db, "energy")["active_tariff"] == "integer"
     assert sleeps == []
+
+
+def test_v1_writes_reuse_one_connection(influxd: InfluxServer, influx_db: str) -> None:
+    target = InfluxTarget(url=influxd.url, api="v1", org="", bucket=influx_db, timeout_s=5.0)
+    with InfluxSink(target, dead_letter_path=None) as sink:
+        for n in range(5):
+            assert_all_stored(sink.write(power_lines(2, start=T0 + 10 * n)), 2)
+        assert sink.transport.connections_opened == 1
+    assert influxd.count(influx_db, "power") == 10
 
 
 def test_v2_without_gzip(v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str) -> None:
@@ -677,7 +700,7 @@ def test_v2_recovery_is_logged_once_and_repeats_are_quiet(
     with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:
         kinds = [sink.write(power_lines(1)).kind for _ in range(3)]
     assert kinds == [WriteKind.AUTH, WriteKind.AUTH, WriteKind.OK]
-    messages = [(r.levelname, r.getMessage()[:40]) for r in caplog.records if r.name == "p1logger.sink"]
+    messages = [(r.levelname, r.getMessage()[:40]) for r in caplog.records if r.name == "p1logger.outputs.influx.sink"]
     assert messages == [
         ("ERROR", "InfluxDB refused the write (HTTP 401): t"),
         ("INFO", "InfluxDB takes writes again"),

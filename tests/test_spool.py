@@ -321,22 +321,32 @@ def test_uses_wal_with_synchronous_normal(tmp_path: Path) -> None:
         assert spool._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
-def test_garbage_file_is_a_one_line_config_error(tmp_path: Path) -> None:
+def damaged_copies(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.damaged-*"))
+
+
+def test_garbage_file_is_moved_aside_with_one_error_line_and_a_fresh_spool_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="p1logger.spool")
     path = tmp_path / "spool.db"
-    path.write_bytes(b"this is not a database, it is a text file\n" * 100)
+    garbage = b"this is not a database, it is a text file\n" * 100
+    path.write_bytes(garbage)
 
-    with pytest.raises(ConfigError) as raised:
-        Spool(path)
+    with Spool(path, clock=lambda: 1700000000.0) as spool:
+        kept = path.with_name("spool.db.damaged-20231114T221320Z")
+        assert spool.moved_aside_to == kept
+        assert damaged_copies(path) == [kept]
+        assert kept.read_bytes() == garbage  # kept exactly as it was
+        assert spool.put(lines(0, 3)) is not None
+        batch = spool.oldest()
+        assert batch is not None and batch.lines == lines(0, 3)
+    errors = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [("ERROR", f"spool file {path} is damaged (file is not a database): kept it as {kept} and "
+                                "started a fresh spool; the points in it are not sent")]
 
-    message = str(raised.value)
-    assert message == (
-        f"spool file {path} is not a valid spool (file is not a database); move it away or set P1_SPOOL_DIR"
-    )
-    assert raised.value.__suppress_context__ is True
-    assert path.read_bytes().startswith(b"this is not a database")  # left untouched
 
-
-def test_truncated_spool_is_a_config_error(tmp_path: Path) -> None:
+def test_truncated_spool_is_moved_aside_and_the_new_one_works(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     with Spool(path) as spool:
         for start in range(0, 4000, 200):
@@ -344,13 +354,15 @@ def test_truncated_spool_is_a_config_error(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
-    with pytest.raises(ConfigError) as raised:
-        Spool(path)
-
-    assert str(raised.value) == (
-        f"spool file {path} is not a valid spool (database disk image is malformed); "
-        "move it away or set P1_SPOOL_DIR"
-    )
+    with Spool(path) as spool:
+        assert spool.moved_aside_to is not None
+        assert spool.moved_aside_to.read_bytes() == data[: len(data) // 2]
+        assert spool.backlog_points == 0
+        spool.put(lines(0, 5))
+        assert spool.backlog_points == 5
+    with Spool(path) as spool:  # the fresh file is a good spool
+        assert spool.moved_aside_to is None
+        assert spool.backlog_points == 5
 
 
 def test_database_of_another_program_is_refused(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ from p1logger.capacity import (
     CapacityState,
     CapacityTracker,
     QuarterResult,
-    add_capacity_arguments,
     local_text,
     quarter_label,
 )
+from p1logger.builders import add_capacity_arguments
 from p1logger.cli import setup_logging
 from p1logger.commands.common import ReadCounts, open_input, read_items, summary
 from p1logger.decode import Telegram

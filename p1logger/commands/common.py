@@ -11,7 +11,9 @@ from p1logger import config
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import Rejected, TelegramReader
-from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, FileSource, Source, open_source
+from p1logger.contracts import Source
+from p1logger.inputs import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, is_live, open_source
+from p1logger.inputs.file import FileSource
 
 
 def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
@@ -21,7 +23,7 @@ def open_input(args: argparse.Namespace) -> tuple[Source, bool]:
     if not args.device:
         raise ConfigError("say where to read: a serial device (/dev/ttyUSB0), "
                           "a URL (socket://host:port) or a file (--input FILE)")
-    return open_source(args.device, config.serial_settings(args)), not args.device.startswith("file:")
+    return open_source(args.device, config.serial_settings(args)), is_live(args.device)
 
 
 @dataclass

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import time
 
+import os
+from pathlib import Path
+
 from p1logger import config
-from p1logger.commands.run import build_pipeline, influx_target, register as register_run
-from p1logger.errors import ConfigError, SourceError
+from p1logger.commands.run import register as register_run
 from p1logger.decode import Telegram
+from p1logger.errors import ConfigError, SourceError
+from p1logger.inputs import GARBAGE_HINT, NO_SOURCE, open_source
+from p1logger.outputs import enabled_specs
 from p1logger.reader import TelegramReader
-from p1logger.sink import InfluxSink
-from p1logger.source import GARBAGE_HINT, open_source
 from p1logger.timestamps import TimestampParser
 
 OK, BAD = "ok  ", "FIX "
@@ -29,8 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         conflict_handler="resolve",
         help="check the configuration, the serial port and InfluxDB, and say what to fix",
         description="Checks, in order: the configuration, the source (opens it and waits for a valid telegram), "
-        "and InfluxDB (URL, token, organization and bucket, or database and credentials for v1). "
-        "Uses the same flags and environment variables as 'run'.",
+        "each configured output (InfluxDB: URL, token, organization and bucket, or database and credentials for "
+        "v1; the archive directory; the fan-out address) and the spool directory. Starts nothing: no port is "
+        "opened and no lock taken, so it may run beside a running logger. Uses the same flags and environment "
+        "variables as 'run'.",
     )
     parser.add_argument("--wait-s", type=float, default=25.0,
                         help="how long to wait for a valid telegram (default %(default)s; DSMR 4 sends every 10 s)")
@@ -48,31 +53,40 @@ def main(args: argparse.Namespace) -> int:
         config.check_country(args.country)
         config.check_log_level(args.log_level)
         settings = config.serial_settings(args)
-        target = influx_target(args)
-        _print(True, f"configuration: source {args.source or '(none)'}, InfluxDB {target.url} ({target.api}), "
-               f"{target.describe_destination()}")
+        specs = enabled_specs(args)
+        _print(True, f"configuration: source {args.source or '(none)'}, outputs "
+               f"{', '.join(spec.name for spec in specs)}")
     except ConfigError as exc:
         _print(False, f"configuration: {exc}")
         return 1
     problems += not _check_source(args, settings, timestamps)
-    with InfluxSink(target, dead_letter_path=None) as sink:
-        for ok, message in sink.check():
+    for spec in specs:
+        for ok, message in spec.check(args):
             _print(ok, message)
             problems += not ok
-    try:
-        pipeline, _ = build_pipeline(args)
-        pipeline.spool.close()
-        _print(True, f"spool: {args.spool_dir} is writable")
-    except ConfigError as exc:
-        _print(False, f"spool: {exc}")
-        problems += 1
+    ok, message = _check_spool_dir(Path(args.spool_dir))
+    _print(ok, message)
+    problems += not ok
     print("all good: p1logger run is ready" if not problems else f"{problems} thing(s) to fix, see FIX lines above")
     return 0 if not problems else 1
 
 
+def _check_spool_dir(directory: Path) -> tuple[bool, str]:
+    """Writable, or can be created; looked at without creating or opening anything."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return False, f"spool: {existing} is not a directory: fix P1_SPOOL_DIR"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return False, f"spool: {existing} is not writable: fix its permissions or P1_SPOOL_DIR"
+    return True, f"spool: {directory} is writable" if existing == directory else \
+        f"spool: {directory} will be created (in {existing}, which is writable)"
+
+
 def _check_source(args: argparse.Namespace, settings: config.SerialSettings, timestamps: TimestampParser) -> bool:
     if not args.source:
-        _print(False, "source: P1_SOURCE is not set: set it to /dev/ttyUSB0, socket://host:port, file:PATH or simulator")
+        _print(False, f"source: {NO_SOURCE}")
         return False
     try:
         source = open_source(args.source, settings)

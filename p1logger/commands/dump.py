@@ -10,7 +10,7 @@ from p1logger import config, render
 from p1logger.decode import Telegram
 from p1logger.commands.common import ReadCounts, open_input, read_items, summary
 from p1logger.reader import Rejected, TelegramReader
-from p1logger.source import GARBAGE_HINT
+from p1logger.inputs import GARBAGE_HINT
 from p1logger.timestamps import TimestampParser
 
 

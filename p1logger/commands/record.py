@@ -14,7 +14,7 @@ from types import FrameType
 from zoneinfo import ZoneInfo
 
 from p1logger import config
-from p1logger.archive import (
+from p1logger.outputs.archive import (
     ArchiveWriter,
     RecordFile,
     add_archive_bound_arguments,
@@ -25,7 +25,8 @@ from p1logger.commands.common import open_input
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import TelegramReader
-from p1logger.source import GARBAGE_HINT, GARBAGE_LIMIT_BYTES, Source
+from p1logger.contracts import Source
+from p1logger.inputs import GARBAGE_HINT, GARBAGE_LIMIT_BYTES
 from p1logger.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _open_target(args: argparse.Namespace, zone: ZoneInfo) -> ArchiveWriter | RecordFile:
     target = Path(args.target)
     if args.target.endswith(("/", "\\")) or target.is_dir():
-        return writer_from_args(args, target, zone)
+        writer = writer_from_args(args, target, zone)
+        writer.open()
+        return writer
     if target.exists() and not stat.S_ISREG(target.stat().st_mode):
         raise ConfigError(f"{target} is a device or special file, not a file to record into: "
                           "p1logger record DEVICE FILE (or set P1_SOURCE and give only FILE)")

@@ -3,85 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Callable
+from typing import Any
 
 from p1logger import config
+from p1logger.builders import add_builder_arguments, create_builders
 from p1logger.cli import setup_logging
+from p1logger.contracts import RunContext
 from p1logger.errors import ConfigError
 from p1logger.health import default_spool_dir
-from p1logger.pipeline import LineBuilder, Pipeline, PipelineSettings, RawObserver, Sink
-from p1logger.points import PointBuilder
+from p1logger.inputs import NO_SOURCE, is_live, open_source
+from p1logger.outputs import add_output_arguments, create_outputs
+from p1logger.pipeline import Pipeline, PipelineSettings
 from p1logger.reader import TelegramReader
-from p1logger.sink import InfluxSink, InfluxTarget
-from p1logger.source import open_source
-from p1logger.spool import Spool
 from p1logger.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
-
-SPOOL_FILE = "spool.db"
-LIVE_WRITE_ATTEMPTS = 3
-DEAD_LETTER_FILE = "dead-letter.lp"
-
-
-def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("InfluxDB")
-    group.add_argument("--influx-url", default=config.env("INFLUX_URL", "http://localhost:8086"),
-                       help="InfluxDB URL (default %(default)s) [env INFLUX_URL]")
-    group.add_argument("--influx-api", choices=("v2", "v1"), default=config.env("INFLUX_API", "v2"),
-                       help="v2 for InfluxDB 2.x; v1 for InfluxDB 1.x (/write with user and password) "
-                       "(default %(default)s) [env INFLUX_API]")
-    group.add_argument("--influx-org", default=config.env("INFLUX_ORG", ""),
-                       help="organization (v2) [env INFLUX_ORG]")
-    group.add_argument("--influx-bucket", default=config.env("INFLUX_BUCKET", "p1"),
-                       help="bucket (v2), or database or database/retention_policy (v1) "
-                       "(default %(default)s) [env INFLUX_BUCKET]")
-    # Secrets: no defaults shown, so --help never prints one.
-    group.add_argument("--influx-token-file", default=config.env("INFLUX_TOKEN_FILE"),
-                       help="file holding the API token (v2) [env INFLUX_TOKEN_FILE; or put the token itself "
-                       "in INFLUX_TOKEN, which is safer than a flag]")
-    group.add_argument("--influx-username", default=config.env("INFLUX_USERNAME"),
-                       help="user name (v1) [env INFLUX_USERNAME; the password comes from INFLUX_PASSWORD "
-                       "or INFLUX_PASSWORD_FILE]")
-    group.add_argument("--influx-timeout-s", type=float, default=float(config.env("INFLUX_TIMEOUT_S", "5") or 5),
-                       help="seconds to wait for one write (default %(default)s) [env INFLUX_TIMEOUT_S]")
-
-
-def influx_target(args: argparse.Namespace) -> InfluxTarget:
-    # argparse checks choices only on the command line, not on a default taken from the environment.
-    if args.influx_api not in ("v1", "v2"):
-        raise ConfigError(f"INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not {args.influx_api!r}: fix INFLUX_API")
-    token = config.read_secret(config.env("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
-    password = config.read_secret(config.env("INFLUX_PASSWORD"), config.env("INFLUX_PASSWORD_FILE"), "password",
-                                  "INFLUX_PASSWORD_FILE")
-    if args.influx_api == "v2" and not token:
-        raise ConfigError("no InfluxDB token: set INFLUX_TOKEN or INFLUX_TOKEN_FILE (or INFLUX_API=v1 for InfluxDB 1.x)")
-    if args.influx_api == "v2" and not args.influx_org:
-        raise ConfigError("no InfluxDB organization: set INFLUX_ORG")
-    username = args.influx_username
-    if args.influx_api == "v1" and password and not username:
-        raise ConfigError("INFLUX_PASSWORD is set but INFLUX_USERNAME is not: set both, or neither")
-    if args.influx_api == "v1" and username and not password:
-        raise ConfigError("INFLUX_USERNAME is set but no password: set INFLUX_PASSWORD or INFLUX_PASSWORD_FILE")
-    return InfluxTarget(
-        url=args.influx_url.rstrip("/"),
-        api=args.influx_api,
-        org=args.influx_org,
-        bucket=args.influx_bucket,
-        token=token if args.influx_api == "v2" else None,
-        username=username if args.influx_api == "v1" else None,
-        password=password if args.influx_api == "v1" else None,
-        timeout_s=args.influx_timeout_s,
-    )
 
 
 # Options that run and replay share.
@@ -122,7 +64,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
     add_timestamps_argument(parser, "the receive time for meters whose clock is wrong")
-    add_influx_arguments(parser)
     store = parser.add_argument_group("batching and spool")
     add_spool_dir_argument(store, "the spool, the dead-letter file and the health state")
     store.add_argument("--spool-max-bytes", type=int, default=int(config.env("P1_SPOOL_MAX_BYTES", str(1 << 30)) or 0),
@@ -137,41 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     store.add_argument("--instance", default=config.env("P1_INSTANCE", socket.gethostname()),
                        help="the instance tag of the logger's own health points (default: host name) [env P1_INSTANCE]")
     config.add_logging_arguments(parser)
-    for feature in _features():
-        feature.add_run_arguments(parser)
+    add_builder_arguments(parser)
+    add_output_arguments(parser)
     parser.set_defaults(func=main)
-
-
-@dataclass
-class RunContext:
-    """What the optional features (capacity, archive, fan-out, stdout) plug into."""
-
-    args: argparse.Namespace
-    timestamps: TimestampParser
-    spool_dir: Path
-    shutdown: threading.Event
-    extra_builders: list[LineBuilder] = field(default_factory=list)
-    raw_observers: list[RawObserver] = field(default_factory=list)
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    sink: Sink | None = None  # a feature may replace InfluxDB (e.g. line protocol on stdout)
-
-
-# Optional features of ``run``.  Each module defines
-#   add_run_arguments(parser: argparse.ArgumentParser) -> None
-#   setup_run(context: RunContext) -> None
-# and may add builders, raw observers, closers, or replace the sink.
-FEATURE_MODULES = ("p1logger.capacity", "p1logger.archive", "p1logger.fanout", "p1logger.output")
-
-
-def _features() -> list[ModuleType]:
-    found = []
-    for name in FEATURE_MODULES:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return [module for module in found if hasattr(module, "setup_run")]
 
 
 def check_positive(name: str, value: float, variable: str) -> None:
@@ -179,9 +88,17 @@ def check_positive(name: str, value: float, variable: str) -> None:
         raise ConfigError(f"{name} must be positive, not {value}: fix {variable}")
 
 
-def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = None) -> tuple[Pipeline, RunContext]:
+def build_pipeline(
+    args: argparse.Namespace,
+    shutdown: threading.Event | None = None,
+    *,
+    builder_names: Sequence[str] | None = None,
+    context_overrides: Mapping[str, Any] | None = None,
+    pipeline_overrides: Mapping[str, Any] | None = None,
+) -> tuple[Pipeline, RunContext]:
+    """The pipeline ``run`` runs, from its parsed flags (the overrides are for tests: clocks, retry waits)."""
     if not args.source:
-        raise ConfigError("no source: set P1_SOURCE (e.g. /dev/ttyUSB0, socket://host:2001, file:PATH or simulator)")
+        raise ConfigError(NO_SOURCE)
     timestamps = TimestampParser(args.timezone)
     config.check_country(args.country)
     settings = config.serial_settings(args)
@@ -191,35 +108,35 @@ def build_pipeline(args: argparse.Namespace, shutdown: threading.Event | None = 
     check_positive("the spool size", args.spool_max_bytes, "P1_SPOOL_MAX_BYTES")
     spool_dir = Path(args.spool_dir)
     shutdown = shutdown or threading.Event()
-    context = RunContext(args, timestamps, spool_dir, shutdown)
-    for feature in _features():
-        feature.setup_run(context)
-    # A short retry budget: a batch waiting on retries lives only in memory, and the
-    # spool (drained with single-attempt probes) is the long-term retry.
-    sink = context.sink or InfluxSink(influx_target(args), dead_letter_path=spool_dir / DEAD_LETTER_FILE,
-                                      shutdown=shutdown, max_attempts=LIVE_WRITE_ATTEMPTS,
-                                      backoff_initial_s=0.5, backoff_max_s=10.0)
+    use_receive_time = args.timestamps == "receive"
+    context = RunContext(
+        settings=args, zone=timestamps.zone, spool_dir=spool_dir, shutdown=shutdown, live=is_live(args.source),
+        flush_interval_s=args.flush_interval_s, batch_max_points=args.batch_max_points,
+        spool_max_bytes=args.spool_max_bytes, **(context_overrides or {}),
+    )
+    builders = create_builders(args, timestamps.zone, use_receive_time)
+    if builder_names is not None:
+        builders = [builder for builder in builders if builder.name in builder_names]
+    outputs = create_outputs(args, context)  # a configuration error is raised before anything is written
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        for output in outputs:
+            output.close(0.0)
         raise ConfigError(f"cannot create the spool directory {spool_dir} ({exc.strerror}): fix P1_SPOOL_DIR") from None
-    spool = Spool(spool_dir / SPOOL_FILE, max_bytes=args.spool_max_bytes)
     pipeline = Pipeline(
         open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
         reader=TelegramReader(timestamps, args.max_telegram_bytes),
-        builder=PointBuilder(timestamps.zone, use_receive_time=args.timestamps == "receive"),
-        sink=sink,
-        spool=spool,
+        builders=builders,
+        outputs=outputs,
         settings=PipelineSettings(
-            max_points=args.batch_max_points,
-            flush_interval_s=args.flush_interval_s,
             watchdog_s=args.watchdog_s,
             instance=args.instance,
             state_dir=spool_dir,
+            use_receive_time=use_receive_time,
         ),
-        extra_builders=context.extra_builders,
-        raw_observers=context.raw_observers,
         stop_event=shutdown,
+        **(pipeline_overrides or {}),
     )
     return pipeline, context
 
@@ -234,19 +151,14 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    logger.info("p1logger run: source %s, spool %s", args.source, args.spool_dir)
+    logger.info("p1logger run: source %s, outputs %s, spool %s", args.source,
+                ", ".join(output.name for output in pipeline.outputs), args.spool_dir)
     pipeline.start()
-    try:
-        while not pipeline.wait(0.5):
-            pass
-        # Also after a failure: the other thread may still be writing or spooling
-        # what it holds, and the sink and spool must stay open until it is done.
-        pipeline.join(pipeline.settings.shutdown_budget_s)
-    finally:
-        for close in context.closers:
-            close()
-        pipeline.sink.close()
-        pipeline.spool.close()
+    # A long wait: a signal still interrupts it (its handler runs here), and an idle logger stays asleep.
+    while not pipeline.wait(3600.0):
+        pass
+    # Also after a failure: the other thread may still be writing or spooling what it holds.
+    pipeline.join(pipeline.settings.shutdown_budget_s)
     if pipeline.failure is not None:
         return 1
     health = pipeline.health
@@ -256,4 +168,9 @@ def main(args: argparse.Namespace) -> int:
         health.spool_points, health.points_dropped,
         f", {health.telegrams_dropped} telegrams dropped (queue full)" if health.telegrams_dropped else "",
     )
+    if len(health.line_outputs()) > 1:
+        for name, output in health.line_outputs().items():
+            logger.info("output %s: %d points written, %d spooled, %d in the spool, %d dropped", name,
+                        output.get("points_written", 0), output.get("points_spooled", 0),
+                        output.get("spool_points", 0), output.get("points_dropped", 0))
     return 0

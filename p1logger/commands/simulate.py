@@ -12,7 +12,8 @@ import time
 from datetime import datetime, timezone
 
 from p1logger.errors import ConfigError
-from p1logger.simulate import PROFILES, SimulatorSource
+from p1logger.inputs.simulator import SimulatorSource
+from p1logger.simulate import PROFILES
 
 logger = logging.getLogger(__name__)
 

@@ -300,6 +300,7 @@ class RequestRecord:
     body_bytes: int
     content_encoding: str | None
     query: dict[str, str] = field(default_factory=dict)
+    at_s: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 _Answer = tuple[int | None, bytes, dict[str, str]]

@@ -16,7 +16,6 @@ waiting on real time; `running` runs such a pipeline on a live source.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import socket
@@ -27,7 +26,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -36,10 +34,9 @@ from p1logger import cli
 from p1logger.commands import run as run_command
 from p1logger.crc import crc16
 from p1logger.pipeline import Pipeline
-from p1logger.sink import InfluxSink
 from p1logger.spool import Spool
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 # Belgian e-MUCS 1.7.1, three phases, gas on channel 1, water on channel 2, peak and 13-month history.
 BELGIAN_3PH = "ndokter_dsmr_parser__fluvius_v171_alt.txt"
@@ -242,30 +239,41 @@ def parse_run(argv: Sequence[str]) -> argparse.Namespace:
     return cli.build_parser().parse_args(["run", *argv])
 
 
+# Retry waits of the outputs in these runs: short, so an outage test takes a fraction of a second.
+TEST_RETRY_INITIAL_S = 0.01
+TEST_RETRY_MAX_S = 0.05
+_BUILD_PIPELINE = run_command.build_pipeline
+
+
 def inject_run(
     monkeypatch: pytest.MonkeyPatch,
     *,
-    sink_sleep: Callable[[float], None] | None = None,
-    features: Sequence[ModuleType | Any] = (),
+    builders: Sequence[str] = ("points",),
+    extra_builders: Sequence[Any] = (),
+    context: dict[str, Any] | None = None,
     **pipeline_kwargs: Any,
 ) -> None:
-    """Make ``p1logger run`` use these sleeps and clocks (`Pipeline` keyword arguments).
+    """Make ``p1logger run`` use these clocks and sleeps (`Pipeline` keyword arguments) and short retry waits.
 
-    The optional features (capacity, archive, ...) are replaced by `features`,
-    none by default: these tests check the core data model exactly, and each
-    feature's own points are tested with that feature.
+    Only the points builder runs by default: these tests check the core data
+    model exactly, and each other builder's points are tested with it.
+    ``extra_builders`` are added after the registered ones.
     """
-    monkeypatch.setattr(run_command, "_features", lambda: list(features))
-    if sink_sleep is not None:
-        monkeypatch.setattr(run_command, "InfluxSink", functools.partial(InfluxSink, sleep=sink_sleep))
-    if pipeline_kwargs:
-        monkeypatch.setattr(run_command, "Pipeline", functools.partial(Pipeline, **pipeline_kwargs))
+    overrides = {"retry_initial_s": TEST_RETRY_INITIAL_S, "retry_max_s": TEST_RETRY_MAX_S, **(context or {})}
+
+    def build(args: argparse.Namespace, shutdown: Any = None) -> tuple[Pipeline, Any]:
+        pipeline, run_context = _BUILD_PIPELINE(args, shutdown, builder_names=builders, context_overrides=overrides,
+                                                pipeline_overrides=pipeline_kwargs)
+        pipeline.maker.builders.extend(extra_builders)
+        return pipeline, run_context
+
+    monkeypatch.setattr(run_command, "build_pipeline", build)
 
 
 @contextmanager
 def running(argv: Sequence[str]) -> Iterator[Pipeline]:
     """`build_pipeline` on parsed `run` flags, started; on exit stopped, flushed and closed like `main` does."""
-    pipeline, context = run_command.build_pipeline(parse_run(argv))
+    pipeline, _ = run_command.build_pipeline(parse_run(argv))
     pipeline.start()
     try:
         yield pipeline
@@ -273,10 +281,6 @@ def running(argv: Sequence[str]) -> Iterator[Pipeline]:
         pipeline.stop()
         pipeline.wait(15.0)
         pipeline.join(15.0)
-        for close in context.closers:
-            close()
-        pipeline.sink.close()
-        pipeline.spool.close()
 
 
 def spool_lines(path: Path) -> list[str]:

@@ -22,15 +22,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from p1logger import config
+from p1logger.contracts import Check, Output, Record, RunContext
 from p1logger.errors import ConfigError
-
-if TYPE_CHECKING:
-    from p1logger.commands.run import RunContext
+from p1logger.outputs import OutputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +155,14 @@ class FanoutServer:
             self._forget(client)
         if self._listener is not None:
             self._listener.close()
+            self._listener = None
         self._wake_r.close()
         self._wake_w.close()
         self._selector.close()
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
 
     @property
     def client_count(self) -> int:
@@ -315,7 +319,37 @@ class FanoutServer:
         client.sock.close()
 
 
-# ------------------------------------------------------------------ the run feature
+# ------------------------------------------------------------------ the output
+
+
+class FanoutOutput:
+    """The `Output` contract: valid raw telegrams, from the reader thread, to every client."""
+
+    name = "fanout"
+    wants_figures = False
+
+    def __init__(self, server: FanoutServer) -> None:
+        self.server = server
+
+    def start(self) -> None:
+        if not self.server.listening:
+            self.server.start()
+
+    def submit(self, record: Record) -> None:
+        pass
+
+    def submit_health(self, snapshot: Mapping[str, object], lines: Sequence[str]) -> None:
+        pass
+
+    def observe_raw(self, raw: bytes, valid: bool, received_at_s: float) -> None:
+        if valid:
+            self.server.publish(raw)
+
+    def close(self, budget_s: float | None = None) -> None:
+        self.server.close()
+
+    def health(self) -> Mapping[str, object]:
+        return {"clients": self.server.client_count, **asdict(self.server.stats)}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -330,11 +364,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        "[env P1_SERVE_RAW_MAX_CLIENTS]")
 
 
-def setup_run(context: RunContext) -> None:
-    if not context.args.serve_raw:
-        return
-    host, port = parse_listen_address(context.args.serve_raw)
-    server = FanoutServer(host, port, max_clients=context.args.serve_raw_max_clients)
-    server.start()
-    context.raw_observers.append(server)
-    context.closers.append(server.close)
+def _create(settings: Any, context: RunContext) -> Output:
+    host, port = parse_listen_address(settings.serve_raw)
+    return FanoutOutput(FanoutServer(host, port, max_clients=settings.serve_raw_max_clients))
+
+
+def _check(settings: Any) -> list[Check]:
+    # The address only: doctor must not take the port from a logger that is running.
+    try:
+        host, port = parse_listen_address(settings.serve_raw)
+    except ConfigError as exc:
+        return [Check(False, f"fan-out: {exc}")]
+    return [Check(True, f"fan-out: raw telegrams will be served on {host}:{port}")]
+
+
+SPEC = OutputSpec("fanout", add_run_arguments, lambda settings: bool(getattr(settings, "serve_raw", None)),
+                  _create, _check)

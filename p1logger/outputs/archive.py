@@ -31,230 +31,30 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import math
 import os
-import re
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from p1logger import config
-from p1logger.errors import ConfigError, SourceError
-from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer
-
-if TYPE_CHECKING:
-    from p1logger.commands.run import RunContext
+from p1logger.archive_format import FILE_NAME, encode_record
+from p1logger.contracts import Check, Output, Record, RunContext
+from p1logger.errors import ConfigError
+from p1logger.inputs.archive import archive_files
+from p1logger.outputs import OutputSpec
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"#P1 "
-# A header is "#P1 " + time + status + length: far shorter than this.
-HEADER_MAX_BYTES = 80
-# No telegram comes near this; a larger length can only be a damaged header.
-MAX_RECORD_BYTES = 16 << 20
 DEFAULT_MAX_BYTES = 2 << 30
 DEFAULT_FSYNC_INTERVAL_S = 60.0
-READ_CHUNK_BYTES = 65536
 _COPY_CHUNK_BYTES = 1 << 20
 LOCK_FILE = ".p1logger-archive.lock"
-_FILE_NAME = re.compile(r"^p1-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.txt(\.gz)?$")
 _TEMP_SUFFIX = ".tmp"
-
-
-# ------------------------------------------------------------------ format
-
-
-def encode_record(raw: bytes, valid: bool, received_at_s: float) -> bytes:
-    """One archive record: the header line, then the telegram exactly as received."""
-    return b"#P1 %.3f %s %d\n" % (received_at_s, b"ok" if valid else b"rejected", len(raw)) + raw
-
-
-def _parse_header(line: bytes) -> tuple[float, bool, int] | None:
-    parts = line.split(b" ")
-    if len(parts) != 4 or parts[0] != MAGIC[:-1] or parts[2] not in (b"ok", b"rejected"):
-        return None
-    try:
-        received_at_s = float(parts[1])
-        length = int(parts[3])
-    except ValueError:
-        return None
-    if not 0 < length <= MAX_RECORD_BYTES or not math.isfinite(received_at_s):
-        return None
-    return received_at_s, parts[2] == b"ok", length
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One telegram read back from an archive or a plain capture."""
-
-    raw: bytes
-    valid: bool | None  # None: a plain capture, checked by nobody yet
-    received_at_s: float | None  # None: a plain capture does not say
-    end_offset: int  # where reading may resume once this record is stored (uncompressed bytes)
-
-
-class ArchiveParser:
-    """Splits archive bytes into records, in any split; skips (and counts) damaged records."""
-
-    def __init__(self, offset: int = 0) -> None:
-        self._buf = bytearray()
-        self._base = offset  # stream offset of _buf[0]
-        self.skipped_bytes = 0
-
-    def feed(self, data: bytes, eof: bool = False) -> list[Record]:
-        buf = self._buf
-        buf += data
-        out: list[Record] = []
-        magic_len = len(MAGIC)
-        while buf:
-            if not buf.startswith(MAGIC):
-                if not eof and len(buf) < magic_len and MAGIC.startswith(buf):
-                    break  # a header split across reads
-                if not self._skip_to_magic(0, eof):
-                    break
-                continue
-            line_end = buf.find(b"\n", 0, HEADER_MAX_BYTES)
-            if line_end < 0:
-                if not eof and len(buf) < HEADER_MAX_BYTES:
-                    break
-                if not self._skip_to_magic(1, eof):
-                    break
-                continue
-            header = _parse_header(bytes(buf[:line_end]))
-            if header is None:
-                if not self._skip_to_magic(1, eof):
-                    break
-                continue
-            received_at_s, valid, length = header
-            end = line_end + 1 + length
-            if len(buf) < end + magic_len and not eof:
-                break
-            follow = bytes(buf[end : end + magic_len])
-            # A complete record is followed by the next header or by the end of
-            # the file; anything else means this one was cut short by a crash and
-            # its length runs into whatever was appended after the restart.
-            complete = len(buf) >= end and (follow == MAGIC or (eof and MAGIC.startswith(follow)))
-            if not complete:
-                if not self._skip_to_magic(1, eof):
-                    break
-                continue
-            out.append(Record(bytes(buf[line_end + 1 : end]), valid, received_at_s, self._base + end))
-            del buf[:end]
-            self._base += end
-        return out
-
-    def _skip_to_magic(self, start: int, eof: bool) -> bool:
-        """Drop bytes up to the next header at or after ``start``; False when more data is needed."""
-        buf = self._buf
-        found = buf.find(MAGIC, start)
-        if found >= 0:
-            cut = found
-        elif eof:
-            cut = len(buf)
-        else:
-            # Keep what may be the start of a header split across reads.
-            cut = max(start, len(buf) - len(MAGIC) + 1)
-        self.skipped_bytes += cut
-        del buf[:cut]
-        self._base += cut
-        return found >= 0
-
-
-class CaptureParser:
-    """A plain capture (no headers): telegrams as the framer finds them."""
-
-    def __init__(self, offset: int = 0, max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES) -> None:
-        self._framer = Framer(max_telegram_bytes)
-        self._fed = offset
-        self.skipped_bytes = 0
-
-    def feed(self, data: bytes, eof: bool = False) -> list[Record]:
-        items = self._framer.feed(data)
-        self._fed += len(data)
-        # The framer does not say where each telegram ended; where the unfinished
-        # candidate starts is a safe place to resume after everything it gave out.
-        resume_at = self._fed - self._framer.buffered_bytes
-        if eof:
-            self.skipped_bytes = self._framer.stats.garbage_bytes + self._framer.buffered_bytes
-        return [Record(item.raw, None if isinstance(item, Frame) else False, None, resume_at) for item in items]
-
-
-class ArchiveReader:
-    """The records of one archive file or plain capture (``.gz`` too), from an uncompressed offset."""
-
-    def __init__(
-        self,
-        path: Path,
-        start_offset: int = 0,
-        max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES,
-        chunk_bytes: int = READ_CHUNK_BYTES,
-    ) -> None:
-        self.path = path
-        self._chunk_bytes = chunk_bytes
-        try:
-            self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
-        except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
-        self.size_bytes = os.fstat(self._raw.fileno()).st_size
-        self._stream: BinaryIO = gzip.GzipFile(fileobj=self._raw) if path.name.endswith(".gz") else self._raw  # type: ignore[assignment]
-        try:
-            self.is_archive = self._stream.read(len(MAGIC)) == MAGIC
-            self._stream.seek(start_offset)
-        except (OSError, EOFError, zlib.error) as exc:
-            self.close()
-            raise SourceError(f"cannot read {path}: {exc}") from None
-        self._parser: ArchiveParser | CaptureParser = (
-            ArchiveParser(start_offset) if self.is_archive else CaptureParser(start_offset, max_telegram_bytes)
-        )
-
-    @property
-    def position_bytes(self) -> int:
-        """Bytes of the file on disk read so far (compressed bytes for a .gz)."""
-        return self._raw.tell()
-
-    @property
-    def skipped_bytes(self) -> int:
-        """Bytes that formed no record: damaged records, or noise in a plain capture."""
-        return self._parser.skipped_bytes
-
-    def __iter__(self) -> Iterator[Record]:
-        while True:
-            try:
-                data = self._stream.read(self._chunk_bytes)
-            except (OSError, EOFError, zlib.error) as exc:
-                # A truncated or damaged .gz: what came before it has been read.
-                raise SourceError(f"{self.path} is damaged after {self.position_bytes} bytes: {exc}") from None
-            if not data:
-                yield from self._parser.feed(b"", eof=True)
-                return
-            yield from self._parser.feed(data)
-
-    def close(self) -> None:
-        if self._stream is not self._raw:
-            self._stream.close()
-        self._raw.close()
-
-    def __enter__(self) -> ArchiveReader:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-
-def archive_files(directory: Path) -> list[Path]:
-    """The archive files in a directory, oldest day first (a day's plain file after its .gz)."""
-    found = []
-    for path in directory.iterdir():
-        match = _FILE_NAME.match(path.name)
-        if match is not None and path.is_file():
-            found.append((match.group(1), match.group(3) is None, int(match.group(2) or 0), path))
-    return [entry[-1] for entry in sorted(found)]
 
 
 # ------------------------------------------------------------------ writing
@@ -570,7 +370,7 @@ class ArchiveWriter:
             today = datetime.fromtimestamp(self._clock(), self.zone).date()
             oldest_kept = (today - timedelta(days=self.keep_days)).isoformat()
             for path, size in list(files):
-                match = _FILE_NAME.match(path.name)
+                match = FILE_NAME.match(path.name)
                 if path not in in_use and match is not None and match.group(1) < oldest_kept:
                     if self._delete(path, size, f"older than {self.keep_days} days"):
                         files.remove((path, size))
@@ -615,7 +415,37 @@ def _gzip_isize(path: Path) -> int | None:
         return None
 
 
-# ------------------------------------------------------------------ the run feature
+# ------------------------------------------------------------------ the output
+
+
+class ArchiveOutput:
+    """The `Output` contract: every framed telegram, valid or not, from the reader thread, into the archive."""
+
+    name = "archive"
+    wants_figures = False
+
+    def __init__(self, writer: ArchiveWriter) -> None:
+        self.writer = writer
+
+    def start(self) -> None:
+        self.writer.open()
+        logger.info("archiving every telegram in %s", self.writer.directory)
+
+    def submit(self, record: Record) -> None:
+        pass
+
+    def submit_health(self, snapshot: Mapping[str, object], lines: Sequence[str]) -> None:
+        pass
+
+    def observe_raw(self, raw: bytes, valid: bool, received_at_s: float) -> None:
+        self.writer.write(raw, valid, received_at_s)
+
+    def close(self, budget_s: float | None = None) -> None:
+        self.writer.close()
+
+    def health(self) -> Mapping[str, object]:
+        return {"records_written": self.writer.records_written, "records_lost": self.writer.records_lost,
+                "files_compressed": self.writer.stats.files_compressed, "files_pruned": self.writer.stats.files_pruned}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -637,16 +467,28 @@ def add_archive_bound_arguments(group: argparse._ArgumentGroup) -> None:  # the 
                        "(default %(default)s = 2 GiB) [env P1_ARCHIVE_MAX_BYTES]")
 
 
-def writer_from_args(args: argparse.Namespace, directory: Path, zone: ZoneInfo) -> ArchiveWriter:
-    writer = ArchiveWriter(directory, zone, keep_days=args.archive_keep_days, max_bytes=args.archive_max_bytes)
-    writer.open()
-    return writer
+def writer_from_args(args: Any, directory: Path, zone: ZoneInfo) -> ArchiveWriter:
+    """An archive writer with the --archive-* bounds; not opened yet."""
+    return ArchiveWriter(directory, zone, keep_days=args.archive_keep_days, max_bytes=args.archive_max_bytes)
 
 
-def setup_run(context: RunContext) -> None:
-    if not context.args.archive:
-        return
-    writer = writer_from_args(context.args, Path(context.args.archive), context.timestamps.zone)
-    logger.info("archiving every telegram in %s", writer.directory)
-    context.raw_observers.append(writer)
-    context.closers.append(writer.close)
+def _create(settings: Any, context: RunContext) -> Output:
+    return ArchiveOutput(writer_from_args(settings, Path(settings.archive), context.zone))
+
+
+def _check(settings: Any) -> list[Check]:
+    # Looks without touching: no lock taken, nothing created, so a running logger is not disturbed.
+    directory = Path(settings.archive)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [Check(False, f"archive: {existing} is not a directory: fix P1_ARCHIVE_DIR")]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [Check(False, f"archive: {existing} is not writable: fix its permissions or P1_ARCHIVE_DIR")]
+    state = "exists" if existing == directory else "will be created"
+    return [Check(True, f"archive: {directory} {state} and is writable")]
+
+
+SPEC = OutputSpec("archive", add_run_arguments, lambda settings: bool(getattr(settings, "archive", None)),
+                  _create, _check)

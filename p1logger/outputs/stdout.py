@@ -7,7 +7,8 @@ nanoseconds, line protocol's default precision, so neither Telegraf nor
 ``influx write`` needs a precision setting; the values are still whole seconds.
 
 When the reader of standard output goes away, the logger stops: the batch in
-hand is kept (spooled) for the next run, as when a database is down.
+hand and those queued are kept (spooled) for the next run, which prints them
+first. No spool file is made unless that happens.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import Any, TextIO
 
-from p1logger import config
-from p1logger.errors import ConfigError
-from p1logger.sink import WriteKind, WriteResult
-
-if TYPE_CHECKING:
-    from p1logger.commands.run import RunContext
+from p1logger.contracts import Check, Output, RunContext, WriteKind, WriteResult
+from p1logger.outputs import OutputSpec, selected
+from p1logger.outputs.lines import LineOutput, LineOutputSettings
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +86,31 @@ class StdoutSink:
             pass
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("output")
-    group.add_argument("--output", metavar="-", default=config.env("P1_OUTPUT"),
-                       help="'-' writes line protocol (nanosecond timestamps) to standard output instead of "
-                       "InfluxDB, for Telegraf's execd input or 'influx write'; the InfluxDB settings are then "
-                       "not needed [env P1_OUTPUT]")
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass  # chosen with --output -, which the registry defines
 
 
-def setup_run(context: RunContext) -> None:
-    output = context.args.output
-    if not output:
-        return
-    if output != "-":
-        raise ConfigError(f"--output {output!r} is not supported: use '-' for standard output, or leave it unset "
-                          "to write to InfluxDB (fix P1_OUTPUT)")
-    if context.sink is not None:
-        raise ConfigError("--output - cannot be combined with another output")
-    context.sink = StdoutSink(sys.stdout, on_closed=context.shutdown.set)
+def _create(settings: Any, context: RunContext) -> Output:
+    return LineOutput(
+        "stdout",
+        StdoutSink(sys.stdout, on_closed=context.shutdown.set),
+        LineOutputSettings(
+            flush_interval_s=context.flush_interval_s,
+            batch_max_points=context.batch_max_points,
+            spool_max_bytes=context.spool_max_bytes,
+            durable=False,
+            spool_dir=context.output_dir("stdout"),
+            backpressure_batches=None if context.live else 16,
+            retry_initial_s=context.retry_initial_s,
+            retry_max_s=context.retry_max_s,
+        ),
+        clock=context.clock or time.monotonic,
+        wall_clock=context.wall_clock or time.time,
+    )
+
+
+def _check(settings: Any) -> list[Check]:
+    return [Check(True, "output stdout: line protocol on standard output")]
+
+
+SPEC = OutputSpec("stdout", _add_arguments, lambda settings: "stdout" in selected(settings), _create, _check)

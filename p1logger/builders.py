@@ -1,0 +1,136 @@
+"""The line builders every telegram goes through, in order, and the one place they are registered.
+
+    points    (p1logger.points)    the meter's readings: energy, power, voltage, gas...
+    capacity  (p1logger.capacity)  the Belgian capacity tariff: quarters, peaks, projection
+
+``run`` and ``replay`` build the same list with ``create_builders``, so both
+store the same series and fields. To add a builder (energy cost, say): a
+module with the pure computation, and one ``BuilderSpec`` in ``BUILDERS``.
+A builder's ``figures()`` (its latest derived state) reach the outputs in
+``Record.figures[name]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from p1logger import config
+from p1logger.capacity import DEFAULT_MARGIN_KW, DEFAULT_PRICE_EUR_PER_KW_YEAR, CapacityTracker
+from p1logger.contracts import Builder, Figures
+from p1logger.decode import Telegram
+from p1logger.points import PointBuilder
+
+
+@dataclass(frozen=True)
+class BuilderSpec:
+    name: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    # (settings, zone, use_receive_time) -> the builder, or None when it is turned off
+    create: Callable[[Any, ZoneInfo, bool], Builder | None]
+
+
+# ------------------------------------------------------------------ points
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _points(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> Builder:
+    return PointBuilder(zone, use_receive_time=use_receive_time)
+
+
+# ------------------------------------------------------------------ capacity
+
+PRICE_VARIABLE = "P1_CAPACITY_PRICE"
+MARGIN_VARIABLE = "P1_CAPACITY_MARGIN_KW"
+
+
+class CapacityBuilder:
+    """The capacity tracker as a builder: its lines, and its state as figures for outputs that publish it."""
+
+    name = "capacity"
+
+    def __init__(self, tracker: CapacityTracker) -> None:
+        self.tracker = tracker
+
+    def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        return self.tracker.build(telegram, received_at_s)
+
+    def figures(self) -> Figures | None:
+        state = self.tracker.state()
+        if state is None:
+            return None
+        quarter = state.quarter
+        return {
+            "meter": state.meter,
+            "time_s": state.time_s,
+            "demand_kw": quarter.meter_demand_kw,
+            "quarter_avg_kw": quarter.average_so_far_kw,
+            "month_peak_kw": state.running_peak_kw,
+            "rolling_mean_kw": state.rolling_mean_kw,
+            "projected_kw": quarter.projected_kw,
+            "shed_kw": quarter.shed_kw,
+            "peak_warning": quarter.peak_warning,
+            "yearly_cost_eur": state.yearly_cost_eur,
+        }
+
+
+def _number_type(name: str, variable: str, check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not check(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}: fix {name} or {variable}")
+        return value
+
+    return parse
+
+
+def add_capacity_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("capacity tariff (Belgium)")
+    # String defaults go through `type`, so a bad environment value gets the same clear error as a bad flag.
+    group.add_argument(
+        "--capacity-price", metavar="EUR",
+        type=_number_type("--capacity-price", PRICE_VARIABLE, lambda v: v >= 0, "a price of at least 0"),
+        default=config.env(PRICE_VARIABLE, str(DEFAULT_PRICE_EUR_PER_KW_YEAR)),
+        help="capacity tariff in EUR per kW per year, VAT included (default %(default)s, an estimate of the "
+        f"2025 Fluvius rate: set your own grid operator's) [env {PRICE_VARIABLE}]",
+    )
+    group.add_argument(
+        "--capacity-margin-kw", metavar="KW",
+        type=_number_type("--capacity-margin-kw", MARGIN_VARIABLE, lambda v: True, "a number of kW"),
+        default=config.env(MARGIN_VARIABLE, str(DEFAULT_MARGIN_KW)),
+        help="warn when the running quarter is heading this much above the month's peak; negative warns "
+        f"earlier (default %(default)s) [env {MARGIN_VARIABLE}]",
+    )
+
+
+def _capacity(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> Builder:
+    # Silent for meters without capacity data.
+    return CapacityBuilder(CapacityTracker(zone, settings.capacity_price, settings.capacity_margin_kw,
+                                           use_receive_time=use_receive_time))
+
+
+BUILDERS: tuple[BuilderSpec, ...] = (
+    BuilderSpec("points", _no_arguments, _points),
+    BuilderSpec("capacity", add_capacity_arguments, _capacity),
+)
+
+
+def add_builder_arguments(parser: argparse.ArgumentParser) -> None:
+    for spec in BUILDERS:
+        spec.add_arguments(parser)
+
+
+def create_builders(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> list[Builder]:
+    """Every builder that is on, in order; the same for ``run`` and ``replay``."""
+    builders = [spec.create(settings, zone, use_receive_time) for spec in BUILDERS]
+    return [builder for builder in builders if builder is not None]

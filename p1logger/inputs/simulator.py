@@ -1,0 +1,72 @@
+"""``P1_SOURCE=simulator``: the simulated meter (``p1logger.simulate``) as an input."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from p1logger.errors import ConfigError
+from p1logger.simulate import PROFILES, MeterModel
+
+UTC = timezone.utc
+
+
+class SimulatorSource:
+    """``P1_SOURCE=simulator``: the model in-process, one telegram per second of its clock.
+
+    At speed 1 the meter's clock follows the wall clock, so dashboards show "now".
+    """
+
+    def __init__(
+        self,
+        profile: str = "be3",
+        speed: float = 1.0,
+        start: datetime | None = None,
+        seed: int = 1,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        count: int | None = None,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ConfigError(f"unknown simulator profile {profile!r}: use one of {', '.join(PROFILES)}")
+        if not speed > 0:
+            raise ConfigError(f"simulator speed must be positive, not {speed}")
+        self.description = f"simulated {PROFILES[profile].description}"
+        self._sleep = sleep
+        self._interval_s = 1.0 / speed
+        begin = start or datetime.fromtimestamp(int(wall_clock()), UTC)
+        self.model = MeterModel(PROFILES[profile], begin, seed)
+        self._first = True
+        self._remaining = count
+
+    def read(self) -> bytes:
+        if self._remaining is not None:
+            if self._remaining <= 0:
+                raise EOFError  # a bounded demo or test run ends like a file
+            self._remaining -= 1
+        if not self._first:
+            self._sleep(self._interval_s)
+            self.model.next_telegram()
+        self._first = False
+        return self.model.telegram()
+
+    def close(self) -> None:
+        pass
+
+
+def simulator_from_env(sleep: Callable[[float], None] = time.sleep) -> SimulatorSource:
+    """``P1_SOURCE=simulator``, tuned by P1_SIMULATOR_PROFILE, _SPEED, _COUNT and _START."""
+    env = os.environ
+    try:
+        speed = float(env.get("P1_SIMULATOR_SPEED") or 1.0)
+        count = int(env["P1_SIMULATOR_COUNT"]) if env.get("P1_SIMULATOR_COUNT") else None
+        start = datetime.fromisoformat(env["P1_SIMULATOR_START"]) if env.get("P1_SIMULATOR_START") else None
+    except ValueError as exc:
+        raise ConfigError(f"bad simulator setting ({exc}): fix P1_SIMULATOR_SPEED, P1_SIMULATOR_COUNT or "
+                          "P1_SIMULATOR_START (ISO 8601)") from None
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    return SimulatorSource(env.get("P1_SIMULATOR_PROFILE") or "be3", speed=speed, start=start, sleep=sleep,
+                           count=count)

@@ -1,0 +1,161 @@
+"""The InfluxDB output (1.x and 2.x): its settings, and how ``run`` and ``doctor`` get it.
+
+    target.py      where to write (URL, API version, destination, credentials)
+    transports.py  HTTP per API version (v1 /write, v2 /api/v2/write), one interface
+    sink.py        one batch: status handling, 400 bisection, dead letters
+    checks.py      doctor's checks (influxdb-client, v2 only, imported there)
+
+Batching, retry and the spool come from ``outputs.lines.LineOutput``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from p1logger import config
+from p1logger.contracts import Check, Output, RunContext
+from p1logger.errors import ConfigError
+from p1logger.outputs import OutputSpec, selected
+from p1logger.outputs.influx.sink import InfluxSink
+from p1logger.outputs.influx.target import InfluxTarget
+from p1logger.outputs.influx.transports import TRANSPORTS
+from p1logger.outputs.lines import SPOOL_FILE, LineOutput, LineOutputSettings
+
+NAME = "influx"
+DEAD_LETTER_FILE = "dead-letter.lp"
+
+
+def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("InfluxDB")
+    group.add_argument("--influx-url", default=config.env("INFLUX_URL", "http://localhost:8086"),
+                       help="InfluxDB URL (default %(default)s); several, separated by commas, write the same "
+                       "data to each, every one with its own spool [env INFLUX_URL]")
+    group.add_argument("--influx-api", choices=tuple(TRANSPORTS)[::-1], default=config.env("INFLUX_API", "v2"),
+                       help="v2 for InfluxDB 2.x; v1 for InfluxDB 1.x (/write with user and password) "
+                       "(default %(default)s) [env INFLUX_API]")
+    group.add_argument("--influx-org", default=config.env("INFLUX_ORG", ""),
+                       help="organization (v2) [env INFLUX_ORG]")
+    group.add_argument("--influx-bucket", default=config.env("INFLUX_BUCKET", "p1"),
+                       help="bucket (v2), or database or database/retention_policy (v1) "
+                       "(default %(default)s) [env INFLUX_BUCKET]")
+    # Secrets: no defaults shown, so --help never prints one.
+    group.add_argument("--influx-token-file", default=config.env("INFLUX_TOKEN_FILE"),
+                       help="file holding the API token (v2) [env INFLUX_TOKEN_FILE; or put the token itself "
+                       "in INFLUX_TOKEN, which is safer than a flag]")
+    group.add_argument("--influx-username", default=config.env("INFLUX_USERNAME"),
+                       help="user name (v1) [env INFLUX_USERNAME; the password comes from INFLUX_PASSWORD "
+                       "or INFLUX_PASSWORD_FILE]")
+    group.add_argument("--influx-timeout-s", type=float, default=float(config.env("INFLUX_TIMEOUT_S", "5") or 5),
+                       help="seconds to wait for one write (default %(default)s) [env INFLUX_TIMEOUT_S]")
+
+
+def influx_urls(args: Any) -> list[str]:
+    urls = [url.strip().rstrip("/") for url in str(args.influx_url).split(",") if url.strip()]
+    if not urls:
+        raise ConfigError("no InfluxDB URL: set INFLUX_URL (e.g. http://localhost:8086)")
+    return urls
+
+
+def output_name(index: int) -> str:
+    """The first InfluxDB is "influx"; more (INFLUX_URL with commas) are "influx-2", "influx-3"..."""
+    return NAME if index == 0 else f"{NAME}-{index + 1}"
+
+
+def influx_target(args: Any, url: str | None = None) -> InfluxTarget:
+    """The target for ``url`` (default: the first of --influx-url) with the shared settings."""
+    # argparse checks choices only on the command line, not on a default taken from the environment.
+    if args.influx_api not in TRANSPORTS:
+        raise ConfigError(f"INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not {args.influx_api!r}: fix INFLUX_API")
+    token = config.read_secret(config.env("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
+    password = config.read_secret(config.env("INFLUX_PASSWORD"), config.env("INFLUX_PASSWORD_FILE"), "password",
+                                  "INFLUX_PASSWORD_FILE")
+    v2 = args.influx_api == "v2"
+    if v2 and not token:
+        raise ConfigError("no InfluxDB token: set INFLUX_TOKEN or INFLUX_TOKEN_FILE (or INFLUX_API=v1 for InfluxDB 1.x)")
+    if v2 and not args.influx_org:
+        raise ConfigError("no InfluxDB organization: set INFLUX_ORG")
+    username = args.influx_username
+    if not v2 and password and not username:
+        raise ConfigError("INFLUX_PASSWORD is set but INFLUX_USERNAME is not: set both, or neither")
+    if not v2 and username and not password:
+        raise ConfigError("INFLUX_USERNAME is set but no password: set INFLUX_PASSWORD or INFLUX_PASSWORD_FILE")
+    return InfluxTarget(
+        url=url if url is not None else influx_urls(args)[0],
+        api=args.influx_api,
+        org=args.influx_org,
+        bucket=args.influx_bucket,
+        token=token if v2 else None,
+        username=username if not v2 else None,
+        password=password if not v2 else None,
+        timeout_s=args.influx_timeout_s,
+    )
+
+
+def adopt_old_spool(spool_dir: Path, output_dir: Path) -> None:
+    """Before outputs had a directory each, InfluxDB's spool was spool_dir/spool.db: keep sending it."""
+    old = spool_dir / SPOOL_FILE
+    new = output_dir / SPOOL_FILE
+    if old.exists() and not new.exists():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            if old.with_name(old.name + suffix).exists():
+                os.replace(old.with_name(old.name + suffix), new.with_name(new.name + suffix))
+
+
+def _create(settings: Any, context: RunContext) -> list[Output]:
+    targets = [influx_target(settings, url) for url in influx_urls(settings)]
+    if len({target.url for target in targets}) < len(targets):
+        raise ConfigError("INFLUX_URL names the same InfluxDB twice: list each one once")
+    return [_output(output_name(n), target, context) for n, target in enumerate(targets)]
+
+
+def _output(name: str, target: InfluxTarget, context: RunContext) -> Output:
+    directory = context.output_dir(name)
+    if name == NAME:
+        try:
+            adopt_old_spool(context.spool_dir, directory)
+        except OSError as exc:
+            raise ConfigError(f"cannot move the old spool into {directory} ({exc.strerror}): "
+                              "fix P1_SPOOL_DIR") from None
+    # One attempt per write: LineOutput retries from the spool, so nothing waits in memory meanwhile.
+    sink = InfluxSink(target, dead_letter_path=directory / DEAD_LETTER_FILE, shutdown=context.shutdown,
+                      max_attempts=1)
+    return LineOutput(
+        name,
+        sink,
+        LineOutputSettings(
+            flush_interval_s=context.flush_interval_s,
+            batch_max_points=context.batch_max_points,
+            spool_max_bytes=context.spool_max_bytes,
+            durable=True,
+            spool_dir=directory,
+            backpressure_batches=None if context.live else 16,
+            retry_initial_s=context.retry_initial_s,
+            retry_max_s=context.retry_max_s,
+        ),
+        clock=context.clock or time.monotonic,
+        wall_clock=context.wall_clock or time.time,
+    )
+
+
+def _check(settings: Any) -> list[Check]:
+    try:
+        targets = [influx_target(settings, url) for url in influx_urls(settings)]
+    except ConfigError as exc:
+        return [Check(False, f"InfluxDB: {exc}")]
+    checks: list[Check] = []
+    for target in targets:
+        transport = target.transport()
+        try:
+            checks.append(Check(True, f"InfluxDB: {target.url} ({target.api}), {target.describe_destination()}"))
+            checks.extend(transport.check())
+        finally:
+            transport.close()
+    return checks
+
+
+SPEC = OutputSpec(NAME, add_influx_arguments, lambda settings: NAME in selected(settings), _create, _check)

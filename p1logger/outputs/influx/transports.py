@@ -1,0 +1,310 @@
+"""HTTP to InfluxDB: one transport class per API version, behind one interface.
+
+Everything that differs between InfluxDB 1.x and 2.x lives here: the write
+path and its query, how credentials are sent, what the destination is called
+in messages, what fixes a 401 or a 404, and how ``doctor`` checks it. The rest
+of the output never looks at the API name.
+
+Both speak plain ``http.client`` over one persistent connection, reopened
+after any error; bodies of 1 KiB and more are gzipped (smaller ones gain
+nothing from it but CPU time). influxdb-client is used only by ``doctor``'s
+v2 checks, imported there.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import json
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from p1logger.errors import SinkError
+
+if TYPE_CHECKING:
+    from p1logger.contracts import Check
+    from p1logger.outputs.influx.target import InfluxTarget
+
+_REASON_MAX_CHARS = 300
+GZIP_MIN_BYTES = 1024
+
+
+class TransientError(SinkError):
+    """A failure worth retrying: no answer, a timeout, 429 or 5xx."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.detail = detail or message
+        self.attempts = 1
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    reason: str
+    retry_after_s: float | None = None
+
+
+def one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _REASON_MAX_CHARS else flat[: _REASON_MAX_CHARS - 3] + "..."
+
+
+def reason_from_body(body: bytes | str | None) -> str:
+    """InfluxDB's own error text: 1.x sends {"error": ..}, 2.x {"code": .., "message": ..}."""
+    if not body:
+        return ""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return one_line(text)
+    if isinstance(data, dict):
+        for key in ("message", "error"):
+            if isinstance(data.get(key), str):
+                return one_line(data[key])
+    return one_line(text)
+
+
+def retry_after_s(value: str | None) -> float | None:
+    # Only the delta-seconds form: InfluxDB never sends an HTTP date here.
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def describe_io_error(exc: BaseException) -> str:
+    """Why a connection failed, in words, without URLs or headers (they may hold secrets)."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain and len(chain) < 8:
+        chain.append(cause)
+        reason = getattr(cause, "reason", None)
+        cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return "connection refused"
+    if any(isinstance(c, TimeoutError) or type(c).__name__.endswith("TimeoutError") for c in chain):
+        return "no answer within the timeout"
+    for c in reversed(chain):
+        if isinstance(c, OSError) and c.strerror:
+            return c.strerror.lower()
+    return type(chain[-1]).__name__
+
+
+def http_text(status: int, reason: str) -> str:
+    return f"HTTP {status}" + (f": {reason}" if reason else "")
+
+
+def _basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+class HttpTransport:
+    """One persistent HTTP connection to InfluxDB; the API versions differ only in their class attributes."""
+
+    api: ClassVar[str]
+    write_path: ClassVar[str]
+
+    def __init__(self, target: InfluxTarget) -> None:
+        parts = urllib.parse.urlsplit(target.url)
+        self.target = target
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._headers = self.auth_headers(target)
+        self._conn: http.client.HTTPConnection | None = None
+        self.connections_opened = 0
+        self._write_url = self._url(self.write_path, self.write_params(target))
+
+    # -- what each API version fills in
+
+    @staticmethod
+    def auth_headers(target: InfluxTarget) -> dict[str, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def write_params(target: InfluxTarget) -> dict[str, str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def validate(target: InfluxTarget) -> str | None:
+        """What is wrong with this target for this API, or None."""
+        raise NotImplementedError
+
+    @staticmethod
+    def describe_destination(target: InfluxTarget) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def auth_fix(target: InfluxTarget) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def not_found_fix(target: InfluxTarget) -> str:
+        raise NotImplementedError
+
+    def check(self) -> list[Check]:
+        """``doctor``'s checks: reachable, credentials accepted, destination exists."""
+        raise NotImplementedError
+
+    # -- HTTP
+
+    def _url(self, path: str, params: dict[str, str]) -> str:
+        return f"{self._prefix}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = conn_cls(self._host, self._port, timeout=self.target.timeout_s)
+            self.connections_opened += 1
+        return self._conn
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        url: str | None = None,
+    ) -> tuple[int, bytes, http.client.HTTPMessage]:
+        """One HTTP exchange on the kept-alive connection; OSError and HTTPException become TransientError."""
+        all_headers = {**self._headers, **(headers or {})}
+        target_url = url if url is not None else self._url(path, params)
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, target_url, body=body, headers=all_headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, data, resp.headers
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # A kept-alive connection the server closed while idle fails at once on reuse:
+                # that is not an outage, so it gets one fresh connection (never after a timeout).
+                stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+                if attempt == 1 and stale:
+                    continue
+                why = describe_io_error(exc)
+                raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
+        raise AssertionError("unreachable")
+
+    def post(self, lines: Sequence[str]) -> Reply:
+        body = "\n".join(lines).encode("utf-8")
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.target.gzip and len(body) >= GZIP_MIN_BYTES:
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        status, data, resp_headers = self.request("POST", self.write_path, {}, body, headers, url=self._write_url)
+        return Reply(status, reason_from_body(data), retry_after_s(resp_headers.get("Retry-After")))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class V1Transport(HttpTransport):
+    """InfluxDB 1.x: POST /write?db=&rp=&precision=s; basic auth (or a token, for 1.8+)."""
+
+    api = "v1"
+    write_path = "/write"
+
+    @staticmethod
+    def auth_headers(target: InfluxTarget) -> dict[str, str]:
+        if target.username is not None and target.password is not None:
+            # A header, not u=/p= query parameters, so the password is never part of a URL.
+            return {"Authorization": _basic_auth(target.username, target.password)}
+        if target.token:
+            return {"Authorization": f"Token {target.token}"}
+        return {}
+
+    @staticmethod
+    def write_params(target: InfluxTarget) -> dict[str, str]:
+        params = {"db": target.database, "precision": "s"}
+        if target.retention_policy:
+            params["rp"] = target.retention_policy
+        return params
+
+    @staticmethod
+    def validate(target: InfluxTarget) -> str | None:
+        if not target.bucket or target.bucket.startswith("/") or target.bucket.endswith("/"):
+            return f"InfluxDB database (or database/retention_policy) name {target.bucket!r} is empty or malformed"
+        return None
+
+    @staticmethod
+    def describe_destination(target: InfluxTarget) -> str:
+        rp = target.retention_policy
+        return f"database '{target.database}'" + (f" (retention policy '{rp}')" if rp else "")
+
+    @staticmethod
+    def auth_fix(target: InfluxTarget) -> str:
+        return ("the InfluxDB username/password (or token) is wrong or the user may not write to "
+                f"{V1Transport.describe_destination(target)}; fix the credentials or GRANT WRITE")
+
+    @staticmethod
+    def not_found_fix(target: InfluxTarget) -> str:
+        return f'create it (CREATE DATABASE "{target.database}") or fix the name'
+
+    def check(self) -> list[Check]:
+        from p1logger.outputs.influx.checks import check_v1
+
+        return check_v1(self.target, self)
+
+
+class V2Transport(HttpTransport):
+    """InfluxDB 2.x: POST /api/v2/write?org=&bucket=&precision=s with ``Authorization: Token``."""
+
+    api = "v2"
+    write_path = "/api/v2/write"
+
+    @staticmethod
+    def auth_headers(target: InfluxTarget) -> dict[str, str]:
+        return {"Authorization": f"Token {target.token}"}
+
+    @staticmethod
+    def write_params(target: InfluxTarget) -> dict[str, str]:
+        return {"org": target.org, "bucket": target.bucket, "precision": "s"}
+
+    @staticmethod
+    def validate(target: InfluxTarget) -> str | None:
+        if not target.bucket or target.bucket.startswith("/") or target.bucket.endswith("/"):
+            return f"InfluxDB bucket name {target.bucket!r} is empty or malformed"
+        if not target.org:
+            return "InfluxDB 2 needs an organization name"
+        if not target.token:
+            return "InfluxDB 2 needs an API token with write permission on the bucket"
+        return None
+
+    @staticmethod
+    def describe_destination(target: InfluxTarget) -> str:
+        return f"bucket '{target.bucket}' in organization '{target.org}'"
+
+    @staticmethod
+    def auth_fix(target: InfluxTarget) -> str:
+        return (f"the API token is wrong or lacks write permission on {V2Transport.describe_destination(target)}; "
+                "create a token with write access to that bucket and configure it")
+
+    @staticmethod
+    def not_found_fix(target: InfluxTarget) -> str:
+        return "create it in InfluxDB or fix the bucket/org names"
+
+    def check(self) -> list[Check]:
+        from p1logger.outputs.influx.checks import check_v2
+
+        return check_v2(self.target)
+
+
+TRANSPORTS: dict[str, type[HttpTransport]] = {cls.api: cls for cls in (V1Transport, V2Transport)}
