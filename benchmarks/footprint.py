@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--api", choices=("v2", "v1"), default="v2", help="InfluxDB API (default %(default)s)")
     parser.add_argument("--callgrind", action="store_true",
                         help="run the logger under valgrind --tool=callgrind and count its instructions")
+    parser.add_argument("--keep-callgrind", type=Path, default=None,
+                        help="with --callgrind: copy the window's profile here (for callgrind_annotate)")
     args = parser.parse_args()
 
     binary, detail = find_influxd()
@@ -222,6 +224,8 @@ def main() -> None:
                 dumps = sorted(root.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
                 window_dumps = [p for p in dumps if "window" in p.read_text(errors="replace")[:2000]]
                 instructions = callgrind_instructions((window_dumps or dumps)[0])
+                if args.keep_callgrind is not None:
+                    args.keep_callgrind.write_bytes((window_dumps or dumps)[0].read_bytes())
         finally:
             for process in (logger, baseline):
                 if process is not None and process.poll() is None:

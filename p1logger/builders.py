@@ -2,6 +2,7 @@
 
     points    (p1logger.points)    the meter's readings: energy, power, voltage, gas...
     capacity  (p1logger.capacity)  the Belgian capacity tariff: quarters, peaks, projection
+    cost      (p1logger.cost)      energy cost per quarter-hour, with a tariff file (P1_TARIFF_FILE)
 
 ``run`` and ``replay`` build the same list with ``create_builders``, so both
 store the same series and fields. To add a builder (energy cost, say): a
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 from p1logger import config
 from p1logger.capacity import DEFAULT_MARGIN_KW, DEFAULT_PRICE_EUR_PER_KW_YEAR, CapacityTracker
 from p1logger.contracts import Builder, Figures
+from p1logger.cost import add_cost_arguments, create_tracker, tariff_capacity_price
 from p1logger.decode import Telegram
 from p1logger.points import PointBuilder
 
@@ -115,13 +117,15 @@ def add_capacity_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _capacity(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> Builder:
     # Silent for meters without capacity data.
-    return CapacityBuilder(CapacityTracker(zone, settings.capacity_price, settings.capacity_margin_kw,
-                                           use_receive_time=use_receive_time))
+    price = tariff_capacity_price(settings, zone, DEFAULT_PRICE_EUR_PER_KW_YEAR)
+    return CapacityBuilder(CapacityTracker(zone, settings.capacity_price if price is None else price,
+                                           settings.capacity_margin_kw, use_receive_time=use_receive_time))
 
 
 BUILDERS: tuple[BuilderSpec, ...] = (
     BuilderSpec("points", _no_arguments, _points),
     BuilderSpec("capacity", add_capacity_arguments, _capacity),
+    BuilderSpec("cost", add_cost_arguments, create_tracker),
 )
 
 

@@ -57,6 +57,11 @@ SCHEMA: dict[str, Measurement] = {
         },
         frozenset({"meter", "month"}),
     ),
+    "cost": Measurement(
+        _floats("import_kwh", "export_kwh", "gas_m3", "water_m3", "import_eur", "export_eur", "gas_eur", "water_eur",
+                "fixed_eur", "total_eur", "import_price_eur_per_kwh", "export_price_eur_per_kwh"),
+        frozenset({"meter"}),
+    ),
     "p1logger": Measurement(
         {
             "telegrams_ok": "int",
@@ -176,6 +181,42 @@ def _epoch_s(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+@dataclass(frozen=True, slots=True)
+class MbusReading:
+    """One M-Bus device's reading, converted to the unit its field name carries."""
+
+    measurement: str  # gas, water or heat
+    field: str
+    channel: str
+    device: str | None
+    value: float
+    time: datetime  # the capture time
+
+
+def mbus_readings(telegram: Telegram) -> list[MbusReading]:
+    """The readings of the M-Bus devices that carry a capture time (one without cannot be placed honestly)."""
+    found: list[MbusReading] = []
+    for channel, (device_type, device_id) in telegram.mbus_devices().items():
+        reading = None
+        for suffix in _MBUS_READING_SUFFIXES:
+            reading = telegram.fields.get(f"0-{channel}{suffix}")
+            if reading is not None:
+                break
+        if reading is None or reading.time is None:
+            continue
+        measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
+        if measurement is None:
+            measurement = _MBUS_BY_UNIT.get(reading.unit or "")
+        if measurement is None:
+            continue
+        field_name, units = _MBUS_FIELDS[measurement]
+        value = convert_reading(reading, units)
+        if value is None:
+            continue
+        found.append(MbusReading(measurement, field_name, channel, device_id, value, reading.time))
+    return found
+
+
 class PointBuilder:
     """Turns telegrams into line protocol.  One instance per meter stream (a `contracts.Builder`)."""
 
@@ -260,30 +301,14 @@ class PointBuilder:
         return prefix
 
     def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
-        for channel, (device_type, device_id) in telegram.mbus_devices().items():
-            reading = None
-            for suffix in _MBUS_READING_SUFFIXES:
-                reading = telegram.fields.get(f"0-{channel}{suffix}")
-                if reading is not None:
-                    break
-            if reading is None or reading.time is None:
-                continue  # no capture time: the reading cannot be placed in time honestly
-            measurement = MBUS_DEVICE_TYPES.get(device_type) if device_type is not None else None
-            if measurement is None:
-                measurement = _MBUS_BY_UNIT.get(reading.unit or "")
-            if measurement is None:
-                continue
-            field_name, units = _MBUS_FIELDS[measurement]
-            value = convert_reading(reading, units)
-            if value is None:
-                continue
+        for reading in mbus_readings(telegram):
             capture_s = _epoch_s(reading.time)
-            key = (measurement, channel)
+            key = (reading.measurement, reading.channel)
             if self._last_capture.get(key) == capture_s:
                 continue
             self._last_capture[key] = capture_s
-            tags = {"meter": meter, "channel": channel, "device": device_id or ""}
-            lines.append(line(measurement, tags, {field_name: value}, capture_s))
+            tags = {"meter": meter, "channel": reading.channel, "device": reading.device or ""}
+            lines.append(line(reading.measurement, tags, {reading.field: reading.value}, capture_s))
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
         peak = fields.get(MONTH_PEAK_OBIS)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from p1logger import config
 from p1logger.commands.run import register as register_run
+from p1logger.cost import tariff_checks
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.inputs import GARBAGE_HINT, NO_SOURCE, open_source
@@ -59,6 +60,9 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print(False, f"configuration: {exc}")
         return 1
+    for ok, message in tariff_checks(getattr(args, "tariff", None), timestamps.zone, int(time.time())):
+        _print(ok, message)
+        problems += not ok
     problems += not _check_source(args, settings, timestamps)
     for spec in specs:
         for ok, message in spec.check(args):

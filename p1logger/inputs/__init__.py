@@ -9,6 +9,8 @@
 
 Archives (``run --archive``, ``record``) are read back by ``inputs.archive``
 for ``replay``. To add an input: a module here, and one entry in ``SCHEMES``.
+``inputs.entsoe`` is the one input that brings no telegrams: day-ahead prices
+for ``p1logger prices fetch`` (``docs/cost.md``).
 """
 
 from __future__ import annotations
