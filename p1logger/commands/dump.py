@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from p1logger import config, render
 from p1logger.decode import Telegram
@@ -43,7 +43,9 @@ def main(args: argparse.Namespace) -> int:
     show: _JsonShow | _TableShow
     if args.format == "json":
         # Bytes straight to the binary stream: no text layer to encode each line again.
-        show = json_show = _JsonShow(sys.stdout.buffer, render.JsonLines())
+        # A stdout replaced by a text-only stream (redirect_stdout to a StringIO) gets the same bytes as text.
+        binary = getattr(sys.stdout, "buffer", None) or _TextAsBinary(sys.stdout)
+        show = json_show = _JsonShow(binary, render.JsonLines())
         flush = json_show.flush
     else:
         show = _TableShow(country)
@@ -75,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
 class _JsonShow:
     """Writes JSON Lines in blocks of about 64 KiB: one system call per telegram would cost more than encoding it."""
 
-    def __init__(self, out: BinaryIO, lines: render.JsonLines) -> None:
+    def __init__(self, out: BinaryIO | _TextAsBinary, lines: render.JsonLines) -> None:
         self.out, self.lines = out, lines
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -103,6 +105,17 @@ class _JsonShow:
 
         self._add(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
                               "raw": item.raw.decode("ascii", "replace")}).encode() + b"\n")
+
+
+class _TextAsBinary:
+    def __init__(self, text: TextIO) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        return self.text.write(data.decode())
+
+    def flush(self) -> None:
+        self.text.flush()
 
 
 class _TableShow:
