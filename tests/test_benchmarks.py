@@ -19,7 +19,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     "decode.py": (["--telegrams", "200", "--repeat", "1"], r"ratio +\d+\.\dx"),
     "dump_json.py": (["--telegrams", "200", "--runs", "1"], r"ratio: p1logger is \d+\.\dx dsmr_parser in CPU"),
     "startup.py": (["--runs", "1"], r"ratio: health CPU = \d+\.\d\dx the bare import"),
-    "footprint.py": (["--seconds", "3"], r"budget 1% -> \d+\.\d\dx budget"),
+    "footprint.py": (["--seconds", "4"], r"ratio: \d+\.\d\d ms CPU per telegram-second = \d+\.\d\d dsmr_parser parses"),
     "backfill.py": (["--seconds", "300"], r"target 10,000/s -> \d+\.\d\dx"),
     "replay.py": (["--telegrams", "300"], r"energy points stored: (\d+), expected \1"),
     "spool_drain.py": (["--batches", "3", "--points-per-batch", "200"], r"drain/in-memory = \d+\.\d{3}"),
