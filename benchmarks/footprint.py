@@ -88,6 +88,19 @@ def context_switches(pid: int) -> dict[int, int]:
     return counts
 
 
+def threads_user_system_s(pid: int) -> tuple[float, float]:
+    """User and system CPU of all the threads of a process, in clock ticks' resolution."""
+    user = system = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLOCK_TICKS_PER_S, system / CLOCK_TICKS_PER_S
+
+
 def threads_cpu_s(pid: int) -> float:
     """CPU time of all the threads of a process, to the nanosecond (/proc/PID/task/*/schedstat)."""
     total = 0
@@ -198,6 +211,7 @@ def main() -> None:
             time.sleep(1.0)
             startup_cpu_s = cpu_s(logger.pid)
             window_cpu0 = threads_cpu_s(logger.pid)
+            user0, system0 = threads_user_system_s(logger.pid)
             baseline_cpu0 = cpu_s(baseline.pid)
             switches0 = context_switches(logger.pid)
             if args.callgrind:
@@ -208,6 +222,7 @@ def main() -> None:
             time.sleep(1.0)  # the last telegram's flush interval
             window_s = time.monotonic() - window_start
             used_cpu_s = threads_cpu_s(logger.pid) - window_cpu0
+            user1, system1 = threads_user_system_s(logger.pid)
             switches1 = context_switches(logger.pid)
             if args.callgrind:
                 subprocess.run(["callgrind_control", "--dump=window", str(logger.pid)], check=True,
@@ -251,7 +266,7 @@ def main() -> None:
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     print(f"start-up:  {startup_cpu_s:.2f} s CPU (with the first 2 telegrams), {startup_wall_s:.1f} s to open the port")
     print(f"CPU:       {used_cpu_s:.3f} s in {window_s:.1f} s = {cpu_fraction:.2%} of one core "
-          f"(idle Python baseline: {baseline_cpu_s:.2f} s)")
+          f"(idle Python baseline: {baseline_cpu_s:.2f} s); user {user1 - user0:.2f} s, system {system1 - system0:.2f} s")
     print(f"wake-ups:  {wakeups_per_s:.1f}/s over all threads (per thread, by id: {per_thread}); "
           f"budget {WAKEUPS_BUDGET_PER_S:.0f}/s -> {wakeups_per_s / WAKEUPS_BUDGET_PER_S:.2f}x budget")
     print(f"ratio: {per_telegram_s * 1e3:.2f} ms CPU per telegram-second = "
