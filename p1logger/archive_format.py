@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from p1logger.dlms import CipherFramer
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer
 
 MAGIC = b"#P1 "
@@ -122,19 +123,43 @@ class ArchiveParser:
 
 
 class CaptureParser:
-    """A plain capture (no headers): telegrams as the framer finds them."""
+    """A plain capture (no headers): telegrams as the framer finds them.
+
+    Encrypted frames (p1logger.dlms) are kept whole, for the reader to open with the
+    key; the bytes between them are framed as plain telegrams.
+    """
 
     def __init__(self, offset: int = 0, max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES) -> None:
         self._framer = Framer(max_telegram_bytes)
+        self._cipher_framer = CipherFramer(max_telegram_bytes)
         self._fed = offset
         self.skipped_bytes = 0
 
     def feed(self, data: bytes, eof: bool = False) -> list[ArchivedTelegram]:
-        items = self._framer.feed(data)
-        self._fed += len(data)
-        # The framer does not say where each telegram ended; where the unfinished
-        # candidate starts is a safe place to resume after everything it gave out.
-        resume_at = self._fed - self._framer.buffered_bytes
+        # Fed up to the end of each "!CRC" line, so that every telegram gets the offset just after
+        # it: a replay stopped after any telegram resumes exactly at the next one.
+        out: list[ArchivedTelegram] = []
+        start = 0
+        while (bang := data.find(b"!", start)) >= 0 and (line_end := data.find(b"\n", bang)) >= 0:
+            out.extend(self._feed_piece(data[start : line_end + 1]))
+            start = line_end + 1
+        out.extend(self._feed_piece(data[start:]))
         if eof:
-            self.skipped_bytes = self._framer.stats.garbage_bytes + self._framer.buffered_bytes
-        return [ArchivedTelegram(item.raw, None if isinstance(item, Frame) else False, None, resume_at) for item in items]
+            self.skipped_bytes = (self._framer.stats.garbage_bytes + self._framer.buffered_bytes
+                                  + self._cipher_framer.buffered_bytes)
+        return out
+
+    def _feed_piece(self, data: bytes) -> list[ArchivedTelegram]:
+        if not data:
+            return []
+        items: list[tuple[bytes, bool | None]] = []
+        for piece in self._cipher_framer.feed(data):
+            if isinstance(piece, bytes):
+                items += [(item.raw, None if isinstance(item, Frame) else False) for item in self._framer.feed(piece)]
+            else:
+                items.append((piece.raw, None))
+        self._fed += len(data)
+        # The framers do not say where each telegram ended; where the unfinished
+        # candidates start is a safe place to resume after everything they gave out.
+        resume_at = self._fed - self._framer.buffered_bytes - self._cipher_framer.buffered_bytes
+        return [ArchivedTelegram(raw, valid, None, resume_at) for raw, valid in items]

@@ -224,7 +224,9 @@ class Pipeline:
                         self._notify(item.raw, False, received_at)
                 self._reject_summary.maybe_log()
                 if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
-                    logger.warning("%s: %s", source.description, GARBAGE_HINT)
+                    # With a wrong key the reader has said so; a baud-rate hint would mislead.
+                    if not self.reader.stats.rejected["decrypt"]:
+                        logger.warning("%s: %s", source.description, GARBAGE_HINT)
                     garbage_warned = True
                 if live and self.clock() - last_valid_at > self.settings.watchdog_s:
                     self._source_state(
@@ -313,6 +315,12 @@ class Pipeline:
         now = self.clock()
         if not force and now < self._next_health_at:
             return
+        for output in self.outputs:
+            failure = getattr(output, "failure", None)
+            if failure is not None and self.failure is None:
+                # An output's thread died (a bug, logged there): stop, so that a supervisor restarts p1logger.
+                self.failure = failure
+                self.stop_event.set()
         self._next_health_at = now + self.settings.health_interval_s
         self.health.queue_depth = self.queue.qsize()
         self.health.outputs = {output.name: dict(output.health()) for output in self.outputs}

@@ -50,13 +50,16 @@ SCHEMA: dict[str, Measurement] = {
     "heat": Measurement(_floats("energy_gj"), frozenset({"meter", "channel", "device"})),
     "capacity": Measurement(
         {
-            **_floats("demand_kw", "month_peak_kw", "history_peak_kw"),
+            **_floats("demand_kw", "month_peak_kw"),
             **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
         },
-        frozenset({"meter", "month"}),
+        frozenset({"meter"}),
     ),
+    # Its own measurement because only these points carry a month: InfluxDB 3
+    # fixes a table's tags at its first write.
+    "capacity_history": Measurement(_floats("history_peak_kw"), frozenset({"meter", "month"})),
     "cost": Measurement(
         _floats("import_kwh", "export_kwh", "gas_m3", "water_m3", "import_eur", "export_eur", "gas_eur", "water_eur",
                 "fixed_eur", "total_eur", "import_price_eur_per_kwh", "export_price_eur_per_kwh"),
@@ -77,6 +80,10 @@ SCHEMA: dict[str, Measurement] = {
     ),
 }
 
+TOTAL_PHASE = "total"
+# The device tag of an M-Bus device that sends no equipment id.
+UNKNOWN_DEVICE = "unknown"
+
 # Unit conversions into the unit a field's name carries.
 _TO_W = {"kW": 1000.0, "W": 1.0}
 _TO_KW = {"kW": 1.0, "W": 0.001}
@@ -87,10 +94,12 @@ _TO_M3 = {"m3": 1.0, "dm3": 0.001, "l": 0.001}
 _TO_GJ = {"GJ": 1.0, "MWh": 3.6, "kWh": 0.0036}
 
 # OBIS -> (measurement, field, phase tag, unit conversion).  Objects that share a
-# measurement and phase end up as fields of one line.
+# measurement and phase end up as fields of one line.  Every point of a
+# measurement carries the same tags (InfluxDB 3 fixes a table's tags at its
+# first write), so the totals are phase "total", not a missing phase.
 INSTANT_MAP: dict[str, tuple[str, str, str | None, Mapping[str, float]]] = {
-    "1-0:1.7.0": ("power", "import_w", None, _TO_W),
-    "1-0:2.7.0": ("power", "export_w", None, _TO_W),
+    "1-0:1.7.0": ("power", "import_w", TOTAL_PHASE, _TO_W),
+    "1-0:2.7.0": ("power", "export_w", TOTAL_PHASE, _TO_W),
     "1-0:21.7.0": ("power", "import_w", "L1", _TO_W),
     "1-0:41.7.0": ("power", "import_w", "L2", _TO_W),
     "1-0:61.7.0": ("power", "import_w", "L3", _TO_W),
@@ -184,6 +193,15 @@ def _epoch_s(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def fill_totals(energy: dict[str, float | int]) -> None:
+    """Add the import and export totals a meter does not send: the sum of the tariffs it does send."""
+    for total, parts in _TOTALS.items():
+        if total not in energy:
+            present = [energy[p] for p in parts if p in energy]
+            if present:
+                energy[total] = round(sum(present), 6)
+
+
 @dataclass(frozen=True, slots=True)
 class MbusReading:
     """One M-Bus device's reading, converted to the unit its field name carries."""
@@ -218,6 +236,19 @@ def mbus_readings(telegram: Telegram) -> list[MbusReading]:
             continue
         found.append(MbusReading(measurement, field_name, channel, device_id, value, reading.time))
     return found
+
+
+# Conversions by the unit suffix of a field name (``power_w`` -> "w"), for outputs
+# that name their own fields (MQTT) but must convert exactly as the points do.
+UNITS_BY_SUFFIX: dict[str, Mapping[str, float]] = {
+    "w": _TO_W,
+    "kw": _TO_KW,
+    "kwh": _TO_KWH,
+    "v": _SAME_V,
+    "a": _SAME_A,
+    "m3": _TO_M3,
+    "gj": _TO_GJ,
+}
 
 
 class PointBuilder:
@@ -273,11 +304,7 @@ class PointBuilder:
             group[target[1]] = value  # type: ignore[assignment]
         energy = grouped.get(("energy", None))
         if energy is not None:
-            for total, parts in _TOTALS.items():
-                if total not in energy:
-                    present = [energy[p] for p in parts if p in energy]
-                    if present:
-                        energy[total] = round(sum(present), 6)
+            fill_totals(energy)
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
@@ -310,7 +337,7 @@ class PointBuilder:
             if self._last_capture.get(key) == capture_s:
                 continue
             self._last_capture[key] = capture_s
-            tags = {"meter": meter, "channel": reading.channel, "device": reading.device or ""}
+            tags = {"meter": meter, "channel": reading.channel, "device": reading.device or UNKNOWN_DEVICE}
             lines.append(line(reading.measurement, tags, {reading.field: reading.value}, capture_s))
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
@@ -334,7 +361,7 @@ class PointBuilder:
                 continue
             when = entry.time if entry.time is not None else self.month_start(entry.month)
             tags = {"meter": meter, "month": entry.month}
-            lines.append(line("capacity", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
+            lines.append(line("capacity_history", tags, {"history_peak_kw": round(entry.value * factor, 9)}, _epoch_s(when)))
 
     def month_start(self, month: str) -> datetime:
         """00:00 local time on the first day of ``YYYY-MM``, in UTC."""

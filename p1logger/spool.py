@@ -44,6 +44,10 @@ from p1logger.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+
+class SpoolUnavailable(ConfigError):
+    """The spool file cannot be opened for now (a full disk, an I/O error), though nothing is misconfigured."""
+
 DEFAULT_MAX_BYTES = 1 << 30
 # Marks a file as ours in the sqlite header, so a database that belongs to
 # another program is refused instead of being written into.
@@ -57,6 +61,7 @@ DEFAULT_WARN_INTERVAL_S = 60.0
 # large burst does not leave a big -wal file behind for good.
 _WAL_SIZE_LIMIT_BYTES = 4 << 20
 _BUSY_TIMEOUT_S = 5.0
+_PAGE_SIZE_BYTES = 1024
 _FIX = "move it away or set P1_SPOOL_DIR"
 
 _SCHEMA = """
@@ -142,7 +147,12 @@ class Spool:
             return self._connect()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
-                raise self._storage_error(exc) from None
+                error = self._storage_error(exc)
+                reason = str(exc).lower()
+                writable = os.access(self.path.parent, os.W_OK | os.X_OK)
+                if writable and ("full" in reason or "i/o" in reason):
+                    raise SpoolUnavailable(str(error)) from None
+                raise error from None
             # A file damaged by a power cut must not keep the logger from starting:
             # keep it for a person to look at, and start a fresh spool.
             self._move_aside(exc)
@@ -199,6 +209,9 @@ class Spool:
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         fresh = app_id == 0 and tables == 0
         if fresh:
+            # Every batch is spooled when it is cut and removed once sent: a few pages written per
+            # second. Small pages make that a few KB instead of 12 (SD cards wear by the byte).
+            conn.execute(f"PRAGMA page_size={_PAGE_SIZE_BYTES}")
             # Lets a drained spool hand its pages back to the file system.
             # Only takes effect before the journal mode and the first table.
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -360,7 +373,10 @@ class Spool:
         with self._lock:
             conn = self._connection()
             try:
-                self._retry_removals(conn)
+                try:
+                    self._retry_removals(conn)
+                except sqlite3.OperationalError:
+                    pass  # still no room: the sent batches stay skipped, and the drain goes on
                 while True:
                     row = conn.execute(
                         "SELECT id, points, payload FROM batches WHERE id > ? ORDER BY id LIMIT 1", (after_id,)
@@ -398,6 +414,10 @@ class Spool:
         with self._lock:
             conn = self._connection()
             try:
+                try:
+                    self._retry_removals(conn)
+                except sqlite3.OperationalError:
+                    pass  # tried again at the next removal
                 return self._remove(conn, batch_id, count_as_dropped=False)
             except sqlite3.DatabaseError as exc:
                 if batch_id in self._acked:

@@ -12,15 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.influx_servers import REQUIRE_SERVERS_ENV, V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, find_influxd
-
-
-def require_server(what: str, why: str) -> None:
-    """Skip the test, or fail it when CI demands every server."""
-    message = f"{what} is not available: {why}"
-    if os.environ.get(REQUIRE_SERVERS_ENV) == "1":
-        pytest.fail(f"{message} ({REQUIRE_SERVERS_ENV}=1)")
-    pytest.skip(message)
+from helpers.influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, find_influxd, require_server
 
 
 def _influxd_binary() -> str:
@@ -90,3 +82,44 @@ def v2_proxy(influxd: InfluxServer) -> Iterator[V2Proxy]:
 @pytest.fixture
 def dead_letter_path(tmp_path: Path) -> Path:
     return tmp_path / "dead-letter.lp"
+
+
+# ---------------------------------------------------------------- mosquitto
+
+
+def _mosquitto_binaries() -> tuple[str, str]:
+    from helpers.mqtt_servers import find_mosquitto
+
+    binary, detail = find_mosquitto()
+    if binary is None:
+        require_server("mosquitto", detail)
+    assert binary is not None
+    return binary, detail
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator["MosquittoServer"]:
+    """mosquitto with password auth, an ACL and a TLS listener, shared by the session; anonymous access off."""
+    from helpers.mqtt_servers import MosquittoServer
+
+    binary, passwd = _mosquitto_binaries()
+    server = MosquittoServer(binary, passwd, tmp_path_factory.mktemp("mosquitto"), tls=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator["MosquittoServer"]:
+    """A mosquitto of this test's own, which it may stop() and start() (a broker restart)."""
+    from helpers.mqtt_servers import MosquittoServer
+
+    binary, passwd = _mosquitto_binaries()
+    server = MosquittoServer(binary, passwd, tmp_path / "mosquitto")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

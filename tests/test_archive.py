@@ -28,49 +28,13 @@ from p1logger.inputs.archive import ArchiveReader, archive_files
 from p1logger.outputs.archive import ArchiveWriter, RecordFile
 from p1logger.cli import main as cli_main
 from p1logger.crc import crc16
+from helpers.archive_telegrams import BRUSSELS, NO_CLOCK_TELEGRAM, T0, FakeClock, bad_crc, telegram
 from p1logger.errors import ConfigError
 from p1logger.framing import Frame, Framer
 from p1logger.inputs.file import FileSource
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-BRUSSELS = ZoneInfo("Europe/Brussels")
-# The fixture's own clock: 0-0:1.0.0(170102192002W), 18:20:02 UTC.
-BASE = datetime(2017, 1, 2, 19, 20, 2, tzinfo=BRUSSELS)
-T0 = int(BASE.timestamp())
-TEMPLATE = (FIXTURES / "ndokter_dsmr_parser__v5.txt").read_bytes()
-NO_CLOCK_TELEGRAM = (FIXTURES / "ndokter_dsmr_parser__v2_2.txt").read_bytes()  # DSMR 2.2: no timestamp, no CRC
-
-
-def telegram(n: int, *, gas_every_s: int = 10) -> bytes:
-    """The fixture as its meter would send it ``n`` seconds later: clock, power and gas moved, CRC recomputed.
-
-    The gas meter reports every ``gas_every_s`` seconds, at the start of each period.
-    """
-    moment = BASE + timedelta(seconds=n)
-    gas_at = BASE + timedelta(seconds=n - n % gas_every_s)
-    body = TEMPLATE[: TEMPLATE.index(b"!") + 1]
-    body = body.replace(b"0-0:1.0.0(170102192002W)", b"0-0:1.0.0(%sW)" % moment.strftime("%y%m%d%H%M%S").encode())
-    body = body.replace(b"1-0:1.7.0(00.244*kW)", b"1-0:1.7.0(%06.3f*kW)" % (n % 50 / 10))
-    body = body.replace(b"0-1:24.2.1(170102161005W)(00000.107*m3)",
-                        b"0-1:24.2.1(%sW)(%09.3f*m3)" % (gas_at.strftime("%y%m%d%H%M%S").encode(), n / 1000))
-    assert body.count(b"%") == 0 and moment.dst() == timedelta(0)
-    return body + b"%04X\r\n" % crc16(body)
-
-
-def bad_crc(n: int) -> bytes:
-    good = telegram(n)
-    return good[:-6] + (b"0000" if not good.endswith(b"0000\r\n") else b"FFFF") + b"\r\n"
-
-
-class FakeClock:
-    def __init__(self, now_s: float) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 def read_all(path: Path) -> tuple[list[tuple[bytes, bool | None, float | None]], int]:
     with ArchiveReader(path) as reader:
         records = [(r.raw, r.valid, r.received_at_s) for r in reader]
@@ -324,7 +288,7 @@ sys.path[:0] = [{root!r}, {tests!r}]
 from pathlib import Path
 from zoneinfo import ZoneInfo
 from p1logger.outputs.archive import ArchiveWriter
-from test_archive import T0, bad_crc, telegram
+from helpers.archive_telegrams import T0, bad_crc, telegram
 
 now = [float(T0)]
 writer = ArchiveWriter(Path({directory!r}), ZoneInfo("Europe/Brussels"), clock=lambda: now[0], fsync_interval_s=1e9)
@@ -523,10 +487,10 @@ def test_run_archives_every_telegram_and_writes_to_stdout(tmp_path: Path) -> Non
     files = archive_files(tmp_path / "archive")
     records = [(raw, valid) for f in files for raw, valid, _ in read_all(f)[0]]
     assert records == [(telegram(0), True), (bad_crc(1), False), (telegram(2), True)]
-    power_lines = [ln for ln in result.stdout.decode().splitlines() if ln.startswith("power,") and "phase" not in ln]
+    power_lines = [ln for ln in result.stdout.decode().splitlines() if ln.startswith("power,") and "phase=total" in ln]
     assert power_lines == [
-        f"power,meter=K8EG004046395507 import_w=0.0,export_w=0.0 {T0}000000000",
-        f"power,meter=K8EG004046395507 import_w=200.0,export_w=0.0 {T0 + 2}000000000",
+        f"power,meter=K8EG004046395507,phase=total import_w=0.0,export_w=0.0 {T0}000000000",
+        f"power,meter=K8EG004046395507,phase=total import_w=200.0,export_w=0.0 {T0 + 2}000000000",
     ]
 
 

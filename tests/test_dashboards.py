@@ -1,15 +1,15 @@
-"""Static checks of the Grafana dashboards and of the Flux cookbook (docs/flux.md).
+"""Static checks of the Grafana dashboards, the alert rule and the two cookbooks.
 
-No Grafana or InfluxDB runs here, so the checks stand in for them:
+The dashboards and docs/influxql.md are InfluxQL; tests/test_dashboard_queries.py
+runs every one of those queries against influxd. Here:
 
 - every dashboard type-checks against Grafana's own schema types for the
   pinned Grafana version (tools/grafana-check/check-dashboards.mjs);
-- every Flux query parses and type-checks with InfluxData's Flux parser
-  (tools/grafana-check/check-flux.mjs), after Grafana's `v.*` macros and the
-  dashboard variables are substituted the way Grafana substitutes them;
-- every measurement, field and tag a query names is one the logger writes,
-  and every field the logger writes is shown on some dashboard or listed in
-  INTENTIONALLY_UNSHOWN.
+- every Flux query of docs/flux.md parses and type-checks with InfluxData's
+  Flux parser (tools/grafana-check/check-flux.mjs);
+- every measurement, field and tag a query names (InfluxQL and Flux) is one
+  the logger writes, and every field the logger writes is shown on some
+  dashboard or listed in INTENTIONALLY_UNSHOWN.
 
 The node checks need `npm ci --prefix tools/grafana-check`; without it they
 skip, unless P1_TEST_REQUIRE_SERVERS=1 (as in CI), where they fail.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_server
+from helpers.influx_servers import require_server
 
 from p1logger.points import SCHEMA
 
@@ -37,40 +37,18 @@ REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 CHECK_DIR = REPO / "tools" / "grafana-check"
 FLUX_DOC = REPO / "docs" / "flux.md"
+INFLUXQL_DOC = REPO / "docs" / "influxql.md"
+ALERT_RULE = REPO / "grafana" / "provisioning" / "alerting" / "capacity.yaml"
 DATA_MODEL = REPO / "docs" / "data-model.md"
 NODE_TIMEOUT_S = 120.0
 
 # (measurement, field) -> why no dashboard shows it. docs/data-model.md
 # points here; keep the two in step.
-# The cost panels wait for the InfluxQL dashboards (#11); their queries are in docs/cost.md.
-_COST_PANELS_PENDING = "cost panels come with the InfluxQL dashboards (#11); queries in docs/cost.md"
+_QUANTITIES_SHOWN_FROM_COUNTERS = "the energy and gas-water dashboards show these quantities from the meter's counters"
 INTENTIONALLY_UNSHOWN: dict[tuple[str, str], str] = {
-    ("cost", name): _COST_PANELS_PENDING
-    for name in ("import_kwh", "export_kwh", "gas_m3", "water_m3", "import_eur", "export_eur", "gas_eur",
-                 "water_eur", "fixed_eur", "total_eur", "import_price_eur_per_kwh", "export_price_eur_per_kwh")
+    ("cost", name): _QUANTITIES_SHOWN_FROM_COUNTERS for name in ("import_kwh", "export_kwh", "gas_m3", "water_m3")
 }
 
-# What Grafana's InfluxDB data source puts in place of its Flux macros
-# (pkg/tsdb/influxdb/flux/macros.go): times as RFC 3339, the interval as a Go
-# duration string, bucket and organization as quoted strings.
-GRAFANA_MACROS: dict[str, str] = {
-    "v.timeRangeStart": "2024-03-30T23:00:00Z",
-    "v.timeRangeStop": "2024-03-31T23:00:00Z",
-    "v.windowPeriod": "1m0s",
-    "v.defaultBucket": '"p1"',
-    "v.organization": '"home"',
-    "$__interval_ms": "60000",
-    "$__interval": "1m",
-}
-
-# Plausible values for the dashboards' query variables; custom variables use
-# their saved current value.
-SAMPLE_VARIABLE_VALUES: dict[str, str] = {
-    "meter": "E0051004000000817",
-    "instance": "raspberrypi",
-}
-
-TEMPLATE_VARIABLE_RE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 FLUX_BLOCK_RE = re.compile(r"^```flux\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -181,24 +159,14 @@ def emitted_schema() -> Schema:
 
 @dataclass(frozen=True)
 class FluxQuery:
-    where: str  # e.g. "grafana/dashboards/live.json: panel 3 'Power' A"
-    text: str  # as written, with Grafana macros and variables in place
-    variables: tuple[tuple[str, str], ...]  # (name, sample value) the query may use
+    where: str  # e.g. "docs/flux.md:35"
+    text: str
 
-    def substituted(self) -> str:
-        """The query as the InfluxDB server would receive it from Grafana."""
-        values = dict(self.variables)
 
-        def variable(match: re.Match[str]) -> str:
-            name = next(g for g in match.groups() if g is not None)
-            if name not in values:
-                raise AssertionError(f"{self.where}: uses ${name}, which the dashboard does not define")
-            return values[name]
-
-        text = self.text
-        for macro, value in GRAFANA_MACROS.items():
-            text = text.replace(macro, value)
-        return TEMPLATE_VARIABLE_RE.sub(variable, text)
+@dataclass(frozen=True)
+class InfluxQLQuery:
+    where: str  # e.g. "grafana/dashboards/live.json: panel 7 'Power' A"
+    text: str  # as written, with Grafana's macros and variables in place
 
 
 def load_dashboards() -> dict[Path, dict[str, Any]]:
@@ -211,30 +179,42 @@ def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from iter_panels(panel.get("panels", []))
 
 
-def dashboard_variables(dashboard: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    values: list[tuple[str, str]] = []
-    for var in dashboard.get("templating", {}).get("list", []):
-        if var["type"] == "query":
-            values.append((var["name"], SAMPLE_VARIABLE_VALUES[var["name"]]))
-        else:
-            values.append((var["name"], var["current"]["value"]))
-    return tuple(values)
-
-
-def dashboard_queries() -> list[FluxQuery]:
-    queries: list[FluxQuery] = []
+def dashboard_queries() -> list[InfluxQLQuery]:
+    queries: list[InfluxQLQuery] = []
     for path, dashboard in load_dashboards().items():
         rel = path.relative_to(REPO)
-        variables = dashboard_variables(dashboard)
         for var in dashboard.get("templating", {}).get("list", []):
             if var["type"] == "query":
-                text = var["query"] if isinstance(var["query"], str) else var["query"]["query"]
-                queries.append(FluxQuery(f"{rel}: variable {var['name']}", text, variables))
+                queries.append(InfluxQLQuery(f"{rel}: variable {var['name']}", var["query"]))
         for panel in iter_panels(dashboard.get("panels", [])):
             for target in panel.get("targets", []):
                 where = f"{rel}: panel {panel['id']} {panel.get('title', '')!r} {target['refId']}"
-                queries.append(FluxQuery(where, target["query"], variables))
+                queries.append(InfluxQLQuery(where, target["query"]))
     return queries
+
+
+def alert_queries() -> list[InfluxQLQuery]:
+    from ruamel.yaml import YAML
+
+    rules = YAML(typ="safe").load(ALERT_RULE.read_text(encoding="utf-8"))
+    return [
+        InfluxQLQuery(f"{ALERT_RULE.relative_to(REPO)}: {rule['uid']} {data['refId']}", data["model"]["query"])
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for data in rule["data"]
+        if "query" in data["model"]
+    ]
+
+
+INFLUXQL_BLOCK_RE = re.compile(r"^```sql influxql\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def influxql_doc_queries() -> list[InfluxQLQuery]:
+    text = INFLUXQL_DOC.read_text(encoding="utf-8")
+    return [
+        InfluxQLQuery(f"docs/influxql.md:{text.count(chr(10), 0, m.start()) + 1}", m.group(1))
+        for m in INFLUXQL_BLOCK_RE.finditer(text)
+    ]
 
 
 def doc_queries() -> list[FluxQuery]:
@@ -242,12 +222,8 @@ def doc_queries() -> list[FluxQuery]:
     queries = []
     for match in FLUX_BLOCK_RE.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
-        queries.append(FluxQuery(f"docs/flux.md:{line}", match.group(1), ()))
+        queries.append(FluxQuery(f"docs/flux.md:{line}", match.group(1)))
     return queries
-
-
-def all_queries() -> list[FluxQuery]:
-    return dashboard_queries() + doc_queries()
 
 
 # --------------------------------------------------------------------------- names in queries
@@ -323,12 +299,51 @@ def schema_problems(query: FluxQuery, schema: Schema) -> list[str]:
     return problems
 
 
+# InfluxQL: FROM "measurement", "identifiers" (fields, tags or the query's own
+# aliases), /regex/ field selectors, and tags compared with a 'string'.
+IQL_FROM_RE = re.compile(r'\bFROM\s+"([^"]+)"')
+IQL_IDENT_RE = re.compile(r'"([^"]+)"')
+IQL_ALIAS_RE = re.compile(r'\bAS\s+"([^"]+)"')
+IQL_REGEX_FIELD_RE = re.compile(r"\((/[^/]+/)\)")
+IQL_TAG_COMPARE_RE = re.compile(r'"([^"]+)"\s*(?:=|!=|=~|!~)\s*\'')
+
+
+def influxql_problems(query: InfluxQLQuery, schema: Schema) -> list[str]:
+    measurements = IQL_FROM_RE.findall(query.text)
+    if not measurements:
+        return [f"{query.where}: names no measurement (FROM \"...\")"]
+    unknown = sorted(set(measurements) - set(schema))
+    if unknown:
+        return [f"{query.where}: unknown measurement(s) {unknown}"]
+    fields = {f for m in measurements for f in schema[m]["fields"]}
+    tags = {t for m in measurements for t in schema[m]["tags"]}
+    created = set(IQL_ALIAS_RE.findall(query.text))
+    problems = []
+    for name in sorted(set(IQL_IDENT_RE.findall(query.text)) - set(measurements) - created):
+        if name not in fields | tags:
+            problems.append(f"{query.where}: {name!r} is neither a tag nor a field of {sorted(set(measurements))}")
+    for name in sorted(set(IQL_TAG_COMPARE_RE.findall(query.text)) - tags):
+        problems.append(f"{query.where}: {name!r} is compared with a string but is not a tag of {sorted(set(measurements))}")
+    for pattern in IQL_REGEX_FIELD_RE.findall(query.text):
+        regex = re.compile(pattern.strip("/"))
+        if not any(regex.search(f) for f in fields):
+            problems.append(f"{query.where}: {pattern} selects no field of {sorted(set(measurements))}")
+    return problems
+
+
+def influxql_fields(query: InfluxQLQuery, schema: Schema) -> set[tuple[str, str]]:
+    shown = set()
+    for m in set(IQL_FROM_RE.findall(query.text)) & set(schema):
+        named = set(IQL_IDENT_RE.findall(query.text))
+        regexes = [re.compile(p.strip("/")) for p in IQL_REGEX_FIELD_RE.findall(query.text)]
+        shown.update((m, f) for f in schema[m]["fields"] if f in named or any(r.search(f) for r in regexes))
+    return shown
+
+
 def shown_fields(schema: Schema) -> set[tuple[str, str]]:
     shown: set[tuple[str, str]] = set()
     for query in dashboard_queries():
-        used = names_used(query.text)
-        for m in used.measurements & set(schema):
-            shown.update((m, f) for f in used.fields if f in schema[m]["fields"])
+        shown |= influxql_fields(query, schema)
     return shown
 
 
@@ -337,7 +352,10 @@ def shown_fields(schema: Schema) -> set[tuple[str, str]]:
 
 def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
     schema = reference_schema()
-    assert sorted(schema) == ["capacity", "cost", "current", "energy", "gas", "heat", "p1logger", "power", "voltage", "water"]
+    assert sorted(schema) == [
+        "capacity", "capacity_history", "cost", "current", "energy", "gas", "heat", "p1logger", "power", "voltage",
+        "water",
+    ]
     assert schema["power"] == {"fields": {"import_w": "float", "export_w": "float"}, "tags": {"meter", "phase"}}
     assert schema["energy"]["fields"]["active_tariff"] == "int"
     assert sorted(f for f in schema["energy"]["fields"] if f.startswith("import_")) == [
@@ -347,10 +365,10 @@ def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
         "import_t4_kwh",
         "import_total_kwh",
     ]
-    assert schema["capacity"]["tags"] == {"meter", "month"}
+    assert schema["capacity"]["tags"] == {"meter"}
     assert schema["capacity"]["fields"]["peak_warning"] == "int"
-    assert schema["capacity"]["fields"]["history_peak_kw"] == "float"
-    assert len(schema["capacity"]["fields"]) == 11
+    assert schema["capacity_history"] == {"fields": {"history_peak_kw": "float"}, "tags": {"meter", "month"}}
+    assert len(schema["capacity"]["fields"]) == 10
     assert schema["gas"]["tags"] == {"meter", "channel", "device"}
     assert schema["p1logger"] == {
         "fields": {
@@ -384,9 +402,30 @@ def test_every_written_field_is_shown_or_listed_as_unshown() -> None:
 
 def test_every_name_a_query_uses_is_written() -> None:
     schema = emitted_schema()
-    queries = all_queries()
-    problems = [p for q in queries for p in schema_problems(q, schema)]
+    influxql = dashboard_queries() + alert_queries() + influxql_doc_queries()
+    assert len(influxql) == 54 + 6 + 2 + 14
+    problems = [p for q in influxql for p in influxql_problems(q, schema)]
+    problems += [p for q in doc_queries() for p in schema_problems(q, schema)]
     assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("influxql", "expected"),
+    [
+        ('SELECT last("import_kw") FROM "power"', ["q: 'import_kw' is neither a tag nor a field of ['power']"]),
+        ("SELECT last(\"volume_m3\") FROM \"gas\" WHERE \"phase\" = 'L1'",
+         ["q: 'phase' is neither a tag nor a field of ['gas']",
+          "q: 'phase' is compared with a string but is not a tag of ['gas']"]),
+        ('SELECT last("import_w") FROM "powr"', ["q: unknown measurement(s) ['powr']"]),
+        ("SELECT last(import_w) FROM power", ['q: names no measurement (FROM "...")']),
+        ("SELECT last(/^import_t[5-9]_kwh$/) FROM \"energy\"", ["q: /^import_t[5-9]_kwh$/ selects no field of ['energy']"]),
+        ("SELECT last(\"import_w\") FROM \"power\" WHERE \"import_w\" = 'x'",
+         ["q: 'import_w' is compared with a string but is not a tag of ['power']"]),
+        ('SELECT sum("d") AS "x" FROM (SELECT last("volume_m3") AS "d" FROM "water")', []),
+    ],
+)
+def test_influxql_name_check_catches_wrong_names(influxql: str, expected: list[str]) -> None:
+    assert influxql_problems(InfluxQLQuery("q", influxql), reference_schema()) == expected
 
 
 P1_LAST_HOUR = 'from(bucket: "p1") |> range(start: -1h) |> '
@@ -423,7 +462,7 @@ P1_LAST_HOUR = 'from(bucket: "p1") |> range(start: -1h) |> '
     ],
 )
 def test_schema_check_catches_wrong_names(flux: str, expected: list[str]) -> None:
-    assert schema_problems(FluxQuery("q", flux, ()), reference_schema()) == expected
+    assert schema_problems(FluxQuery("q", flux), reference_schema()) == expected
 
 
 # --------------------------------------------------------------------------- tests: dashboards
@@ -443,7 +482,7 @@ def test_dashboards_have_meter_variable_time_range_and_unique_ids() -> None:
     for path, dashboard in dashboards.items():
         names = {v["name"]: v for v in dashboard["templating"]["list"]}
         assert names["meter"]["type"] == "query", path.name
-        assert 'tag: "meter"' in names["meter"]["query"], path.name
+        assert names["meter"]["query"] == 'SHOW TAG VALUES FROM "power" WITH KEY = "meter"', path.name
         assert set(dashboard["time"]) == {"from", "to"}, path.name
         ids = [p["id"] for p in iter_panels(dashboard["panels"])]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
@@ -472,14 +511,16 @@ def test_tariff_labels_give_both_national_meanings() -> None:
     for dashboard in load_dashboards().values():
         for panel in iter_panels(dashboard["panels"]):
             for override in panel["fieldConfig"]["overrides"]:
-                field = re.fullmatch(r"(?:import|export)_t([12])_kwh", str(override["matcher"].get("options")))
+                field = re.search(r"(?:import|export)_t([12])_kwh", str(override["matcher"].get("options")))
                 for prop in override["properties"]:
                     if field and prop["id"] == "displayName":
                         labels.append((field.group(1), prop["value"]))
             for mapping in panel["fieldConfig"]["defaults"].get("mappings", []):
                 if "active_tariff" in " ".join(t["query"] for t in panel.get("targets", [])):
                     labels += [(value, result["text"]) for value, result in mapping["options"].items()]
-    assert len(labels) == 14  # 3 energy panels x 4 tariff names + the live tariff mapping for 1 and 2
+    # 3 energy panels x 4 tariff names, today's import and export on the live dashboard x 2,
+    # and the live tariff mapping for 1 and 2
+    assert len(labels) == 18
     for tariff, label in labels:
         assert all(meaning in label for meaning in meanings[tariff]), label
 
@@ -547,8 +588,8 @@ def test_cookbook_has_enough_queries() -> None:
 
 
 def test_every_flux_query_parses_and_typechecks() -> None:
-    queries = all_queries()
-    returncode, results = _check_flux([(q.where, q.substituted()) for q in queries])
+    queries = doc_queries()
+    returncode, results = _check_flux([(q.where, q.text) for q in queries])
     assert [r["name"] for r in results] == [q.where for q in queries]
     invalid = [(r["name"], r["errors"]) for r in results if not r["valid"]]
     assert invalid == []
@@ -556,7 +597,7 @@ def test_every_flux_query_parses_and_typechecks() -> None:
 
 
 def test_flux_check_catches_planted_errors() -> None:
-    good = next(q for q in dashboard_queries() if "aggregateWindow(" in q.text).substituted()
+    good = next(q for q in doc_queries() if "aggregateWindow(" in q.text).text
     lines = good.splitlines()
     filter_line = next(i for i, line in enumerate(lines, start=1) if "|> filter(" in line)
     window_line = next(i for i, line in enumerate(lines, start=1) if "aggregateWindow(" in line)
@@ -572,20 +613,3 @@ def test_flux_check_catches_planted_errors() -> None:
     assert {(e["line"], e["message"]) for e in results[2]["errors"]} == {
         (window_line, "undefined identifier aggregateWindw")
     }
-
-
-def test_substitution_mirrors_grafana() -> None:
-    query = FluxQuery(
-        "q",
-        "from(bucket: v.defaultBucket) |> range(start: v.timeRangeStart, stop: v.timeRangeStop)"
-        ' |> filter(fn: (r) => r.meter == "${meter}" and r.instance == "$instance")'
-        " |> aggregateWindow(every: v.windowPeriod, fn: mean)",
-        (("meter", "M1"), ("instance", "pi")),
-    )
-    assert query.substituted() == (
-        'from(bucket: "p1") |> range(start: 2024-03-30T23:00:00Z, stop: 2024-03-31T23:00:00Z)'
-        ' |> filter(fn: (r) => r.meter == "M1" and r.instance == "pi")'
-        " |> aggregateWindow(every: 1m0s, fn: mean)"
-    )
-    with pytest.raises(AssertionError, match=r"q: uses \$tz, which the dashboard does not define"):
-        FluxQuery("q", 'r.x == "${tz}"', ()).substituted()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_archive import FakeClock, bad_crc, telegram
+from helpers.archive_telegrams import FakeClock, bad_crc, telegram
 
 from p1logger.cli import build_parser
 from p1logger.cli import main as cli_main
@@ -247,7 +247,7 @@ def test_run_serves_the_valid_telegrams_it_reads(tmp_path: Path, capsys: pytest.
     assert client.wait_for(len(expected)) == expected
     client.close()
     assert not server.listening  # closed with the pipeline
-    assert "power,meter=K8EG004046395507 import_w=200.0,export_w=0.0 1483381204000000000" in capsys.readouterr().out
+    assert "power,meter=K8EG004046395507,phase=total import_w=200.0,export_w=0.0 1483381204000000000" in capsys.readouterr().out
 
 
 def test_run_refuses_a_listen_address_without_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

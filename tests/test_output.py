@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_archive import T0, telegram
+from helpers.archive_telegrams import T0, telegram
 
 from p1logger.outputs.stdout import StdoutSink
 from p1logger.points import SCHEMA
@@ -197,11 +197,11 @@ def test_run_writes_telegraf_format_line_protocol_without_any_influxdb_setting(t
         "energy,meter=1SAG1100096196 import_t1_kwh=2784.374,import_t2_kwh=3270.063,export_t1_kwh=350.978,"
         "export_t2_kwh=158.131,import_total_kwh=6054.437,export_total_kwh=509.109,active_tariff=2i "
         "1619365292000000000",
-        "power,meter=1SAG1100096196 import_w=0.0,export_w=215.0 1619365292000000000",
+        "power,meter=1SAG1100096196,phase=total import_w=0.0,export_w=215.0 1619365292000000000",
         "voltage,meter=1SAG1100096196,phase=L1 voltage_v=236.3 1619365292000000000",
-        "power,meter=EST5\\253710000_A import_w=286.0,export_w=0.0 1665064214000000000",
+        "power,meter=EST5\\253710000_A,phase=total import_w=286.0,export_w=0.0 1665064214000000000",
         "gas,channel=1,device=7FLO2119033733,meter=1SAG3101021605 volume_m3=112.384 1589283958000000000",
-        "capacity,meter=1SAG3101021605,month=2020-04 history_peak_kw=3.695 1587662738000000000",
+        "capacity_history,meter=1SAG3101021605,month=2020-04 history_peak_kw=3.695 1587662738000000000",
     ):
         assert expected in lines
     meters = {p.tags.get("meter") for p in points if p.measurement != "p1logger"}
@@ -228,7 +228,7 @@ def test_an_unknown_output_is_a_clear_error(tmp_path: Path) -> None:
     result = run_to_stdout(tmp_path, ["--source", "file:/dev/null", "--output", "out.lp"])
     assert result.returncode == 2
     assert result.stderr.decode() == ("p1logger run: --output 'out.lp' is not supported: use '-' for standard output, "
-                                      "or leave it unset to write to InfluxDB (fix P1_OUTPUT)\n")
+                                      "'mqtt' for MQTT only, or leave it unset to write to InfluxDB (fix P1_OUTPUT)\n")
 
 
 def test_when_stdout_goes_away_the_rest_waits_in_the_spool(tmp_path: Path) -> None:

@@ -118,5 +118,25 @@ def test_only_stdout_makes_no_spool_file(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_every_output_is_registered_once_with_its_doctor_check() -> None:
     specs = output_specs()
-    assert [spec.name for spec in specs] == ["influx", "stdout", "fanout", "archive"]
+    assert [spec.name for spec in specs] == ["influx", "stdout", "fanout", "archive", "mqtt"]
     assert all(isinstance(spec, OutputSpec) and callable(spec.check) for spec in specs)
+
+
+def test_replay_writes_into_every_influxdb_of_the_list(
+    influxd: InfluxServer, influxd_auth: InfluxServer, influx_auth_db: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = influx_auth_db
+    influxd.create_database(db)
+    user, password = influxd_auth.admin or ("", "")
+    monkeypatch.setenv("INFLUX_PASSWORD", password)
+    capture = tmp_path / "dutch.txt"
+    capture.write_bytes(b"".join(restamped_series(fixture(DUTCH_DSMR5), 5)))
+    argv = ["replay", str(capture), "--influx-api", "v1", "--influx-url", f"{influxd.url},{influxd_auth.url}",
+            "--influx-bucket", db, "--influx-username", user, "--spool-dir", str(tmp_path / "spool")]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"p1logger replay into {url}: 5 telegrams, 56 points stored; 1 files done, 0 already done before"
+                   for url in (influxd.url, influxd_auth.url)]
+    for server in (influxd, influxd_auth):
+        assert energy_times(server, db) == [DUTCH_T0 + n for n in range(5)]

@@ -58,7 +58,7 @@ BELGIAN_T0 = 1698923748
 BELGIAN_EVERY_TELEGRAM = """\
 energy,meter=1SAG3100721326 import_t1_kwh=301.548,import_t2_kwh=270.014,export_t1_kwh=0.005,export_t2_kwh=0.0,import_total_kwh=571.562,export_total_kwh=0.005,active_tariff=1i {t}
 capacity,meter=1SAG3100721326 demand_kw=0.052 {t}
-power,meter=1SAG3100721326 import_w=338.0,export_w=0.0 {t}
+power,meter=1SAG3100721326,phase=total import_w=338.0,export_w=0.0 {t}
 power,meter=1SAG3100721326,phase=L1 import_w=47.0,export_w=0.0 {t}
 power,meter=1SAG3100721326,phase=L2 import_w=179.0,export_w=0.0 {t}
 power,meter=1SAG3100721326,phase=L3 import_w=111.0,export_w=0.0 {t}
@@ -76,15 +76,15 @@ BELGIAN_ONCE = """\
 gas,channel=1,device=7FLO2123088027,meter=1SAG3100721326 volume_m3=92.287 1698923402
 water,channel=2,device=8SET0000961173,meter=1SAG3100721326 volume_m3=8.579 1698923732
 capacity,meter=1SAG3100721326 month_peak_kw=3.064 1698921900
-capacity,meter=1SAG3100721326,month=2023-07 history_peak_kw=0.0 1688162400
-capacity,meter=1SAG3100721326,month=2023-08 history_peak_kw=1.862 1693498500
-capacity,meter=1SAG3100721326,month=2023-09 history_peak_kw=4.229 1694363400
-capacity,meter=1SAG3100721326,month=2023-10 history_peak_kw=4.927 1697454000
+capacity_history,meter=1SAG3100721326,month=2023-07 history_peak_kw=0.0 1688162400
+capacity_history,meter=1SAG3100721326,month=2023-08 history_peak_kw=1.862 1693498500
+capacity_history,meter=1SAG3100721326,month=2023-09 history_peak_kw=4.229 1694363400
+capacity_history,meter=1SAG3100721326,month=2023-10 history_peak_kw=4.927 1697454000
 """
 # Dutch DSMR 5 (2018-11-06 14:04:29 CET), gas at its own capture time.
 DUTCH_DSMR5_LP = """\
 energy,meter=E0034006810516416 import_t1_kwh=3808.351,import_t2_kwh=2948.827,export_t1_kwh=1285.951,export_t2_kwh=2876.514,import_total_kwh=6757.178,export_total_kwh=4162.465,active_tariff=2i 1541509469
-power,meter=E0034006810516416 import_w=0.0,export_w=498.0 1541509469
+power,meter=E0034006810516416,phase=total import_w=0.0,export_w=498.0 1541509469
 power,meter=E0034006810516416,phase=L1 import_w=0.0,export_w=676.0 1541509469
 power,meter=E0034006810516416,phase=L2 import_w=33.0,export_w=0.0 1541509469
 power,meter=E0034006810516416,phase=L3 import_w=132.0,export_w=0.0 1541509469
@@ -99,7 +99,7 @@ gas,channel=1,device=G0039001700460117,meter=E0034006810516416 volume_m3=1569.64
 # DSMR 2.2 has no telegram time: the receive time; its gas time has no S/W flag (CET in November).
 DUTCH_DSMR22_LP = """\
 energy,meter=ZBEV005106844912 import_t1_kwh=16719.94,import_t2_kwh=19403.22,export_t1_kwh=859.681,export_t2_kwh=1817.057,import_total_kwh=36123.16,export_total_kwh=2676.738,active_tariff=2i 1700000000
-power,meter=ZBEV005106844912 import_w=890.0,export_w=0.0 1700000000
+power,meter=ZBEV005106844912,phase=total import_w=890.0,export_w=0.0 1700000000
 gas,channel=2,device=28011008306429013,meter=ZBEV005106844912 volume_m3=13368.864 1637611200
 """
 # Two health lines per run (at start and at the end), at the same fixed time: the last one stays.
@@ -114,7 +114,7 @@ THREE_METERS_LP = (
 # The v2 runs: N Belgian telegrams one second apart, 12 points each, 7 once, 2 health lines.
 N = 30
 BELGIAN_COUNTS = {
-    "energy": N, "capacity": N + 5, "power": 4 * N, "voltage": 3 * N, "current": 3 * N,
+    "energy": N, "capacity": N + 1, "capacity_history": 4, "power": 4 * N, "voltage": 3 * N, "current": 3 * N,
     "gas": 1, "water": 1, "p1logger": 1,
 }
 BELGIAN_LINES_SENT = 12 * N + 7 + 2

@@ -32,7 +32,7 @@ def test_belgian_three_phase_with_gas_water_and_peaks() -> None:
         f"energy,meter={meter} import_t1_kwh=0.034,import_t2_kwh=15.758,export_t1_kwh=0.0,export_t2_kwh=0.011,"
         f"import_total_kwh=15.792,export_total_kwh=0.011,active_tariff=1i {t}",
         f"capacity,meter={meter} demand_kw=2.351 {t}",
-        f"power,meter={meter} import_w=0.0,export_w=0.0 {t}",
+        f"power,meter={meter},phase=total import_w=0.0,export_w=0.0 {t}",
         f"power,meter={meter},phase=L1 import_w=0.0,export_w=0.0 {t}",
         f"power,meter={meter},phase=L2 import_w=0.0,export_w=0.0 {t}",
         f"power,meter={meter},phase=L3 import_w=0.0,export_w=0.0 {t}",
@@ -47,9 +47,9 @@ def test_belgian_three_phase_with_gas_water_and_peaks() -> None:
         f"water,channel=2,device=8SAG1234567890,meter={meter} volume_m3=872.234 1589283958",
         # This month's peak at its own time (200509134558S), then the history at the occurrence times.
         f"capacity,meter={meter} month_peak_kw=2.589 1589024758",
-        f"capacity,meter={meter},month=2020-04 history_peak_kw=3.695 1587662738",
-        f"capacity,meter={meter},month=2020-03 history_peak_kw=5.98 1583407299",
-        f"capacity,meter={meter},month=2020-02 history_peak_kw=4.318 1581303261",
+        f"capacity_history,meter={meter},month=2020-04 history_peak_kw=3.695 1587662738",
+        f"capacity_history,meter={meter},month=2020-03 history_peak_kw=5.98 1583407299",
+        f"capacity_history,meter={meter},month=2020-02 history_peak_kw=4.318 1581303261",
     ]
 
 
@@ -68,9 +68,9 @@ def test_history_placeholder_time_is_written_at_the_start_of_its_month() -> None
     history = [line for line in lines if "history_peak_kw" in line]
     assert len(history) == 13
     # (230801000000S)(632525252525W)(00.000*kW): July 2023, time unknown -> 2023-07-01 00:00 CEST.
-    assert history[0] == "capacity,meter=1SAG3100716957,month=2023-07 history_peak_kw=0.0 1688162400"
+    assert history[0] == "capacity_history,meter=1SAG3100716957,month=2023-07 history_peak_kw=0.0 1688162400"
     # (250101000000W)(241227191500W)(07.211*kW): December 2024 at 2024-12-27 18:15 UTC.
-    assert "capacity,meter=1SAG3100716957,month=2024-12 history_peak_kw=7.211 1735323300" in history
+    assert "capacity_history,meter=1SAG3100716957,month=2024-12 history_peak_kw=7.211 1735323300" in history
 
 
 def test_austrian_watt_hours_become_kilowatt_hours() -> None:
@@ -79,7 +79,7 @@ def test_austrian_watt_hours_become_kilowatt_hours() -> None:
     assert lines == [
         f"energy,meter=EST5\\253710000_A import_total_kwh=6545.766,import_t1_kwh=5017.12,import_t2_kwh=1528.646,"
         f"export_total_kwh=0.058,export_t1_kwh=0.0,export_t2_kwh=0.058 {t}",
-        f"power,meter=EST5\\253710000_A import_w=286.0,export_w=0.0 {t}",
+        f"power,meter=EST5\\253710000_A,phase=total import_w=286.0,export_w=0.0 {t}",
     ]
 
 
@@ -88,7 +88,7 @@ def test_dsmr22_without_a_clock_uses_the_receive_time_and_legacy_gas() -> None:
     assert lines == [
         "energy,meter=00000000000000 import_t1_kwh=1.001,import_t2_kwh=1.001,export_t1_kwh=1.001,"
         "export_t2_kwh=1.001,import_total_kwh=2.002,export_total_kwh=2.002,active_tariff=1i 1700000000",
-        "power,meter=00000000000000 import_w=1010.0,export_w=0.0 1700000000",
+        "power,meter=00000000000000,phase=total import_w=1010.0,export_w=0.0 1700000000",
         # 0-1:24.3.0(161107190000) has no DST flag: 19:00 local in November = 18:00 UTC.
         "gas,channel=1,device=000000000000,meter=00000000000000 volume_m3=1.001 1478541600",
     ]
@@ -112,7 +112,7 @@ def test_gas_on_channel_two_of_a_dutch_meter() -> None:
     assert len(gas) == 1 and gas[0].startswith("gas,channel=2,")
 
 
-_LINE = re.compile(r"^(?P<m>[a-z0-9]+)(?P<tags>(?:,[a-z]+=[^ ]+)*) (?P<fields>\S+) (?P<t>\d+)$")
+_LINE = re.compile(r"^(?P<m>[a-z0-9_]+)(?P<tags>(?:,[a-z]+=[^ ]+)*) (?P<fields>\S+) (?P<t>\d+)$")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.txt")))

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import V2_ORG, V2_TOKEN
+from helpers.influx_servers import V2_ORG, V2_TOKEN
 from helpers.influx_servers import Fault, InfluxServer, V2Proxy
-from test_archive import BRUSSELS, NO_CLOCK_TELEGRAM, T0, FakeClock, bad_crc, telegram
+from helpers.archive_telegrams import BRUSSELS, NO_CLOCK_TELEGRAM, T0, FakeClock, bad_crc, telegram
 
 from p1logger.outputs.archive import ArchiveWriter, RecordFile
 from p1logger.cli import main as cli_main
@@ -124,7 +124,7 @@ def test_receive_time_mode_uses_the_archived_receive_times(
     make_archive(tmp_path / "archive", count=5)
     assert replay_cli(influxd, influx_db, tmp_path / "spool", tmp_path / "archive",
                       extra=("--timestamps", "receive")) == 0
-    times = sorted(row["time"] for row in influxd.rows(influx_db, "power") if "phase" not in row or not row["phase"])
+    times = sorted(row["time"] for row in influxd.rows(influx_db, "power") if row["phase"] == "total")
     assert times == [int(RECEIVED_0) + n for n in range(5)] + [int(RECEIVED_0 + 5.5)]
 
 

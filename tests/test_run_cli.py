@@ -31,6 +31,7 @@ from helpers.fake_meter import (
     spool_lines,
     wait_for,
 )
+from helpers.processes import StderrLines
 from helpers.influx_servers import InfluxServer, V2Proxy, free_port, http_request
 
 from p1logger.health import Health
@@ -109,35 +110,17 @@ def test_run_with_the_optional_features_keeps_every_core_point(
     assert {name: counts[name] for name in ("energy", "power", "voltage", "current", "gas", "water")} == {
         "energy": 3, "power": 12, "voltage": 9, "current": 9, "gas": 1, "water": 1,
     }
-    capacity = {(row["time"], row["month"]): row for row in influxd.rows(influx_db, "capacity")}
+    capacity = {row["time"]: row for row in influxd.rows(influx_db, "capacity")}
     t0 = 1698923748
     for second in range(3):
-        assert capacity[(t0 + second, None)]["demand_kw"] == 0.052
-    assert capacity[(1698921900, None)]["month_peak_kw"] == 3.064
-    assert {month: capacity[(time_s, month)]["history_peak_kw"] for time_s, month in capacity if month} == {
+        assert capacity[t0 + second]["demand_kw"] == 0.052
+    assert capacity[1698921900]["month_peak_kw"] == 3.064
+    assert {row["month"]: row["history_peak_kw"] for row in influxd.rows(influx_db, "capacity_history")} == {
         "2023-07": 0.0, "2023-08": 1.862, "2023-09": 4.229, "2023-10": 4.927,
     }
 
 
 # ------------------------------------------------------------------ (e) SIGTERM
-
-
-class StderrLines:
-    """Collects a child's stderr lines as they come, so a test can wait for one."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        assert process.stderr is not None
-        self._thread = threading.Thread(target=self._collect, args=(process.stderr,), daemon=True)
-        self._thread.start()
-
-    def _collect(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.append(line)
-
-    def text(self) -> str:
-        self._thread.join(timeout=5)
-        return "".join(self.lines)
 
 
 @pytest.mark.slow

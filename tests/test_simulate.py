@@ -219,6 +219,7 @@ def test_run_with_the_simulator_fills_the_real_influxd(influxd, influx_db, tmp_p
     expected = {"power": 30 * 4, "voltage": 30 * 3, "current": 30 * 3, "energy": 30, "gas": 2, "water": 2}
     for measurement, count in expected.items():
         assert influxd.count(influx_db, measurement) == count, measurement
-    # capacity: 30 demand points; the month peak once; 13 history months once.
-    assert influxd.count(influx_db, "capacity") == 30 + 1 + 13
+    # capacity: 30 demand points and the month peak once; 13 history months once.
+    assert influxd.count(influx_db, "capacity") == 30 + 1
+    assert influxd.count(influx_db, "capacity_history") == 13
     assert influxd.count(influx_db, "p1logger") >= 1

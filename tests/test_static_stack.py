@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from conftest import require_server
+from helpers.influx_servers import require_server
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -178,7 +178,27 @@ def test_compose_needs_no_env_file() -> None:
     defaults = compose_defaults()
     assert sorted(defaults) == sorted(read_env_file(ENV_EXAMPLE))
     compose = resolved_compose()
-    assert sorted(compose["services"]) == ["grafana", "influxdb", "p1logger"]
+    assert sorted(compose["services"]) == ["grafana", "influxdb", "mosquitto", "p1logger"]
+    # The broker is optional: it starts only with `--profile mqtt`.
+    assert {name: s.get("profiles") for name, s in compose["services"].items()} == {
+        "grafana": None, "influxdb": None, "mosquitto": ["mqtt"], "p1logger": None}
+
+
+def test_mosquitto_needs_a_password_and_allows_no_anonymous_login() -> None:
+    compose = resolved_compose({"MQTT_USER": "u", "MQTT_PASSWORD": "pw", "P1_MQTT_URL": "mqtt://u@mosquitto:1883"})
+    broker = compose["services"]["mosquitto"]
+    assert broker["environment"] == {"MQTT_USER": "u", "MQTT_PASSWORD": "pw"}
+    script = broker["command"][2]
+    # $$ in the file is a literal $ for the container's shell, not a Compose variable.
+    assert 'mosquitto_passwd -c -b /mosquitto/data/passwords "$MQTT_USER" "$MQTT_PASSWORD"' in script
+    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", broker["image"])
+    conf_mount = next(v for v in broker["volumes"] if v.startswith("./deploy/mosquitto.conf:"))
+    conf = (REPO / "deploy" / "mosquitto.conf").read_text(encoding="utf-8").splitlines()
+    assert "allow_anonymous false" in conf and "password_file /mosquitto/data/passwords" in conf
+    assert conf_mount.split(":")[1] == "/mosquitto/config/mosquitto.conf"
+    logger = compose["services"]["p1logger"]["environment"]
+    assert (logger["P1_MQTT_URL"], logger["P1_MQTT_PASSWORD"]) == ("mqtt://u@mosquitto:1883", "pw")
+    assert resolved_compose()["services"]["p1logger"]["environment"]["P1_MQTT_URL"] == ""  # off by default
 
 
 def test_env_example_lists_every_setting_with_the_compose_default() -> None:
@@ -213,10 +233,7 @@ def test_influxdb_first_run_setup_comes_from_env() -> None:
     assert env["p1logger"]["environment"]["INFLUX_TOKEN"] == "t"
     assert env["grafana"]["environment"]["P1_INFLUX_TOKEN"] == "t"
     assert (env["p1logger"]["environment"]["INFLUX_ORG"], env["p1logger"]["environment"]["INFLUX_BUCKET"]) == ("o", "b")
-    assert (env["grafana"]["environment"]["P1_INFLUX_ORG"], env["grafana"]["environment"]["P1_INFLUX_BUCKET"]) == (
-        "o",
-        "b",
-    )
+    assert env["grafana"]["environment"]["P1_INFLUX_DATABASE"] == "b"
     assert len(resolved_compose()["services"]["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_PASSWORD"]) >= 8
 
 
@@ -284,19 +301,66 @@ def test_grafana_loads_the_provisioning_and_the_dashboards() -> None:
     assert json.loads((DASHBOARD_DIR / home.name).read_text(encoding="utf-8"))["uid"] == "p1-live"
 
 
-def test_datasource_is_flux_with_the_token_from_env() -> None:
+def test_datasource_is_influxql_with_the_token_from_env() -> None:
     (datasource,) = load_yaml(DATASOURCES)["datasources"]
     assert (datasource["type"], datasource["uid"], datasource["jsonData"]["version"]) == (
         "influxdb",
         "p1-influxdb",
-        "Flux",
+        "InfluxQL",
     )
     grafana_env = resolved_compose()["services"]["grafana"]["environment"]
     used = set(re.findall(r"\$\{?(\w+)\}?", " ".join(iter_strings(datasource))))
-    assert used == {"P1_INFLUX_URL", "P1_INFLUX_ORG", "P1_INFLUX_BUCKET", "P1_INFLUX_TOKEN"}
+    assert used == {"P1_INFLUX_URL", "P1_INFLUX_DATABASE", "P1_INFLUX_TOKEN"}
     assert used <= set(grafana_env)
-    assert datasource["secureJsonData"] == {"token": "$P1_INFLUX_TOKEN"}
+    assert datasource["jsonData"]["dbName"] == "$P1_INFLUX_DATABASE"
+    assert datasource["jsonData"]["httpHeaderName1"] == "Authorization"
+    # The token only in secureJsonData, which Grafana encrypts.
+    assert datasource["secureJsonData"] == {"httpHeaderValue1": "Token $P1_INFLUX_TOKEN"}
+    assert "P1_INFLUX_TOKEN" not in " ".join(iter_strings(datasource["jsonData"]))
     assert grafana_env["P1_INFLUX_URL"] == "http://influxdb:8086"
+    # InfluxDB 2's v1 API finds the bucket by the database name its DBRP mapping gives it.
+    env = resolved_compose({"INFLUX_BUCKET": "b", "INFLUX_TOKEN": "t"})["services"]
+    assert env["grafana"]["environment"]["P1_INFLUX_DATABASE"] == "b"
+    assert env["grafana"]["environment"]["P1_INFLUX_TOKEN"] == "t"
+
+
+DBRP_SCRIPT = REPO / "influxdb" / "init" / "dbrp.sh"
+
+
+def test_influxdb2_first_start_maps_the_bucket_for_influxql(tmp_path: Path) -> None:
+    influxdb = resolved_compose()["services"]["influxdb"]
+    assert _container_path(influxdb, "./influxdb/init") == PurePosixPath("/docker-entrypoint-initdb.d")
+    # The image runs only executable scripts; git keeps the mode.
+    mode = subprocess.run(["git", "ls-files", "-s", str(DBRP_SCRIPT)], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    assert mode == "100755"
+    # Run the script as the image would, with an influx CLI that records its arguments.
+    stub = tmp_path / "bin" / "influx"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_FILE"\n', encoding="utf-8")
+    stub.chmod(0o755)
+    setup = resolved_compose({"INFLUX_ORG": "o", "INFLUX_BUCKET": "b"})["services"]["influxdb"]["environment"]
+    env = {
+        "PATH": f"{stub.parent}:/usr/bin:/bin",
+        "ARGS_FILE": str(tmp_path / "args"),
+        "DOCKER_INFLUXDB_INIT_BUCKET_ID": "0123456789abcdef",
+        **{k: v for k, v in setup.items() if k.startswith("DOCKER_INFLUXDB_INIT_")},
+    }
+    done = subprocess.run(["bash", str(DBRP_SCRIPT)], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "args").read_text(encoding="utf-8").split("\n")[:-1] == [
+        "v1", "dbrp", "create", "--org", "o", "--bucket-id", "0123456789abcdef", "--db", "b", "--rp", "autogen",
+        "--default",
+    ]
+    # Outside InfluxDB 2's setup (InfluxDB 1.8's image sources these scripts too) it says so and maps nothing.
+    (tmp_path / "args").unlink()
+    del env["DOCKER_INFLUXDB_INIT_BUCKET_ID"]
+    for command in (["bash", str(DBRP_SCRIPT)], ["bash", "-c", f". {DBRP_SCRIPT}; echo still here"]):
+        skipped = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert skipped.returncode == 0, skipped.stderr
+        assert "DOCKER_INFLUXDB_INIT_BUCKET_ID is not set" in skipped.stderr
+        assert not (tmp_path / "args").exists()
+    assert skipped.stdout == "still here\n"
 
 
 def _datasource_refs(node: Any) -> Iterator[Any]:
@@ -313,6 +377,9 @@ def _datasource_refs(node: Any) -> Iterator[Any]:
 def test_dashboards_use_only_the_provisioned_datasource() -> None:
     (datasource,) = load_yaml(DATASOURCES)["datasources"]
     expected = {"type": datasource["type"], "uid": datasource["uid"]}
+    alert_rules = load_yaml(REPO / "grafana" / "provisioning" / "alerting" / "capacity.yaml")
+    uids = {d["datasourceUid"] for g in alert_rules["groups"] for r in g["rules"] for d in r["data"]}
+    assert uids == {datasource["uid"], "__expr__"}
     for path in sorted(DASHBOARD_DIR.glob("*.json")):
         dashboard = json.loads(path.read_text(encoding="utf-8"))
         refs = list(_datasource_refs(dashboard))

@@ -32,14 +32,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.builders import add_builder_arguments, create_builders
 from p1logger.cli import setup_logging
 from p1logger.commands.run import add_batch_argument, add_spool_dir_argument, add_timestamps_argument
 from p1logger.errors import ConfigError, SinkError
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES
 from p1logger.inputs.archive import archive_files
-from p1logger.outputs.influx import DEAD_LETTER_FILE, NAME as INFLUX, add_influx_arguments, influx_target
+from p1logger.outputs.influx import DEAD_LETTER_FILE, add_influx_arguments, influx_target, influx_urls, output_name
+from p1logger.outputs.influx.target import InfluxTarget
 from p1logger.outputs.influx.sink import InfluxSink
 from p1logger.pipeline import RecordMaker
 from p1logger.replay import STATE_FILE, Replayer, ReplayState, ReplayStats
@@ -132,6 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-telegram-bytes", type=int, default=DEFAULT_MAX_TELEGRAM_BYTES,
                         help="longest telegram accepted in a plain capture (default %(default)s)")
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_builder_arguments(parser)
     add_influx_arguments(parser)
     config.add_logging_arguments(parser)
@@ -159,26 +161,14 @@ def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
     if args.batch_max_points < 1:
         raise ConfigError(f"the batch size must be positive, not {args.batch_max_points}: fix P1_BATCH_MAX_POINTS")
+    keys = config.decryption_keys(args)
     paths = expand_inputs(args.files)
-    target = influx_target(args)
+    urls = influx_urls(args)
+    targets = [influx_target(args, url) for url in urls]
     spool_dir = Path(args.spool_dir)
     state_path = Path(args.state) if args.state else spool_dir / STATE_FILE
     stop = threading.Event()
     use_receive_time = args.timestamps == "receive"
-    maker = RecordMaker(create_builders(args, timestamps.zone, use_receive_time), use_receive_time=use_receive_time)
-    state = ReplayState(state_path, f"{target.url} {target.describe_destination()}", restart=args.restart)
-    sink = InfluxSink(target, dead_letter_path=spool_dir / INFLUX / DEAD_LETTER_FILE, shutdown=stop)
-    progress = ProgressReport(sum(p.stat().st_size for p in paths), sys.stderr, bar=sys.stderr.isatty())
-    replayer = Replayer(
-        sink,
-        maker,
-        timestamps,
-        state,
-        batch_max_points=args.batch_max_points,
-        max_telegram_bytes=args.max_telegram_bytes,
-        stop=stop,
-        progress=progress,
-    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s; writing what has been read, then stopping", signal.Signals(signum).name)
@@ -186,23 +176,45 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C ends at once
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        # Every InfluxDB of INFLUX_URL in turn, each with fresh builders and its own progress.
+        for index, target in enumerate(targets):
+            if stop.is_set():
+                break
+            status = max(status, _replay_into(args, index, target, paths, timestamps, use_receive_time,
+                                              spool_dir, state_path, stop, several=len(targets) > 1, keys=keys))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set():  # also when the stop cut a retry short
+        print(f"p1logger replay: interrupted; the progress is saved in {state_path}: run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
+    return status
+
+
+def _replay_into(args: argparse.Namespace, index: int, target: InfluxTarget, paths: Sequence[Path],
+                 timestamps: TimestampParser, use_receive_time: bool, spool_dir: Path, state_path: Path,
+                 stop: threading.Event, *, several: bool, keys: dlms.Keys | None) -> int:
+    maker = RecordMaker(create_builders(args, timestamps.zone, use_receive_time), use_receive_time=use_receive_time)
+    state = ReplayState(state_path, f"{target.url} {target.describe_destination()}", restart=args.restart)
+    sink = InfluxSink(target, dead_letter_path=spool_dir / output_name(index) / DEAD_LETTER_FILE, shutdown=stop)
+    progress = ProgressReport(sum(p.stat().st_size for p in paths), sys.stderr, bar=sys.stderr.isatty())
+    replayer = Replayer(sink, maker, timestamps, state, batch_max_points=args.batch_max_points,
+                        max_telegram_bytes=args.max_telegram_bytes, stop=stop, progress=progress, keys=keys)
     failure = ""
     try:
         stats = replayer.run(paths)
     except SinkError as exc:
         stats, failure = replayer.stats, str(exc)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         sink.close()
-    print(_summary(stats), file=sys.stderr)
-    if stop.is_set():  # also when the stop cut a retry short
-        print(f"p1logger replay: interrupted; the progress is saved in {state_path}: run the same command again "
-              "to resume", file=sys.stderr)
-        return 130
+    where = f" into {target.url}" if several else ""
+    print(_summary(stats).replace("p1logger replay:", f"p1logger replay{where}:", 1), file=sys.stderr)
     if failure:
-        print(f"p1logger replay: stopped: {failure}. The progress is saved in {state_path}: run the same command "
-              "again to resume", file=sys.stderr)
+        print(f"p1logger replay{where}: stopped: {failure}. The progress is saved in {state_path}: run the same "
+              "command again to resume", file=sys.stderr)
         return 1
     return 1 if stats.files_failed else 0
 

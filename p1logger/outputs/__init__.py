@@ -6,6 +6,7 @@
 | ``stdout`` | ``outputs/stdout.py``     | ``--output -``                  | line protocol    |
 | ``fanout`` | ``outputs/fanout.py``     | ``--serve-raw HOST:PORT``       | raw telegrams    |
 | ``archive``| ``outputs/archive.py``    | ``--archive DIR``               | raw telegrams    |
+| ``mqtt``   | ``outputs/mqtt/``         | ``--mqtt-url``; alone: ``--output mqtt`` | records + figures |
 
 Each module defines ``SPEC: OutputSpec``: its settings (argparse flags), when
 it is on, how to create it for ``run`` and how ``doctor`` checks it without
@@ -31,10 +32,11 @@ OUTPUT_MODULES = (
     "p1logger.outputs.stdout",
     "p1logger.outputs.fanout",
     "p1logger.outputs.archive",
+    "p1logger.outputs.mqtt",
 )
 
 # --output names; "-" is standard output. Unset: InfluxDB only.
-SELECTABLE = {"influx": "influx", "-": "stdout", "stdout": "stdout"}
+SELECTABLE = {"influx": "influx", "-": "stdout", "stdout": "stdout", "mqtt": "mqtt"}
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def selected(settings: Any) -> set[str]:
     for part in str(text).split(","):
         name = SELECTABLE.get(part.strip())
         if name is None:
-            raise ConfigError(f"--output {text!r} is not supported: use '-' for standard output, or leave it unset "
-                              "to write to InfluxDB (fix P1_OUTPUT)")
+            raise ConfigError(f"--output {text!r} is not supported: use '-' for standard output, 'mqtt' for MQTT "
+                              "only, or leave it unset to write to InfluxDB (fix P1_OUTPUT)")
         names.add(name)
     return names
 

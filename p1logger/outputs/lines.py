@@ -32,17 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p1logger.batch import Batcher
-from p1logger.contracts import LineWriter, Record, WriteKind, WriteResult
-from p1logger.spool import Spool
+from p1logger.contracts import LineWriter, Record, WriteResult
+from p1logger.spool import Spool, SpoolUnavailable
 
 logger = logging.getLogger(__name__)
 
 SPOOL_FILE = "spool.db"
-DEFAULT_MEMORY_MAX_BATCHES = 3600  # an hour of one-second batches, when the spool cannot take them
+# What waits in memory when the spool cannot take it (a full disk) or there is none (stdout): about
+# 80 minutes of a three-phase meter's points, some 10 MB.
+DEFAULT_MEMORY_MAX_POINTS = 60_000
 DEFAULT_RETRY_INITIAL_S = 1.0
 DEFAULT_RETRY_MAX_S = 10.0  # also how often a dead destination is asked again
 _RECENT_MAX_BATCHES = 8
-_EMPTY_TICKS_BEFORE_REST = 3  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
+_EMPTY_TICKS_BEFORE_REST = 3
+SPOOL_REOPEN_INTERVAL_S = 60.0  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
 DROP_LOG_INTERVAL_S = 60.0
 RETRY_AFTER_MAX_S = 60.0
 CLOSE_ATTEMPTS_AT_END = 3  # tries left for a destination that fails when a file is done  # a server's Retry-After is honoured up to this
@@ -77,7 +80,7 @@ class LineOutputSettings:
     flush_interval_s: float = 1.0
     batch_max_points: int = 5000
     spool_max_bytes: int = 1 << 30
-    memory_max_batches: int = DEFAULT_MEMORY_MAX_BATCHES
+    memory_max_points: int = DEFAULT_MEMORY_MAX_POINTS
     retry_initial_s: float = DEFAULT_RETRY_INITIAL_S
     retry_max_s: float = DEFAULT_RETRY_MAX_S
     durable: bool = True
@@ -128,9 +131,16 @@ class LineOutput:
         self._unlogged_drops = 0
         self._drops_logged_at: float | None = None
         self.failure: BaseException | None = None
+        self._reopen_at: float | None = None
         if settings.spool_dir is not None and (settings.durable or (settings.spool_dir / SPOOL_FILE).exists()):
             # A non-durable output opens its spool only to send what an earlier run left in it.
-            self._spool = self._open_spool()
+            try:
+                self._spool = self._open_spool()
+            except SpoolUnavailable as exc:
+                # A full disk must not keep the logger from starting: live data goes on from memory.
+                logger.error("output %s runs without its spool for now: %s; trying again every %.0f s", name, exc,
+                             SPOOL_REOPEN_INTERVAL_S)
+                self._reopen_at = clock() + SPOOL_REOPEN_INTERVAL_S
 
     # ------------------------------------------------------------------ life cycle
 
@@ -249,7 +259,7 @@ class LineOutput:
                     self._recent.popitem(last=False)
                 self.counters.spool_points = self._spool.backlog_points
                 return
-        if len(self._memory) >= self.settings.memory_max_batches:
+        while self._memory and self.counters.memory_points + len(lines) > self.settings.memory_max_points:
             dropped = self._memory.popleft()
             self.counters.memory_points -= len(dropped.lines)
             self._drop(len(dropped.lines))
@@ -298,6 +308,8 @@ class LineOutput:
         """The next batch to send, once it is time; None when the output is to stop."""
         while True:
             now = self._clock()
+            if self._reopen_at is not None and now >= self._reopen_at:
+                self._reopen_spool_locked(now)
             self._tick_locked(now)
             has_work = self._has_work_locked()
             if self._closing:
@@ -312,12 +324,22 @@ class LineOutput:
                     return batch
                 continue
             wake_at = [t for t in (self._next_tick_at, self._retry_at if has_work else None,
-                                   self._close_deadline if self._closing else None) if t is not None]
+                                   self._close_deadline if self._closing else None, self._reopen_at)
+                       if t is not None]
             self._waiting = True
             try:
                 self._cond.wait(max(0.0, min(wake_at) - now) if wake_at else None)
             finally:
                 self._waiting = False
+
+    def _reopen_spool_locked(self, now: float) -> None:
+        try:
+            self._spool = self._open_spool()
+        except SpoolUnavailable:
+            self._reopen_at = now + SPOOL_REOPEN_INTERVAL_S
+            return
+        self._reopen_at = None
+        logger.info("output %s has its spool again", self.name)
 
     def _tick_locked(self, now: float) -> None:
         """Cut the pending lines once per flush interval while lines keep coming.
@@ -474,6 +496,3 @@ class LineOutput:
     def backlog_points(self) -> int:
         return self.counters.spool_points + self.counters.memory_points
 
-
-def is_writing(result: WriteResult) -> bool:
-    return result.kind in (WriteKind.OK, WriteKind.REJECTED)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REQUIRE_SERVERS_ENV = "P1_TEST_REQUIRE_SERVERS"
 INFLUXD_ENV = "P1_INFLUXD"
 # What the `v2_proxy` fixture accepts.
@@ -520,3 +522,11 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     do_GET = _serve
     do_POST = _serve
     do_HEAD = _serve
+
+
+def require_server(what: str, why: str) -> None:
+    """Skip the test, or fail it when CI demands every server."""
+    message = f"{what} is not available: {why}"
+    if os.environ.get(REQUIRE_SERVERS_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_SERVERS_ENV}=1)")
+    pytest.skip(message)

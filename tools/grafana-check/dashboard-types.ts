@@ -28,9 +28,16 @@ export type Literal<T> = T extends string
       ? { [K in keyof T]: Literal<T[K]> }
       : T;
 
-/** A query of Grafana's InfluxDB data source in Flux mode. */
-export type FluxTarget = Literal<schema.DataQuery> & {
+/**
+ * A raw InfluxQL query of Grafana's InfluxDB data source (the fields of
+ * InfluxQuery in public/app/plugins/datasource/influxdb/types.ts that a raw
+ * query uses; @grafana/schema does not export that type).
+ */
+export type InfluxQLTarget = Literal<schema.DataQuery> & {
   query: string;
+  rawQuery: true;
+  resultFormat: 'time_series' | 'table' | 'logs';
+  alias?: string;
 };
 
 type NoCustomFieldConfig = Record<string, never>;
@@ -42,7 +49,7 @@ type PanelOf<Type extends string, Options, Custom = NoCustomFieldConfig> = Omit<
   type: Type;
   options: Literal<Options>;
   fieldConfig: Literal<schema.FieldConfigSource<Custom>>;
-  targets?: FluxTarget[];
+  targets?: InfluxQLTarget[];
 };
 
 export type StrictPanel =

@@ -20,7 +20,6 @@ from p1logger import config
 from p1logger.contracts import Check, Output, RunContext
 from p1logger.errors import ConfigError
 from p1logger.outputs import OutputSpec, selected
-from p1logger.outputs.influx.sink import InfluxSink
 from p1logger.outputs.influx.target import InfluxTarget
 from p1logger.outputs.influx.transports import TRANSPORTS
 from p1logger.outputs.lines import SPOOL_FILE, LineOutput, LineOutputSettings
@@ -73,24 +72,16 @@ def influx_target(args: Any, url: str | None = None) -> InfluxTarget:
     token = config.read_secret(config.env("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
     password = config.read_secret(config.env("INFLUX_PASSWORD"), config.env("INFLUX_PASSWORD_FILE"), "password",
                                   "INFLUX_PASSWORD_FILE")
-    v2 = args.influx_api == "v2"
-    if v2 and not token:
-        raise ConfigError("no InfluxDB token: set INFLUX_TOKEN or INFLUX_TOKEN_FILE (or INFLUX_API=v1 for InfluxDB 1.x)")
-    if v2 and not args.influx_org:
-        raise ConfigError("no InfluxDB organization: set INFLUX_ORG")
-    username = args.influx_username
-    if not v2 and password and not username:
-        raise ConfigError("INFLUX_PASSWORD is set but INFLUX_USERNAME is not: set both, or neither")
-    if not v2 and username and not password:
-        raise ConfigError("INFLUX_USERNAME is set but no password: set INFLUX_PASSWORD or INFLUX_PASSWORD_FILE")
+    token, username, password = TRANSPORTS[args.influx_api].credentials(
+        token=token, org=args.influx_org, username=args.influx_username, password=password)
     return InfluxTarget(
         url=url if url is not None else influx_urls(args)[0],
         api=args.influx_api,
         org=args.influx_org,
         bucket=args.influx_bucket,
-        token=token if v2 else None,
-        username=username if not v2 else None,
-        password=password if not v2 else None,
+        token=token,
+        username=username,
+        password=password,
         timeout_s=args.influx_timeout_s,
     )
 
@@ -121,6 +112,8 @@ def _output(name: str, target: InfluxTarget, context: RunContext) -> Output:
         except OSError as exc:
             raise ConfigError(f"cannot move the old spool into {directory} ({exc.strerror}): "
                               "fix P1_SPOOL_DIR") from None
+    from p1logger.outputs.influx.sink import InfluxSink  # tenacity and the rest: only for a run that writes
+
     # One attempt per write: LineOutput retries from the spool, so nothing waits in memory meanwhile.
     sink = InfluxSink(target, dead_letter_path=directory / DEAD_LETTER_FILE, shutdown=context.shutdown,
                       max_attempts=1)

@@ -22,6 +22,7 @@ is in ``transports``. Secrets never reach a log line or a message.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 # A persistent rejection (a field-type conflict on every telegram) is logged once, then summed up per interval.
 REJECTION_LOG_INTERVAL_S = 60.0
+# Rejected lines kept in the dead-letter file per interval: enough to see what is wrong, and a
+# conflict on every telegram takes weeks, not hours, to reach the file's size limit.
+DEAD_LETTER_LINES_PER_INTERVAL = 20
+_DROPPED = re.compile(r"\bdropped=(\d+)")
 
 
 def _utc_now() -> datetime:
@@ -57,6 +62,11 @@ class _Tally:
     keep_message: str = ""
     first_rejection: str = ""
     retry_after_s: float | None = None
+    uncopied: int = 0  # rejected lines not identified (the server said how many; no bisection was needed)
+
+    @property
+    def rejected_count(self) -> int:
+        return len(self.rejected) + self.uncopied
 
     def keep(self, lines: Sequence[str], kind: WriteKind, message: str) -> None:
         self.kept.extend(lines)
@@ -113,6 +123,8 @@ class InfluxSink:
         self._rejected_unlogged = 0
         self._rejected_writes_unlogged = 0
         self._rejection_reason = ""
+        self._dead_letter_window_at = clock()
+        self._dead_lettered = 0
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._shutdown.wait(seconds)
@@ -152,7 +164,7 @@ class InfluxSink:
         tally = _Tally()
         if lines:
             self._store(list(lines), tally)
-        saved_note = self._dead_letter(tally.rejected) if tally.rejected else ""
+        saved_note = self._dead_letter(tally.rejected, tally.uncopied) if tally.rejected_count else ""
         latency_ms = (self._clock() - started) * 1000.0
         result = self._result(len(lines), tally, saved_note, latency_ms)
         self._log(result, tally)
@@ -215,8 +227,13 @@ class InfluxSink:
             tally.written += len(lines)
         elif status in (400, 422):
             tally.first_rejection = tally.first_rejection or reply.reason or f"HTTP {status}"
+            dropped = _dropped(reply.reason, len(lines))
             if len(lines) == 1:
                 tally.rejected.append((lines[0], http_text(status, reply.reason)))
+            elif dropped is not None and not self._dead_letter_room(len(tally.rejected)):
+                # A partial write stored the rest; bisecting would only find lines there is no room to keep.
+                tally.written += len(lines) - dropped
+                tally.uncopied += dropped
             else:
                 self._split(lines, tally)
         elif status == 413:
@@ -235,6 +252,15 @@ class InfluxSink:
                 f"InfluxDB answered HTTP {status} ({reply.reason or 'no reason given'}); the data is kept",
             )
 
+    def _dead_letter_room(self, pending: int) -> int:
+        """How many more rejected lines the dead-letter file takes in this interval (``pending`` already found)."""
+        if self.dead_letter_path is None:
+            return 0
+        now = self._clock()
+        if now - self._dead_letter_window_at >= self.rejection_log_interval_s:
+            self._dead_letter_window_at, self._dead_lettered = now, 0
+        return max(0, DEAD_LETTER_LINES_PER_INTERVAL - self._dead_lettered - pending)
+
     def _split(self, lines: list[str], tally: _Tally) -> None:
         middle = len(lines) // 2
         self._store(lines[:middle], tally)
@@ -252,12 +278,18 @@ class InfluxSink:
 
     # -- dead letters
 
-    def _dead_letter(self, rejected: list[tuple[str, str]]) -> str:
-        """Append rejected lines to the dead-letter file; return a note for the message."""
+    def _dead_letter(self, rejected: list[tuple[str, str]], uncopied: int) -> str:
+        """Append rejected lines (up to the interval's quota) to the dead-letter file; a note for the message."""
         if self.dead_letter_path is None:
             return "not saved (no dead-letter file configured)"
+        room = self._dead_letter_room(0)
+        kept, skipped = rejected[:room], len(rejected) - min(room, len(rejected)) + uncopied
+        over = (f"; {skipped} not saved (more than {DEAD_LETTER_LINES_PER_INTERVAL} in "
+                f"{self.rejection_log_interval_s:.0f} s)") if skipped else ""
+        if not kept:
+            return f"counted{over}"
         stamp = self._wall_clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        text = "".join(f"# {stamp} rejected by InfluxDB: {one_line(reason)}\n{line}\n" for line, reason in rejected)
+        text = "".join(f"# {stamp} rejected by InfluxDB: {one_line(reason)}\n{line}\n" for line, reason in kept)
         try:
             size = self.dead_letter_path.stat().st_size if self.dead_letter_path.exists() else 0
             if size + len(text.encode("utf-8")) > self.dead_letter_max_bytes:
@@ -270,12 +302,13 @@ class InfluxSink:
                 out.write(text)
         except OSError as exc:
             return f"NOT saved: cannot write dead-letter file {self.dead_letter_path}: {exc.strerror or exc}"
-        return f"saved to {self.dead_letter_path}"
+        self._dead_lettered += len(kept)
+        return f"saved to {self.dead_letter_path}{over}"
 
     # -- reporting
 
     def _result(self, total: int, tally: _Tally, saved_note: str, latency_ms: float) -> WriteResult:
-        rejected = len(tally.rejected)
+        rejected = tally.rejected_count
         rejection = (
             f"InfluxDB rejected {rejected} of {total} points ({tally.first_rejection}); they are {saved_note}"
             if rejected
@@ -324,8 +357,8 @@ class InfluxSink:
         self._rejected_unlogged = self._rejected_writes_unlogged = 0
 
     def _log(self, result: WriteResult, tally: _Tally) -> None:
-        if tally.rejected:
-            self._note_rejection(len(tally.rejected),
+        if tally.rejected_count:
+            self._note_rejection(tally.rejected_count,
                                  result.points_written + result.points_rejected + result.points_kept,
                                  tally.first_rejection)
         if result.kind in (WriteKind.OK, WriteKind.REJECTED):
@@ -337,3 +370,12 @@ class InfluxSink:
         else:
             logger.debug("%s", result.message)
         self._last_kind = result.kind
+
+
+def _dropped(reason: str, batch_points: int) -> int | None:
+    """How many points a 400 "partial write ... dropped=N" says were refused (the rest were stored); else None."""
+    match = _DROPPED.search(reason) if "partial write" in reason else None
+    if match is None:
+        return None
+    dropped = int(match.group(1))
+    return dropped if 0 < dropped <= batch_points else None

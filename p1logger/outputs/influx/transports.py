@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from p1logger.errors import SinkError
+from p1logger.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
     from p1logger.contracts import Check
@@ -143,6 +143,12 @@ class HttpTransport:
         raise NotImplementedError
 
     @staticmethod
+    def credentials(*, token: str | None, org: str, username: str | None,
+                    password: str | None) -> tuple[str | None, str | None, str | None]:
+        """(token, username, password) this API uses, from the settings; ConfigError naming the setting to fix."""
+        raise NotImplementedError
+
+    @staticmethod
     def describe_destination(target: InfluxTarget) -> str:
         raise NotImplementedError
 
@@ -247,6 +253,15 @@ class V1Transport(HttpTransport):
         return None
 
     @staticmethod
+    def credentials(*, token: str | None, org: str, username: str | None,
+                    password: str | None) -> tuple[str | None, str | None, str | None]:
+        if password and not username:
+            raise ConfigError("INFLUX_PASSWORD is set but INFLUX_USERNAME is not: set both, or neither")
+        if username and not password:
+            raise ConfigError("INFLUX_USERNAME is set but no password: set INFLUX_PASSWORD or INFLUX_PASSWORD_FILE")
+        return None, username, password
+
+    @staticmethod
     def describe_destination(target: InfluxTarget) -> str:
         rp = target.retention_policy
         return f"database '{target.database}'" + (f" (retention policy '{rp}')" if rp else "")
@@ -289,6 +304,16 @@ class V2Transport(HttpTransport):
         if not target.token:
             return "InfluxDB 2 needs an API token with write permission on the bucket"
         return None
+
+    @staticmethod
+    def credentials(*, token: str | None, org: str, username: str | None,
+                    password: str | None) -> tuple[str | None, str | None, str | None]:
+        if not token:
+            raise ConfigError("no InfluxDB token: set INFLUX_TOKEN or INFLUX_TOKEN_FILE (or INFLUX_API=v1 for "
+                              "InfluxDB 1.x)")
+        if not org:
+            raise ConfigError("no InfluxDB organization: set INFLUX_ORG")
+        return token, None, None
 
     @staticmethod
     def describe_destination(target: InfluxTarget) -> str:

@@ -1,0 +1,123 @@
+"""`LineOutput`, the batching, spool and retry every line-protocol output shares, with a scripted destination.
+
+Oldest first, each batch delivered once, the spool holding every batch from
+the moment it is cut until it is acknowledged, and a memory queue taking
+over when the spool cannot store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from helpers.fake_meter import wait_for
+
+from p1logger.contracts import WriteKind, WriteResult
+from p1logger.outputs.lines import LineOutput, LineOutputSettings
+from p1logger.spool import Spool
+
+T0 = 1_600_000_000
+
+
+class Destination:
+    """Takes batches, or refuses them while `down` is set."""
+
+    def __init__(self) -> None:
+        self.down = threading.Event()
+        self.taken: list[list[str]] = []
+        self.refused = 0
+
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
+        assert max_attempts == 1  # retries come from the spool, never inside a write
+        if self.down.is_set():
+            self.refused += 1
+            return WriteResult(WriteKind.TRANSIENT, 0, 0, tuple(lines), "down", 1.0)
+        self.taken.append(list(lines))
+        return WriteResult(WriteKind.OK, len(lines), 0, (), "ok", 1.0)
+
+    def close(self) -> None:
+        pass
+
+
+def point(n: int) -> str:
+    return f"power,meter=M import_w={n}.0 {T0 + n}"
+
+
+def output(tmp_path: Path, destination: Destination, **settings: object) -> LineOutput:
+    return LineOutput("test", destination, LineOutputSettings(
+        spool_dir=tmp_path / "test", flush_interval_s=0.05, batch_max_points=5, retry_initial_s=0.01,
+        retry_max_s=0.02, **settings))  # type: ignore[arg-type]
+
+
+def times(batches: list[list[str]]) -> list[int]:
+    return [int(line.rsplit(" ", 1)[1]) - T0 for batch in batches for line in batch]
+
+
+def test_a_backlog_and_live_lines_through_an_outage_arrive_oldest_first_each_once(tmp_path: Path) -> None:
+    with Spool(tmp_path / "test" / "spool.db") as earlier_run:
+        for b in range(3):
+            earlier_run.put([point(n) for n in range(5 * b, 5 * b + 5)])
+    destination = Destination()
+    destination.down.set()
+    out = output(tmp_path, destination)
+    out.start()
+    for n in range(15, 40):
+        out.submit_lines([point(n)])
+    wait_for(lambda: destination.refused >= 3, "a few refused tries")
+    assert out.spool is not None and out.spool.backlog_points == 40  # everything cut is in the spool
+    destination.down.clear()
+    wait_for(lambda: sum(map(len, destination.taken)) == 40, "everything delivered")
+    for n in range(40, 43):
+        out.submit_lines([point(n)])
+    out.close(None)
+    assert times(destination.taken) == list(range(43))
+    assert out.counters.state == "up" and out.counters.points_written == 43
+    with Spool(tmp_path / "test" / "spool.db") as spool:
+        assert spool.backlog_points == 0
+
+
+def test_batches_the_spool_cannot_store_wait_in_memory_after_the_spooled_ones(tmp_path: Path) -> None:
+    destination = Destination()
+    destination.down.set()
+    out = output(tmp_path, destination)
+    assert out.spool is not None
+    spool = out.spool
+    real_put = spool.put
+    refusing = threading.Event()
+
+    def put(lines: Sequence[str], *, drop_on_failure: bool = True) -> int | None:
+        return None if refusing.is_set() else real_put(lines, drop_on_failure=drop_on_failure)
+
+    spool.put = put  # type: ignore[method-assign]
+    out.start()
+    for n in range(10):
+        out.submit_lines([point(n)])
+    wait_for(lambda: spool.backlog_points == 10, "two batches spooled")
+    refusing.set()  # the disk is full from here on
+    for n in range(10, 20):
+        out.submit_lines([point(n)])
+    wait_for(lambda: out.counters.memory_points == 10, "two batches in memory")
+    refusing.clear()  # room again: new batches still queue behind those in memory
+    for n in range(20, 25):
+        out.submit_lines([point(n)])
+    destination.down.clear()
+    wait_for(lambda: sum(map(len, destination.taken)) == 25, "everything delivered")
+    out.close(None)
+    assert times(destination.taken) == list(range(25))
+    assert out.counters.points_dropped == 0
+
+
+def test_a_full_memory_queue_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    destination = Destination()
+    destination.down.set()
+    out = output(tmp_path, destination, durable=False, memory_max_points=10)
+    out.start()
+    for n in range(20):  # four batches of five; room for two
+        out.submit_lines([point(n)])
+    wait_for(lambda: out.counters.points_dropped == 10, "two batches dropped")
+    destination.down.clear()
+    wait_for(lambda: sum(map(len, destination.taken)) == 10, "the newest two delivered")
+    out.close(None)
+    assert times(destination.taken) == list(range(10, 20))
+    assert not (tmp_path / "test").exists()  # a non-durable output made no spool file
