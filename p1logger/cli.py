@@ -96,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     command = command_in(words)
     parser = build_parser(load=() if command is None else (command,))
-    args = parser.parse_args(words)
+    try:
+        # Settings are parsed here, lazily: only the chosen command's, so --help and --version never fail.
+        args = parser.parse_args(words)
+    except ConfigError as exc:
+        print(f"p1logger {command}: {exc}" if command else f"p1logger: {exc}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -38,30 +38,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
-    country = config.check_country(args.country)
+    labels = config.CountryLabels(config.check_country(args.country))
+    shown_labels = ""
     keys = config.decryption_keys(args)
     source, live = open_input(args)
     reader = TelegramReader(timestamps, args.max_telegram_bytes, keys=keys)
-    show: _JsonShow | _TableShow
+    out = sys.stdout
+    json_show: _JsonShow | None = None
     if args.format == "json":
         # Bytes straight to the binary stream: no text layer to encode each line again.
         # A stdout replaced by a text-only stream (redirect_stdout to a StringIO) gets the same bytes as text.
-        binary = getattr(sys.stdout, "buffer", None) or _TextAsBinary(sys.stdout)
-        show = json_show = _JsonShow(binary, render.JsonLines())
-        flush = json_show.flush
-    else:
-        show = _TableShow(country)
-        flush = sys.stdout.flush
+        json_show = _JsonShow(getattr(out, "buffer", None) or _TextAsBinary(out), render.JsonLines())
+    flush = json_show.flush if json_show is not None else out.flush
     counts = ReadCounts()
     try:
         shown = counts.valid
         for item in read_items(source, reader, live, counts):
             if isinstance(item, Telegram):
-                show(item, None)
+                if json_show is not None:
+                    json_show(item, None)
+                else:
+                    labels.update(item.header, item.fields)
+                    if labels.describe() != shown_labels:
+                        shown_labels = labels.describe()
+                        out.write(f"-- {shown_labels}\n\n")
+                    out.write(render.table(item, labels.country, zone=timestamps.zone) + "\n\n")
                 if args.once:
                     break
             elif args.all:
-                _show_rejected(item, reader, show)
+                _show_rejected(item, reader, json_show, labels.country or config.DEFAULT_COUNTRY, timestamps)
             if live and counts.valid != shown:
                 shown = counts.valid
                 flush()  # a person or a pipe is waiting for each telegram
@@ -76,6 +81,17 @@ def main(args: argparse.Namespace) -> int:
     return 0 if counts.valid else 1
 
 
+class _TextAsBinary:
+    def __init__(self, text: TextIO) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        return self.text.write(data.decode())
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
 class _JsonShow:
     """Writes JSON Lines in blocks of about 64 KiB: one system call per telegram would cost more than encoding it."""
 
@@ -85,9 +101,9 @@ class _JsonShow:
         self._pending_bytes = 0
 
     def __call__(self, telegram: Telegram, rejected: str | None) -> None:
-        self._add(self.lines.line(telegram, rejected))
+        self.add(self.lines.line(telegram, rejected))
 
-    def _add(self, data: bytes) -> None:
+    def add(self, data: bytes) -> None:
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= 65536:
@@ -102,47 +118,25 @@ class _JsonShow:
             self._pending_bytes = 0
         self.out.flush()
 
-    def unreadable(self, item: Rejected) -> None:
-        import json
 
-        self._add(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
-                              "raw": _raw_text(item.raw)}).encode() + b"\n")
-
-
-class _TextAsBinary:
-    def __init__(self, text: TextIO) -> None:
-        self.text = text
-
-    def write(self, data: bytes) -> int:
-        return self.text.write(data.decode())
-
-    def flush(self) -> None:
-        self.text.flush()
-
-
-class _TableShow:
-    def __init__(self, country: str) -> None:
-        self.country = country
-
-    def __call__(self, telegram: Telegram, rejected: str | None) -> None:
-        sys.stdout.write(render.table(telegram, self.country, rejected) + "\n\n")
-
-    def unreadable(self, item: Rejected) -> None:
-        sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{_raw_text(item.raw)}\n")
-
-
-def _raw_text(raw: bytes) -> str:
-    """An encrypted frame that did not open is binary: shown as hex."""
-    return raw.hex().upper() if not raw.isascii() else raw.decode("ascii")
-
-
-def _show_rejected(item: Rejected, reader: TelegramReader, show: _JsonShow | _TableShow) -> None:
+def _show_rejected(item: Rejected, reader: TelegramReader, json_show: _JsonShow | None, country: str,
+                   timestamps: TimestampParser) -> None:
+    telegram = None
     if item.reason == "crc":
         body = item.raw[: item.raw.rfind(b"!") + 1]
         telegram = reader.decoder.decode(body, False, item.raw)
-        if isinstance(show, _JsonShow):
-            show(telegram, item.reason)
+    if telegram is None:
+        # An encrypted frame that did not open is binary: shown as hex.
+        text = item.raw.hex().upper() if not item.raw.isascii() else item.raw.decode("ascii")
+        if json_show is not None:
+            import json
+
+            json_show.add(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
+                                      "raw": text}).encode() + b"\n")
         else:
-            show(telegram, f"{item.reason}: {item.detail}")
+            sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{text}\n")
         return
-    show.unreadable(item)
+    if json_show is not None:
+        json_show(telegram, item.reason)
+    else:
+        sys.stdout.write(render.table(telegram, country, f"{item.reason}: {item.detail}", zone=timestamps.zone) + "\n\n")
