@@ -164,3 +164,19 @@ def test_an_acknowledgement_is_an_error_with_its_reason() -> None:
     with pytest.raises(PriceDocumentError, match="ENTSO-E answered: Invalid request"):
         parse_price_document(b"<Acknowledgement_MarketDocument><Reason><code>999</code><text>Invalid request"
                              b"</text></Reason></Acknowledgement_MarketDocument>".replace(b"999", b"A01"))
+
+
+@pytest.mark.parametrize("url", ["web-api.tp.entsoe.eu/api", "ftp://web-api.tp.entsoe.eu/api",
+                                 "http://127.0.0.1:9/a pi"])
+def test_a_mistyped_url_is_a_config_error_that_never_shows_the_token(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENTSOE_TOKEN", TOKEN)
+    code = cli_main(["prices", "fetch", "--zone", "BE", "--output", str(tmp_path / "p.csv"), "--url", url,
+                     "--from", "2026-02-17", "--to", "2026-02-17"])
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    assert code == 2
+    assert err.startswith("p1logger prices: the ENTSO-E URL ")
+    assert err.endswith(": fix --url or P1_ENTSOE_URL\n") and err.count("\n") == 1
+    assert not (tmp_path / "p.csv").exists()
