@@ -98,13 +98,48 @@ def test_batches_the_spool_cannot_store_wait_in_memory_after_the_spooled_ones(tm
     for n in range(10, 20):
         out.submit_lines([point(n)])
     wait_for(lambda: out.counters.memory_points == 10, "two batches in memory")
-    refusing.clear()  # room again: new batches still queue behind those in memory
+    refusing.clear()  # room again: those in memory go to the spool first, then the new ones
     for n in range(20, 25):
         out.submit_lines([point(n)])
     destination.down.clear()
     wait_for(lambda: sum(map(len, destination.taken)) == 25, "everything delivered")
     out.close(None)
     assert times(destination.taken) == list(range(25))
+    assert out.counters.points_dropped == 0
+
+
+def test_once_the_disk_has_room_again_what_waited_in_memory_goes_to_the_spool_first(tmp_path: Path) -> None:
+    # A full disk for a moment during a long outage: what waited in memory must not stay there (lost by a kill,
+    # dropped once the memory queue is full) while the spool has room again.
+    destination = Destination()
+    destination.down.set()
+    out = output(tmp_path, destination, memory_max_points=10)
+    assert out.spool is not None
+    spool = out.spool
+    real_put = spool.put
+    refusing = threading.Event()
+
+    def put(lines: Sequence[str], *, drop_on_failure: bool = True) -> int | None:
+        return None if refusing.is_set() else real_put(lines, drop_on_failure=drop_on_failure)
+
+    spool.put = put  # type: ignore[method-assign]
+    out.start()
+    for n in range(5):
+        out.submit_lines([point(n)])
+    wait_for(lambda: spool.backlog_points == 5, "one batch spooled")
+    refusing.set()
+    for n in range(5, 15):
+        out.submit_lines([point(n)])
+    wait_for(lambda: out.counters.memory_points == 10, "two batches in memory")
+    refusing.clear()
+    for n in range(15, 35):  # four more batches: twice what the memory queue holds
+        out.submit_lines([point(n)])
+    wait_for(lambda: spool.backlog_points == 35, "everything in the spool")
+    assert (out.counters.memory_points, out.counters.points_dropped) == (0, 0)
+    destination.down.clear()
+    wait_for(lambda: sum(map(len, destination.taken)) == 35, "everything delivered")
+    out.close(None)
+    assert times(destination.taken) == list(range(35))
     assert out.counters.points_dropped == 0
 
 
