@@ -118,7 +118,8 @@ def test_state_and_discovery_messages_are_exact(mosquitto: MosquittoServer, outp
     health = dict(output.health())
     assert isinstance(health.pop("last_write_ok_at"), float)
     assert health == {"state": "up", "broker": f"mqtt://p1logger@127.0.0.1:{mosquitto.port}", "last_write_error": "",
-                      "published": 1 + 46 + 2, "backlog": 0, "dropped": 0, "refused": 0}
+                      "published": 1 + 46 + 2, "backlog": 0, "backlog_max": 10000, "dropping": False,
+                      "dropped": 0, "refused": 0}
     output.close(5.0)
     assert retained(mosquitto, f"{settings.prefix}/status") == {f"{settings.prefix}/status": b"offline"}
     sub.stop()
