@@ -14,6 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from p1logger.dlms import CipherFramer
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer
 
 MAGIC = b"#P1 "
@@ -122,10 +123,15 @@ class ArchiveParser:
 
 
 class CaptureParser:
-    """A plain capture (no headers): telegrams as the framer finds them."""
+    """A plain capture (no headers): telegrams as the framer finds them.
+
+    Encrypted frames (p1logger.dlms) are kept whole, for the reader to open with the
+    key; the bytes between them are framed as plain telegrams.
+    """
 
     def __init__(self, offset: int = 0, max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES) -> None:
         self._framer = Framer(max_telegram_bytes)
+        self._cipher_framer = CipherFramer(max_telegram_bytes)
         self._fed = offset
         self.skipped_bytes = 0
 
@@ -139,16 +145,21 @@ class CaptureParser:
             start = line_end + 1
         out.extend(self._feed_piece(data[start:]))
         if eof:
-            self.skipped_bytes = self._framer.stats.garbage_bytes + self._framer.buffered_bytes
+            self.skipped_bytes = (self._framer.stats.garbage_bytes + self._framer.buffered_bytes
+                                  + self._cipher_framer.buffered_bytes)
         return out
 
     def _feed_piece(self, data: bytes) -> list[ArchivedTelegram]:
         if not data:
             return []
-        items = self._framer.feed(data)
+        items: list[tuple[bytes, bool | None]] = []
+        for piece in self._cipher_framer.feed(data):
+            if isinstance(piece, bytes):
+                items += [(item.raw, None if isinstance(item, Frame) else False) for item in self._framer.feed(piece)]
+            else:
+                items.append((piece.raw, None))
         self._fed += len(data)
-        # The framer does not say where each telegram ended; where the unfinished
-        # candidate starts is a safe place to resume after everything it gave out.
-        resume_at = self._fed - self._framer.buffered_bytes
-        return [ArchivedTelegram(item.raw, None if isinstance(item, Frame) else False, None, resume_at)
-                for item in items]
+        # The framers do not say where each telegram ended; where the unfinished
+        # candidates start is a safe place to resume after everything they gave out.
+        resume_at = self._fed - self._framer.buffered_bytes - self._cipher_framer.buffered_bytes
+        return [ArchivedTelegram(raw, valid, None, resume_at) for raw, valid in items]

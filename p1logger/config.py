@@ -12,9 +12,13 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p1logger.errors import ConfigError
 from p1logger.timestamps import DEFAULT_TIMEZONE
+
+if TYPE_CHECKING:
+    from p1logger.dlms import Keys
 
 # Tariff 1 is day in Belgium but night (low) in the Netherlands: the decoded data
 # keeps the numbers, and only what a person reads gets these labels.
@@ -128,3 +132,55 @@ def read_secret(value: str | None, file_name: str | None, what: str, file_variab
             raise ConfigError(f"the {what} file {file_name} is empty: fix {file_variable}")
         return text
     return value
+
+
+# ------------------------------------------------------------------ encrypted meters
+# The settings of encrypted meters (Luxembourg Smarty, Austrian Sagemcom), in one place.
+# The keys are read from the environment or a file and never given argparse defaults,
+# so neither --help nor a parsed namespace printed in a bug report shows them.
+
+DECRYPTION_SETTINGS = (
+    # (flag, variable, what)
+    ("--decryption-key", "P1_DECRYPTION_KEY", "decryption key"),
+    ("--authentication-key", "P1_AUTHENTICATION_KEY", "authentication key"),
+)
+
+
+def add_decryption_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("encrypted meters (Luxembourg Smarty, Austrian Sagemcom)")
+    group.add_argument("--decryption-key", metavar="HEX",
+                       help="the 32-hex-digit key from the grid operator that decrypts the meter's frames "
+                       "[env P1_DECRYPTION_KEY, or a file named by P1_DECRYPTION_KEY_FILE; the variable is safer "
+                       "than a flag, which other users can see in ps]")
+    group.add_argument("--decryption-key-file", metavar="FILE",
+                       help="file holding the decryption key (Docker secrets) [env P1_DECRYPTION_KEY_FILE]")
+    group.add_argument("--authentication-key", metavar="HEX",
+                       help="optional authentication key: with it the frames' GCM tag is checked; without it the "
+                       "telegram's CRC guards the content [env P1_AUTHENTICATION_KEY, or P1_AUTHENTICATION_KEY_FILE]")
+    group.add_argument("--authentication-key-file", metavar="FILE",
+                       help="file holding the authentication key [env P1_AUTHENTICATION_KEY_FILE]")
+
+
+def decryption_keys(args: argparse.Namespace) -> Keys | None:
+    """The keys set by flag, variable or file (a flag wins), checked; None when no decryption key is set."""
+    # Imported here: cryptography is loaded only by the commands that read telegrams.
+    from p1logger.dlms import Keys, parse_key
+
+    found: list[bytes | None] = []
+    for flag, variable, what in DECRYPTION_SETTINGS:
+        attribute = flag[2:].replace("-", "_")
+        text, setting = getattr(args, attribute, None), flag
+        file_name = getattr(args, attribute + "_file", None)
+        if file_name:
+            setting = flag + "-file"
+        elif not text:
+            file_name = env(variable + "_FILE")
+            text, setting = env(variable), (variable + "_FILE" if file_name else variable)
+        text = read_secret(text, file_name, what, setting)
+        found.append(parse_key(text, setting) if text else None)
+    decryption, authentication = found
+    if decryption is None:
+        if authentication is not None:
+            raise ConfigError("an authentication key is set but no decryption key: set P1_DECRYPTION_KEY too")
+        return None
+    return Keys(decryption, authentication)

@@ -224,7 +224,9 @@ class Pipeline:
                         self._notify(item.raw, False, received_at)
                 self._reject_summary.maybe_log()
                 if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
-                    logger.warning("%s: %s", source.description, GARBAGE_HINT)
+                    # With a wrong key the reader has said so; a baud-rate hint would mislead.
+                    if not self.reader.stats.rejected["decrypt"]:
+                        logger.warning("%s: %s", source.description, GARBAGE_HINT)
                     garbage_warned = True
                 if live and self.clock() - last_valid_at > self.settings.watchdog_s:
                     self._source_state(

@@ -1,7 +1,10 @@
-"""Bytes in, validated telegrams out: framing, CRC and decoding chained, with counters.
+"""Bytes in, validated telegrams out: decryption, framing, CRC and decoding chained, with counters.
 
 Pure: no I/O.  The reader thread feeds it whatever the source delivers; the
-dump, record and replay commands feed it files.
+dump, record and replay commands feed it files.  With keys, encrypted frames
+(p1logger.dlms) are opened here, so every input gets the same stage, and the
+telegram inside goes on exactly like one sent in the clear: its ``raw`` is the
+plain telegram, which is what archives keep.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from p1logger import crc
+from p1logger import crc, dlms
 from p1logger.decode import Decoder, Telegram
 from p1logger.errors import DecodeError
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer, Reject
@@ -22,13 +25,20 @@ logger = logging.getLogger(__name__)
 
 # Unknown OBIS codes are reported by name; a noisy line must not grow this forever.
 _MAX_TRACKED_UNKNOWN = 256
+# Frame counters are kept per system title; only a bus of meters has more than one.
+_MAX_TRACKED_METERS = 16
+# A wrong key fails every frame: one log line at once, then one per interval.
+DECRYPTION_LOG_INTERVAL_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A telegram (or what was left of one) that did not pass."""
 
-    reason: str  # "crc", "decode", or a framing reason: "incomplete", "oversize", "bad_end"
+    # "crc", "decode", a framing reason ("incomplete", "oversize", "bad_end"), or for an
+    # encrypted frame "decrypt" (wrong key or damaged), "replay" (frame counter went back) and
+    # "unsupported" (it holds binary COSEM data, not a telegram)
+    reason: str
     raw: bytes
     detail: str = ""
 
@@ -39,6 +49,7 @@ class ReaderStats:
     rejected: Counter[str] = field(default_factory=Counter)
     unknown_obis: Counter[str] = field(default_factory=Counter)
     invalid_values: int = 0
+    decrypted: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -51,23 +62,49 @@ class TelegramReader:
         timestamps: TimestampParser,
         max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES,
         on_unknown: Callable[[str, str], None] | None = None,
+        keys: dlms.Keys | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timestamps = timestamps
         self.decoder = Decoder(timestamps)
         self.framer = Framer(max_telegram_bytes)
         self.stats = ReaderStats()
         self._on_unknown = on_unknown
+        self.keys = keys
+        self.cipher_framer = dlms.CipherFramer(max_telegram_bytes) if keys is not None else None
+        self._counters: dict[bytes, int] = {}
+        self._clock = clock
+        self._decrypt_logged_at: float | None = None
+        self._decrypt_unlogged = 0
 
     def reset(self) -> None:
         """Forget a partial telegram: after a reconnect its rest will never come, and joined
-        to the next connection's first telegram it would cost that one too."""
+        to the next connection's first telegram it would cost that one too.
+
+        The frame counters are forgotten too: a meter whose counter really went back
+        (a firmware update) is then accepted again after the watchdog reopens the source.
+        """
         self.framer = Framer(self.framer.max_telegram_bytes, stats=self.framer.stats)
+        if self.cipher_framer is not None:
+            self.cipher_framer.reset()
+        self._counters.clear()
 
     @property
     def garbage_bytes(self) -> int:
         return self.framer.stats.garbage_bytes
 
     def feed(self, data: bytes) -> list[Telegram | Rejected]:
+        if self.cipher_framer is None:
+            return self._feed_plain(data)
+        results: list[Telegram | Rejected] = []
+        for piece in self.cipher_framer.feed(data):
+            if isinstance(piece, bytes):
+                results.extend(self._feed_plain(piece))
+            else:
+                results.append(self._open(piece))
+        return results
+
+    def _feed_plain(self, data: bytes) -> list[Telegram | Rejected]:
         results: list[Telegram | Rejected] = []
         for item in self.framer.feed(data):
             if isinstance(item, Reject):
@@ -77,11 +114,68 @@ class TelegramReader:
                 results.append(self._check(item))
         return results
 
+    def _open(self, cipher: dlms.CipherFrame) -> Telegram | Rejected:
+        """Decrypt one frame and check the telegram inside; a frame that fails is looked into
+        for the start of the next one (it was then cut short, not wrongly keyed)."""
+        assert self.keys is not None and self.cipher_framer is not None
+        failure: Rejected
+        try:
+            plaintext = dlms.decrypt(cipher, self.keys)
+        except dlms.DecryptionError as exc:
+            reason = "unsupported" if isinstance(exc, dlms.UnsupportedContent) else "decrypt"
+            failure = Rejected(reason, cipher.raw, str(exc))
+        else:
+            items = Framer(self.framer.max_telegram_bytes).feed(plaintext)
+            if not items and not plaintext.endswith(b"\n"):
+                # A meter that ends the telegram at the CRC, without a line end.
+                items = Framer(self.framer.max_telegram_bytes).feed(plaintext + b"\r\n")
+            frame = items[0] if len(items) == 1 else None
+            if not isinstance(frame, Frame):
+                failure = Rejected("decrypt", cipher.raw, f"{dlms.DECRYPTION_FAILED} (no whole telegram inside)")
+            elif (crc_ok := crc.check(frame.body, frame.crc_text)) is False:
+                failure = Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X} "
+                                   "in a decrypted frame")
+            else:
+                return self._accept(cipher, frame, crc_ok)
+        if self.cipher_framer.cut_short(cipher):
+            self.stats.rejected["incomplete"] += 1
+            return Rejected("incomplete", cipher.raw, "an encrypted frame was cut short")
+        self.stats.rejected[failure.reason] += 1
+        if failure.reason in ("decrypt", "unsupported"):
+            self._log_decryption_failure(failure.detail)
+        return failure
+
+    def _accept(self, cipher: dlms.CipherFrame, frame: Frame, crc_ok: bool | None) -> Telegram | Rejected:
+        title = cipher.system_title
+        last = self._counters.get(title)
+        if last is not None and cipher.frame_counter <= last:
+            self.stats.rejected["replay"] += 1
+            return Rejected("replay", frame.raw, f"frame counter {cipher.frame_counter} of meter {title.hex().upper()} "
+                            f"is not above the last one ({last}): a replayed frame")
+        if last is None and len(self._counters) >= _MAX_TRACKED_METERS:
+            self._counters.pop(next(iter(self._counters)))
+        self._counters[title] = cipher.frame_counter
+        self.stats.decrypted += 1
+        return self._decode(frame, crc_ok)
+
+    def _log_decryption_failure(self, detail: str) -> None:
+        now = self._clock()
+        if self._decrypt_logged_at is not None and now - self._decrypt_logged_at < DECRYPTION_LOG_INTERVAL_S:
+            self._decrypt_unlogged += 1
+            return
+        more = f" ({self._decrypt_unlogged} more since the last report)" if self._decrypt_unlogged else ""
+        logger.warning("encrypted frame rejected: %s%s", detail, more)
+        self._decrypt_logged_at = now
+        self._decrypt_unlogged = 0
+
     def _check(self, frame: Frame) -> Telegram | Rejected:
         crc_ok = crc.check(frame.body, frame.crc_text)
         if crc_ok is False:
             self.stats.rejected["crc"] += 1
             return Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X}")
+        return self._decode(frame, crc_ok)
+
+    def _decode(self, frame: Frame, crc_ok: bool | None) -> Telegram | Rejected:
         try:
             telegram = self.decoder.decode(frame.body, crc_ok, frame.raw)
         except DecodeError as exc:

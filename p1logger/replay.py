@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from p1logger import dlms
 from p1logger.archive_format import ArchivedTelegram
 from p1logger.batch import Batcher
 from p1logger.contracts import LineWriter
@@ -185,8 +186,10 @@ class Replayer:
         max_telegram_bytes: int = DEFAULT_MAX_TELEGRAM_BYTES,
         stop: threading.Event | None = None,
         progress: Progress | None = None,
+        keys: dlms.Keys | None = None,
     ) -> None:
         self.sink = sink
+        self.keys = keys
         self.maker = maker
         self.timestamps = timestamps
         self.state = state
@@ -233,7 +236,7 @@ class Replayer:
 
     def _refeed(self, path: Path, end_offset: int | None) -> None:
         """Feed the builders the records of ``path`` up to ``end_offset`` (None: all), writing nothing."""
-        reader = TelegramReader(self.timestamps, self.max_telegram_bytes)
+        reader = TelegramReader(self.timestamps, self.max_telegram_bytes, keys=self.keys)
         try:
             with ArchiveReader(path, 0, self.max_telegram_bytes) as archive:
                 for record in archive:
@@ -248,7 +251,7 @@ class Replayer:
     def _replay_file(self, path: Path, identity: FileIdentity, start: int) -> None:
         if start:
             logger.info("%s: resuming at byte %d", path, start)
-        reader = TelegramReader(self.timestamps, self.max_telegram_bytes)
+        reader = TelegramReader(self.timestamps, self.max_telegram_bytes, keys=self.keys)
         commits = _Commits(start)
         finished = False
         try:
@@ -290,7 +293,9 @@ class Replayer:
 
     def _lines(self, reader: TelegramReader, record: ArchivedTelegram, *, count: bool = True) -> list[str]:
         stats = self.stats if count else ReplayStats()
-        if record.valid is False:
+        # An encrypted frame the logger could not open (a wrong key at the time) is tried
+        # again when this replay has a key.
+        if record.valid is False and not (self.keys is not None and dlms.parse_frame(record.raw) is not None):
             stats.rejected += 1
             return []
         lines: list[str] = []

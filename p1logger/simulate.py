@@ -6,7 +6,9 @@ counters that only ever grow, tariffs that switch at the hours the country
 uses, a gas meter reporting every 5 minutes (Belgium) or every hour (the
 Netherlands), a water meter, and Belgian capacity-tariff values computed from
 its own quarter-hour averages.  Telegrams follow the DSMR 5 / e-MUCS line
-format with a valid CRC.
+format with a valid CRC.  With a key, every telegram is sent encrypted, as a
+Luxembourg Smarty or an Austrian Sagemcom T210-D does (see p1logger.dlms), so
+the decryption stage can be tried end to end without such a meter.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ PROFILES: dict[str, Profile] = {
     "nl": Profile("nl", "Dutch DSMR 5 meter (Iskra AM550 style)", "ISK5\\2M550T-1012", "NL",
                   "Europe/Amsterdam", 3, False, 3600, "E0044007100000001", "G0044007100000001",
                   "W0044007100000001"),
+    # Sends its telegrams encrypted when given a key (--encryption-key), as the real one always does.
+    "lu": Profile("lu", "Luxembourg Smarty (Sagemcom T210-D); encrypted with --encryption-key", "Lux5\\253694471_M",
+                  "LU", "Europe/Luxembourg", 3, False, 300, "SAG1030700112345", "FLO1899000603551",
+                  "ELS3535899803300"),
 }
+
+
+def _with_crc(lines: list[str]) -> bytes:
+    body = ("\r\n".join(lines) + "\r\n!").encode("ascii")
+    return body + f"{crc16(body):04X}\r\n".encode("ascii")
 
 
 def _hex(text: str) -> str:
@@ -217,6 +228,8 @@ class MeterModel:
         """The telegram for the current second, CRC included."""
         p = self.profile
         z = self.zone
+        if p.country == "LU":
+            return _with_crc(self._luxembourg_lines())
         lines = [f"/{p.header}", ""]
         if p.belgian:
             lines += ["0-0:96.1.4(50217)", f"0-0:96.1.1({_hex(p.meter_id)})", f"0-0:1.0.0({_stamp(self.now, z)})"]
@@ -273,6 +286,37 @@ class MeterModel:
         ]
         body = ("\r\n".join(lines) + "\r\n!").encode("ascii")
         return body + f"{crc16(body):04X}\r\n".encode("ascii")
+
+    def _luxembourg_lines(self) -> list[str]:
+        """The Smarty's layout (Luxmetering P1 specification): one energy register per
+        direction, reactive energy and power, apparent power, and gas on channel 1."""
+        p = self.profile
+        z = self.zone
+        import_kwh, export_kwh = self.total_import_kwh, sum(self.export_kwh.values())
+        volts = [round(230 + 3 * math.sin(self.now.timestamp() / 700 + i) + self.rng.gauss(0, 0.4), 1) for i in range(3)]
+        shares = (0.5, 0.3, 0.2)
+        gas_time, gas = self.gas_captured
+        lines = [
+            f"/{p.header}", "", "1-3:0.2.8(42)", f"0-0:1.0.0({_stamp(self.now, z)})", f"0-0:42.0.0({_hex(p.meter_id)})",
+            f"1-0:1.8.0({import_kwh:010.3f}*kWh)", f"1-0:2.8.0({export_kwh:010.3f}*kWh)",
+            # Reactive energy follows the active energy here: a household's is a few percent of it.
+            f"1-0:3.8.0({import_kwh * 0.04:010.3f}*kvarh)", f"1-0:4.8.0({import_kwh * 0.11:010.3f}*kvarh)",
+            f"1-0:1.7.0({self.import_w / 1000:06.3f}*kW)", f"1-0:2.7.0({self.export_w / 1000:06.3f}*kW)",
+            f"1-0:3.7.0({self.import_w * 0.00004:06.3f}*kvar)", f"1-0:4.7.0({self.import_w * 0.00011:06.3f}*kvar)",
+            "0-0:17.0.0(069.0*kVA)",
+            f"1-0:9.7.0({self.import_w * 1.006 / 1000:06.3f}*kVA)", f"1-0:10.7.0({self.export_w * 1.006 / 1000:06.3f}*kVA)",
+            "0-0:96.3.10(1)", "0-0:96.7.21(00004)", "1-0:32.32.0(00002)", "1-0:52.32.0(00001)", "1-0:72.32.0(00000)",
+            "1-0:32.36.0(00000)", "1-0:52.36.0(00000)", "1-0:72.36.0(00000)",
+            "0-0:96.13.0()", "0-0:96.13.2()", "0-0:96.13.3()", "0-0:96.13.4()", "0-0:96.13.5()",
+        ]
+        lines += [f"1-0:{code}.7.0({volt:05.1f}*V)" for code, volt in zip((32, 52, 72), volts)]
+        lines += [f"1-0:{code}.7.0({round((self.import_w + self.export_w) * share / volt):03d}*A)"
+                  for code, share, volt in zip((31, 51, 71), shares, volts)]
+        lines += [f"1-0:{code}.7.0({self.import_w * share / 1000:06.3f}*kW)" for code, share in zip((21, 41, 61), shares)]
+        lines += [f"1-0:{code}.7.0({self.export_w * share / 1000:06.3f}*kW)" for code, share in zip((22, 42, 62), shares)]
+        lines += ["0-1:24.1.0(003)", f"0-1:96.1.0({_hex(p.gas_id)})", f"0-1:24.2.1({_stamp(gas_time, z)})({gas:09.3f}*m3)",
+                  "0-1:24.4.0(1)"]
+        return lines
 
     def _month_after(self, month: str) -> datetime:
         """The stamp the meter gives a history entry: 00:00 on the first of the next month."""

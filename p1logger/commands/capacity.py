@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     config.add_source_arguments(parser, positional=True)
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_capacity_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--format", choices=("table", "json"), default="table",
@@ -66,8 +67,9 @@ def main(args: argparse.Namespace) -> int:
     # Warnings only: a quarter heading above the peak, a counter that went back.
     setup_logging("WARNING")
     timestamps = TimestampParser(args.timezone)
+    keys = config.decryption_keys(args)
     source, live = open_input(args)
-    reader = TelegramReader(timestamps, args.max_telegram_bytes)
+    reader = TelegramReader(timestamps, args.max_telegram_bytes, keys=keys)
     tracker = CapacityTracker(timestamps.zone, args.capacity_price, args.capacity_margin_kw)
     out = sys.stdout
     counts = ReadCounts()

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import Rejected, TelegramReader
@@ -31,6 +31,21 @@ class ReadCounts:
     valid: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     bytes_in: int = 0
+    encrypted_seen: bool = False  # encrypted frames arrived while no key was set
+
+    def hint(self) -> str:
+        """Why nothing valid arrived, in words."""
+        if self.rejected["unsupported"]:
+            return dlms.COSEM_CONTENT
+        if self.rejected["decrypt"]:
+            return dlms.DECRYPTION_FAILED
+        if self.encrypted_seen:
+            return ENCRYPTED_HINT
+        return GARBAGE_HINT
+
+
+ENCRYPTED_HINT = ("the meter sends encrypted frames (Luxembourg Smarty, Austrian Sagemcom): set P1_DECRYPTION_KEY "
+                  "(or --decryption-key) to the key from your grid operator")
 
 
 def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadCounts) -> Iterator[Telegram | Rejected]:
@@ -44,6 +59,8 @@ def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadC
         except EOFError:
             return
         counts.bytes_in += len(data)
+        if reader.keys is None and not counts.valid and not counts.encrypted_seen:
+            counts.encrypted_seen = dlms.looks_encrypted(data)
         for item in reader.feed(data):
             if isinstance(item, Telegram):
                 counts.valid += 1
@@ -51,7 +68,7 @@ def read_items(source: Source, reader: TelegramReader, live: bool, counts: ReadC
                 counts.rejected[item.reason] += 1
             yield item
         if live and counts.valid == 0 and counts.bytes_in > GARBAGE_LIMIT_BYTES:
-            raise SourceError(GARBAGE_HINT)
+            raise SourceError(counts.hint())
 
 
 def summary(command: str, counts: ReadCounts, garbage_bytes: int) -> str | None:

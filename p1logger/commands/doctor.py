@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
-
+import logging
 import os
+import time
 from pathlib import Path
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.commands.run import register as register_run
 from p1logger.cost import tariff_checks
 from p1logger.decode import Telegram
@@ -54,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
         config.check_country(args.country)
         config.check_log_level(args.log_level)
         settings = config.serial_settings(args)
+        keys = config.decryption_keys(args)
         specs = enabled_specs(args)
         _print(True, f"configuration: source {args.source or '(none)'}, outputs "
                f"{', '.join(spec.name for spec in specs)}")
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     for ok, message in tariff_checks(getattr(args, "tariff", None), timestamps.zone, int(time.time())):
         _print(ok, message)
         problems += not ok
-    problems += not _check_source(args, settings, timestamps)
+    problems += not _check_source(args, settings, timestamps, keys)
     for spec in specs:
         for ok, message in spec.check(args):
             _print(ok, message)
@@ -88,7 +89,8 @@ def _check_spool_dir(directory: Path) -> tuple[bool, str]:
         f"spool: {directory} will be created (in {existing}, which is writable)"
 
 
-def _check_source(args: argparse.Namespace, settings: config.SerialSettings, timestamps: TimestampParser) -> bool:
+def _check_source(args: argparse.Namespace, settings: config.SerialSettings, timestamps: TimestampParser,
+                  keys: dlms.Keys | None) -> bool:
     if not args.source:
         _print(False, f"source: {NO_SOURCE}")
         return False
@@ -97,7 +99,12 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
     except SourceError as exc:
         _print(False, f"source: {exc}")
         return False
-    reader = TelegramReader(timestamps)
+    reader = TelegramReader(timestamps, keys=keys)
+    # Doctor says what is wrong in its own words, on stdout; the reader's log line would repeat it.
+    reader_log = logging.getLogger("p1logger.reader")
+    reader_log_level = reader_log.level
+    reader_log.setLevel(logging.ERROR)
+    encrypted = False
     deadline = time.monotonic() + args.wait_s
     received = 0
     try:
@@ -107,16 +114,28 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
             except EOFError:
                 break
             received += len(data)
+            encrypted = encrypted or (keys is None and dlms.looks_encrypted(data))
             for item in reader.feed(data):
                 if isinstance(item, Telegram):
                     _print(True, f"source: {source.description} sends valid telegrams (meter {item.meter_id})")
                     return True
+            if reader.stats.rejected["decrypt"] + reader.stats.rejected["unsupported"] >= 2:
+                break  # a wrong key fails every frame: no need to wait for more
     except SourceError as exc:
         _print(False, f"source: {exc}")
         return False
     finally:
         source.close()
-    if received == 0:
+        reader_log.setLevel(reader_log_level)
+    if reader.stats.rejected["unsupported"]:
+        _print(False, f"source: {dlms.COSEM_CONTENT}")
+    elif reader.stats.rejected["decrypt"]:
+        _print(False, f"source: {dlms.DECRYPTION_FAILED} (the meter's encrypted frames do not open with it; "
+               "the key comes from your grid operator)")
+    elif encrypted:
+        _print(False, "source: the meter sends encrypted frames (Luxembourg Smarty, Austrian Sagemcom): set "
+               "P1_DECRYPTION_KEY to the key from your grid operator")
+    elif received == 0:
         _print(False, f"source: nothing arrived from {source.description} in {args.wait_s:.0f} s: is the P1 port "
                "enabled at your grid operator and the cable plugged in?")
     else:

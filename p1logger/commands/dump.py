@@ -9,7 +9,6 @@ from p1logger import config, render
 from p1logger.decode import Telegram
 from p1logger.commands.common import ReadCounts, open_input, read_items, summary
 from p1logger.reader import Rejected, TelegramReader
-from p1logger.inputs import GARBAGE_HINT
 from p1logger.timestamps import TimestampParser
 
 
@@ -21,11 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "one as a table (or JSON Lines). Rejected telegrams are summarised on stderr.",
         epilog="examples:\n  p1logger dump /dev/ttyUSB0 --once\n  p1logger dump socket://192.0.2.10:2001\n"
         "  p1logger dump --dsmr22 /dev/ttyUSB0\n  p1logger dump --input telegrams.txt --format json\n"
-        "  p1logger simulate | p1logger dump --input -",
+        "  p1logger simulate | p1logger dump --input -\n"
+        "  P1_DECRYPTION_KEY=... p1logger dump --input frames.bin --format json   # an encrypted meter",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_source_arguments(parser, positional=True)
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--format", choices=("table", "json"), default="table",
                         help="table for people, json for JSON Lines, one object per telegram (default %(default)s)")
@@ -37,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
     country = config.check_country(args.country)
+    keys = config.decryption_keys(args)
     source, live = open_input(args)
-    reader = TelegramReader(timestamps, args.max_telegram_bytes)
+    reader = TelegramReader(timestamps, args.max_telegram_bytes, keys=keys)
     out = sys.stdout
     as_json = args.format == "json"
     counts = ReadCounts()
@@ -57,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     if line:
         print(line, file=sys.stderr)
     if counts.valid == 0 and counts.bytes_in:
-        print(f"p1logger dump: no valid telegram in {counts.bytes_in} bytes; {GARBAGE_HINT}", file=sys.stderr)
+        print(f"p1logger dump: no valid telegram in {counts.bytes_in} bytes; {counts.hint()}", file=sys.stderr)
     return 0 if counts.valid else 1
 
 
@@ -67,13 +69,15 @@ def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, countr
         body = item.raw[: item.raw.rfind(b"!") + 1]
         telegram = reader.decoder.decode(body, False, item.raw)
     if telegram is None:
+        # An encrypted frame that did not open is binary: shown as hex.
+        text = item.raw.hex().upper() if not item.raw.isascii() else item.raw.decode("ascii")
         if as_json:
             import json
 
             sys.stdout.write(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
-                                         "raw": item.raw.decode("ascii", "replace")}) + "\n")
+                                         "raw": text}) + "\n")
         else:
-            sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{item.raw.decode('ascii', 'replace')}\n")
+            sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{text}\n")
         return
     sys.stdout.write((render.json_line(telegram, item.reason) if as_json
                       else render.table(telegram, country, f"{item.reason}: {item.detail}") + "\n") + "\n")

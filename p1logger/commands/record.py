@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("target", metavar="TARGET",
                         help="a file to append to, or a directory (existing, or ending in /) for daily files")
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_archive_bound_arguments(parser.add_argument_group("daily files (TARGET is a directory)"))
     config.add_logging_arguments(parser)
     parser.set_defaults(func=main)
@@ -78,6 +79,7 @@ def _open_target(args: argparse.Namespace, zone: ZoneInfo) -> ArchiveWriter | Re
 def main(args: argparse.Namespace) -> int:
     setup_logging(config.check_log_level(args.log_level))
     timestamps = TimestampParser(args.timezone)
+    keys = config.decryption_keys(args)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -92,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
         raise
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        reader = TelegramReader(timestamps, args.max_telegram_bytes)
+        reader = TelegramReader(timestamps, args.max_telegram_bytes, keys=keys)
         valid, rejected = record(args, source, reader, target, stop, live)
     finally:
         for sig, handler in previous.items():

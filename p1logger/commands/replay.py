@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from p1logger import config
+from p1logger import config, dlms
 from p1logger.builders import add_builder_arguments, create_builders
 from p1logger.cli import setup_logging
 from p1logger.commands.run import add_batch_argument, add_spool_dir_argument, add_timestamps_argument
@@ -133,6 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-telegram-bytes", type=int, default=DEFAULT_MAX_TELEGRAM_BYTES,
                         help="longest telegram accepted in a plain capture (default %(default)s)")
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_builder_arguments(parser)
     add_influx_arguments(parser)
     config.add_logging_arguments(parser)
@@ -160,6 +161,7 @@ def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
     if args.batch_max_points < 1:
         raise ConfigError(f"the batch size must be positive, not {args.batch_max_points}: fix P1_BATCH_MAX_POINTS")
+    keys = config.decryption_keys(args)
     paths = expand_inputs(args.files)
     urls = influx_urls(args)
     targets = [influx_target(args, url) for url in urls]
@@ -181,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
             if stop.is_set():
                 break
             status = max(status, _replay_into(args, index, target, paths, timestamps, use_receive_time,
-                                              spool_dir, state_path, stop, several=len(targets) > 1))
+                                              spool_dir, state_path, stop, several=len(targets) > 1, keys=keys))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -194,13 +196,13 @@ def main(args: argparse.Namespace) -> int:
 
 def _replay_into(args: argparse.Namespace, index: int, target: InfluxTarget, paths: Sequence[Path],
                  timestamps: TimestampParser, use_receive_time: bool, spool_dir: Path, state_path: Path,
-                 stop: threading.Event, *, several: bool) -> int:
+                 stop: threading.Event, *, several: bool, keys: dlms.Keys | None) -> int:
     maker = RecordMaker(create_builders(args, timestamps.zone, use_receive_time), use_receive_time=use_receive_time)
     state = ReplayState(state_path, f"{target.url} {target.describe_destination()}", restart=args.restart)
     sink = InfluxSink(target, dead_letter_path=spool_dir / output_name(index) / DEAD_LETTER_FILE, shutdown=stop)
     progress = ProgressReport(sum(p.stat().st_size for p in paths), sys.stderr, bar=sys.stderr.isatty())
     replayer = Replayer(sink, maker, timestamps, state, batch_max_points=args.batch_max_points,
-                        max_telegram_bytes=args.max_telegram_bytes, stop=stop, progress=progress)
+                        max_telegram_bytes=args.max_telegram_bytes, stop=stop, progress=progress, keys=keys)
     failure = ""
     try:
         stats = replayer.run(paths)

@@ -68,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="pace a file: source at one telegram per second [env P1_REALTIME=1]")
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
+    config.add_decryption_arguments(parser)
     add_timestamps_argument(parser, "the receive time for meters whose clock is wrong")
     store = parser.add_argument_group("batching and spool")
     add_spool_dir_argument(store, "the spool, the dead-letter file and the health state")
@@ -107,6 +108,7 @@ def build_pipeline(
     timestamps = TimestampParser(args.timezone)
     config.check_country(args.country)
     settings = config.serial_settings(args)
+    keys = config.decryption_keys(args)
     check_positive("the batch size", args.batch_max_points, "P1_BATCH_MAX_POINTS")
     check_positive("the flush interval", args.flush_interval_s, "P1_FLUSH_INTERVAL_S")
     check_positive("the watchdog", args.watchdog_s, "P1_WATCHDOG_S")
@@ -131,7 +133,7 @@ def build_pipeline(
         raise ConfigError(f"cannot create the spool directory {spool_dir} ({exc.strerror}): fix P1_SPOOL_DIR") from None
     pipeline = Pipeline(
         open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
-        reader=TelegramReader(timestamps, args.max_telegram_bytes),
+        reader=TelegramReader(timestamps, args.max_telegram_bytes, keys=keys),
         builders=builders,
         outputs=outputs,
         settings=PipelineSettings(

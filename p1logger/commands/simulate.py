@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 
 from p1logger.errors import ConfigError
-from p1logger.inputs.simulator import SimulatorSource
+from p1logger.inputs.simulator import SimulatorSource, simulator_keys
 from p1logger.simulate import PROFILES
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         epilog="examples:\n  p1logger simulate | p1logger dump --input -\n"
         "  p1logger simulate --tcp 127.0.0.1:2001      # then P1_SOURCE=socket://127.0.0.1:2001\n"
         "  p1logger simulate --pty                     # prints the device path to use\n"
-        "  p1logger simulate --speed 3600 --count 86400 > day.txt   # a day, fast",
+        "  p1logger simulate --speed 3600 --count 86400 > day.txt   # a day, fast\n"
+        "  p1logger simulate --encryption-key $KEY --count 10 > frames.bin   # an encrypted meter",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("P1_SIMULATOR_PROFILE", "be3"),
@@ -43,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--count", type=int, default=0, help="stop after this many telegrams (default: never)")
     parser.add_argument("--start", help="the meter clock's start, ISO 8601 (default: now)")
     parser.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same telegrams")
+    encrypted = parser.add_argument_group("an encrypted meter (as in Luxembourg and Austria)")
+    encrypted.add_argument("--encryption-key", metavar="HEX",
+                           help="send every telegram encrypted with this key (32 hex digits), as a Luxembourg "
+                           "Smarty does; read it with P1_DECRYPTION_KEY set to the same key "
+                           "[env P1_SIMULATOR_ENCRYPTION_KEY]")
+    encrypted.add_argument("--authentication-key", metavar="HEX",
+                           help="the key the frames' GCM tag is made with (default: the Luxembourg specification's "
+                           "published key) [env P1_SIMULATOR_AUTHENTICATION_KEY]")
     parser.set_defaults(func=main)
 
 
@@ -57,7 +66,10 @@ def _start(text: str | None) -> datetime | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    source = SimulatorSource(args.profile, speed=args.speed, start=_start(args.start), seed=args.seed)
+    keys = simulator_keys(args.encryption_key or os.environ.get("P1_SIMULATOR_ENCRYPTION_KEY"),
+                          args.authentication_key or os.environ.get("P1_SIMULATOR_AUTHENTICATION_KEY"),
+                          ("--encryption-key", "--authentication-key"))
+    source = SimulatorSource(args.profile, speed=args.speed, start=_start(args.start), seed=args.seed, keys=keys)
     if args.tcp:
         return _serve_tcp(source, args.tcp, args.count)
     if args.pty:
