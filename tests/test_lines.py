@@ -156,3 +156,41 @@ def test_a_full_memory_queue_drops_the_oldest_and_counts_them(tmp_path: Path) ->
     out.close(None)
     assert times(destination.taken) == list(range(10, 20))
     assert not (tmp_path / "test").exists()  # a non-durable output made no spool file
+
+
+class HungPipe(Destination):
+    """Standard output whose reader stopped reading: the first write never returns until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
+        self.calls += 1
+        self.release.wait(30.0)
+        return super().write(lines, max_attempts)
+
+
+def test_a_stop_while_the_output_hangs_in_a_write_keeps_the_queued_batches_for_the_next_run(tmp_path: Path) -> None:
+    pipe = HungPipe()
+    out = output(tmp_path, pipe, durable=False, close_grace_s=0.05)
+    out.start()
+    for n in range(5):
+        out.submit_lines([point(n)])
+    wait_for(lambda: pipe.calls == 1, "the first write under way")
+    for n in range(5, 15):
+        out.submit_lines([point(n)])
+    out.close(0.05)
+    try:
+        # The batch in the hung write stays with the thread; the two queued behind it wait in the spool.
+        with Spool(tmp_path / "test" / "spool.db") as spool:
+            assert spool.backlog_points == 10
+            kept = []
+            while (batch := spool.oldest()) is not None:
+                kept.append(batch.lines)
+                spool.ack(batch.id)
+        assert times(kept) == list(range(5, 15))
+        assert (out.counters.spool_points, out.counters.memory_points, out.counters.points_dropped) == (10, 5, 0)
+    finally:
+        pipe.release.set()

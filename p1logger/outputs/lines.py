@@ -89,6 +89,8 @@ class LineOutputSettings:
     # destination answers, instead of reading the whole file into the spool.
     backpressure_batches: int | None = None
     spool_dir: Path | None = None  # None: no spool at all (tests)
+    # After a stop's budget, how long close() still waits for a write under way before it keeps the rest.
+    close_grace_s: float = 30.0
     on_delivered: Callable[[int], None] | None = field(default=None, repr=False)
 
 
@@ -178,10 +180,15 @@ class LineOutput:
             self._retry_s = self.settings.retry_initial_s
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(None if budget_s is None else budget_s + 30.0)
+            self._thread.join(None if budget_s is None else budget_s + self.settings.close_grace_s)
             if self._thread.is_alive():
+                # A write that hangs (a stuck pipe, a server that never answers): what waits behind it
+                # in memory is kept too. Its spool stays open: the process is about to exit.
+                with self._cond:
+                    self._keep_leftovers()
                 logger.warning("output %s is still busy; what it has not sent stays in its spool", self.name)
-                return  # its spool stays open: the process is about to exit
+                return
+        self._in_flight = None  # a thread that died in a write holds nothing any more
         self._keep_leftovers()
         self.writer.close()
         self._log_drops(force=True)
@@ -492,28 +499,34 @@ class LineOutput:
         batch.attempts += 1
 
     def _keep_leftovers(self) -> None:
-        """What is left in memory at the end goes to the spool (created now if there was none)."""
-        if not self._memory:
+        """What is left in memory at the end goes to the spool (created now if there was none).
+
+        The batch a hung write holds stays with it: kept as well, it would be sent twice.
+        """
+        in_flight = next((batch for batch in self._memory if batch is self._in_flight), None)
+        leftovers = [batch for batch in self._memory if batch is not in_flight]
+        if not leftovers:
             return
+        points = sum(len(batch.lines) for batch in leftovers)
         if self._spool is None and self.settings.spool_dir is not None:
             try:
                 self._spool = self._open_spool()
             except Exception as exc:  # noqa: BLE001 - reported, and the points counted as dropped
-                logger.error("output %s cannot keep %d points for the next run: %s", self.name,
-                             self.counters.memory_points, exc)
-        points = sum(len(batch.lines) for batch in self._memory)
+                logger.error("output %s cannot keep %d points for the next run: %s", self.name, points, exc)
         if self._spool is None:
             self._drop(points)
         else:
             before = self._spool.dropped_points
-            for batch in self._memory:
+            for batch in leftovers:
                 self._spool.put(batch.lines)
             self.counters.points_dropped += self._spool.dropped_points - before
             self.counters.spool_points = self._spool.backlog_points
             logger.info("output %s: %d unsent points wait in %s for the next run", self.name, points,
                         self._spool.path)
         self._memory.clear()
-        self.counters.memory_points = 0
+        if in_flight is not None:
+            self._memory.append(in_flight)
+        self.counters.memory_points = 0 if in_flight is None else len(in_flight.lines)
 
     # ------------------------------------------------------------------ health
 
