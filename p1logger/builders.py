@@ -14,14 +14,13 @@ A builder's ``figures()`` (its latest derived state) reach the outputs in
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from p1logger import config
-from p1logger.capacity import DEFAULT_MARGIN_KW, DEFAULT_PRICE_EUR_PER_KW_YEAR, CapacityTracker
+from p1logger import settings as settings_table
+from p1logger.capacity import DEFAULT_PRICE_EUR_PER_KW_YEAR, CapacityTracker
 from p1logger.contracts import Builder, Figures
 from p1logger.cost import add_cost_arguments, create_tracker, tariff_capacity_price
 from p1logger.decode import Telegram
@@ -83,36 +82,8 @@ class CapacityBuilder:
         }
 
 
-def _number_type(name: str, variable: str, check: Callable[[float], bool], rule: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not check(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}: fix {name} or {variable}")
-        return value
-
-    return parse
-
-
 def add_capacity_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("capacity tariff (Belgium)")
-    # String defaults go through `type`, so a bad environment value gets the same clear error as a bad flag.
-    group.add_argument(
-        "--capacity-price", metavar="EUR",
-        type=_number_type("--capacity-price", PRICE_VARIABLE, lambda v: v >= 0, "a price of at least 0"),
-        default=config.env(PRICE_VARIABLE, str(DEFAULT_PRICE_EUR_PER_KW_YEAR)),
-        help="capacity tariff in EUR per kW per year, VAT included (default %(default)s, an estimate of the "
-        f"2025 Fluvius rate: set your own grid operator's) [env {PRICE_VARIABLE}]",
-    )
-    group.add_argument(
-        "--capacity-margin-kw", metavar="KW",
-        type=_number_type("--capacity-margin-kw", MARGIN_VARIABLE, lambda v: True, "a number of kW"),
-        default=config.env(MARGIN_VARIABLE, str(DEFAULT_MARGIN_KW)),
-        help="warn when the running quarter is heading this much above the month's peak; negative warns "
-        f"earlier (default %(default)s) [env {MARGIN_VARIABLE}]",
-    )
+    settings_table.add(parser.add_argument_group("capacity tariff (Belgium)"), PRICE_VARIABLE, MARGIN_VARIABLE)
 
 
 def _capacity(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> Builder:

@@ -51,7 +51,13 @@ def setup_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        # Settings are parsed here, lazily: only the chosen command's, so --help and --version never fail.
+        args = parser.parse_args(argv)
+    except ConfigError as exc:
+        command = next((word for word in (sys.argv[1:] if argv is None else argv) if word in COMMANDS), None)
+        print(f"p1logger {command}: {exc}" if command else f"p1logger: {exc}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -1,21 +1,24 @@
-"""Configuration: every setting is an environment variable with a matching flag.
+"""Configuration shared by the commands: the argument groups, serial settings, tariff labels.
 
-Flags win over the environment; the environment wins over the defaults.  A
-bad value stops start-up with a ConfigError whose one-line message says what
-to fix.  Secrets are read here and never echoed: not in ``--help``, not in
-errors, not in ``repr``.
+Every setting is declared in p1logger/settings.py (one table): flags win over
+the environment, the environment over the defaults, and a bad value stops the
+command that uses it with one ConfigError line.  Secrets are never echoed: not
+in ``--help``, not in errors, not in ``repr``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from p1logger import settings
 from p1logger.errors import ConfigError
-from p1logger.timestamps import DEFAULT_TIMEZONE
 
 if TYPE_CHECKING:
     from p1logger.dlms import Keys
@@ -28,8 +31,10 @@ TARIFF_LABELS: dict[str, dict[int, str]] = {
     "LU": {1: "day", 2: "night"},
 }
 DEFAULT_COUNTRY = "BE"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-PARITIES = {"N": "N", "E": "E", "O": "O", "NONE": "N", "EVEN": "E", "ODD": "O"}
+EMUCS_VERSION_OBIS = "0-0:96.1.4"
+DSMR_VERSION_OBIS = "1-3:0.2.8"
+
+logger = logging.getLogger(__name__)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -39,6 +44,66 @@ def env(name: str, default: str | None = None) -> str | None:
 
 def tariff_label(country: str, tariff: int) -> str:
     return TARIFF_LABELS.get(country, {}).get(tariff, f"tariff {tariff}")
+
+
+def detect_country(header: str, obis_codes: Collection[str]) -> tuple[str, str]:
+    """(country, why) from what a telegram says about itself; "" when it cannot tell."""
+    if EMUCS_VERSION_OBIS in obis_codes:
+        return "BE", f"the meter sends {EMUCS_VERSION_OBIS}, the Belgian e-MUCS version"
+    if header.startswith("Lux"):
+        return "LU", "the meter identifies itself as a Luxembourg Smarty meter (Lux)"
+    if DSMR_VERSION_OBIS in obis_codes or not header:
+        return "NL", (f"a DSMR meter without {EMUCS_VERSION_OBIS} (which every Belgian meter sends): "
+                      "Dutch tariff numbering; set P1_COUNTRY if the meter is elsewhere")
+    return "NL", (f"no {EMUCS_VERSION_OBIS} (which every Belgian meter sends): Dutch tariff numbering; "
+                  "set P1_COUNTRY if the meter is elsewhere")
+
+
+def labels_text(country: str) -> str:
+    labels = TARIFF_LABELS.get(country, {})
+    return ", ".join(f"tariff {number} = {label}" for number, label in sorted(labels.items()))
+
+
+class CountryLabels:
+    """The country whose tariff labels apply, configured or detected, and why."""
+
+    def __init__(self, configured: str) -> None:
+        self.configured = configured
+        self.country = configured
+        self.reason = f"P1_COUNTRY={configured}" if configured else ""
+
+    def update(self, header: str, obis_codes: Collection[str]) -> bool:
+        """Detect from one telegram (unless configured); True when the labels changed."""
+        if self.configured:
+            return False
+        country, reason = detect_country(header, obis_codes)
+        if (country, reason) == (self.country, self.reason):
+            return False
+        self.country, self.reason = country, reason
+        return True
+
+    def describe(self) -> str:
+        how = self.reason if self.configured else f"detected: {self.reason}"
+        return f"tariff labels for {self.country} ({labels_text(self.country)}); {how}"
+
+
+class TariffLog:
+    """For ``run``: logs the tariff names once, when the first telegram shows them; adds no points."""
+
+    name = "tariff-labels"
+
+    def __init__(self, configured: str) -> None:
+        self.labels = CountryLabels(configured)
+        self._logged = False
+
+    def build(self, telegram: Any, received_at_s: float) -> list[str]:
+        if self.labels.update(telegram.header, telegram.fields) or not self._logged:
+            self._logged = True
+            logger.info("%s", self.labels.describe())
+        return []
+
+    def figures(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -58,67 +123,48 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, positional: bool) -
     """The flags that say where telegrams come from and how to read the serial line."""
     group = parser.add_argument_group("source")
     if positional:
-        group.add_argument(
-            "device",
-            nargs="?",
-            default=env("P1_SOURCE"),
-            help="serial device (/dev/ttyUSB0, COM3), pyserial URL (socket://host:port, rfc2217://host:port) "
-            "[env P1_SOURCE]",
-        )
+        settings.add(group, "P1_SOURCE", positional="device")
         group.add_argument("--input", "-i", metavar="FILE", help="read a recorded file instead (- for stdin)")
-    group.add_argument("--baud", type=int, default=int(env("P1_BAUD", "115200") or 115200),
-                       help="baud rate: 115200 for DSMR 4/5 and Belgian meters, 9600 for DSMR 2.2/3 "
-                       "(default %(default)s) [env P1_BAUD]")
-    group.add_argument("--bytesize", type=int, choices=(7, 8), default=int(env("P1_BYTESIZE", "8") or 8),
-                       help="data bits: 8, or 7 for DSMR 2.2/3 (default %(default)s) [env P1_BYTESIZE]")
-    group.add_argument("--parity", default=env("P1_PARITY", "N"),
-                       help="parity N, E or O: E for DSMR 2.2/3 (default %(default)s) [env P1_PARITY]")
-    group.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="stop bits (default %(default)s)")
-    group.add_argument("--xonxoff", action="store_true", default=env("P1_XONXOFF") == "1",
-                       help="software flow control (rarely needed) [env P1_XONXOFF=1]")
+    settings.add(group, "P1_BAUD", "P1_BYTESIZE", "P1_PARITY", "P1_STOPBITS", "P1_XONXOFF")
     group.add_argument("--dsmr22", action="store_true",
                        help="shortcut for the DSMR 2.2/3 line settings: 9600 baud, 7 data bits, even parity")
-    group.add_argument("--max-telegram-bytes", type=int, default=8192,
-                       help="longest telegram accepted; longer input is dropped and counted (default %(default)s)")
+    settings.add(group, "P1_MAX_TELEGRAM_BYTES")
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("decoding")
-    group.add_argument("--timezone", default=env("P1_TIMEZONE", DEFAULT_TIMEZONE),
-                       help="the meter's time zone, an IANA name (default %(default)s) [env P1_TIMEZONE]")
-    group.add_argument("--country", default=env("P1_COUNTRY", DEFAULT_COUNTRY),
-                       help="country for tariff labels: BE (tariff 1 = day) or NL (tariff 1 = night) "
-                       "(default %(default)s) [env P1_COUNTRY]")
+    settings.add(parser.add_argument_group("decoding"), "P1_TIMEZONE", "P1_COUNTRY")
 
 
 def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default=env("P1_LOG_LEVEL", "INFO"),
-                        help="DEBUG, INFO, WARNING or ERROR (default %(default)s) [env P1_LOG_LEVEL]")
+    settings.add(parser, "P1_LOG_LEVEL")
 
 
 def serial_settings(args: argparse.Namespace) -> SerialSettings:
     if getattr(args, "dsmr22", False):
         return SerialSettings.dsmr22()
-    parity = PARITIES.get(str(args.parity).upper())
-    if parity is None:
-        raise ConfigError(f"parity {args.parity!r} is not N, E or O: use --parity E for DSMR 2.2/3, N otherwise")
-    if args.baud <= 0:
-        raise ConfigError(f"baud rate {args.baud} is not valid: use --baud 115200 (DSMR 4/5) or 9600 (DSMR 2.2/3)")
-    return SerialSettings(args.baud, args.bytesize, parity, args.stopbits, bool(args.xonxoff))
+    return SerialSettings(args.baud, args.bytesize, args.parity, args.stopbits, bool(args.xonxoff))
 
 
-def check_country(country: str) -> str:
-    value = country.strip().upper()
-    if len(value) != 2 or not value.isalpha():
-        raise ConfigError(f"country {country!r} is not a two-letter code: set P1_COUNTRY to BE or NL")
-    return value
+def check_source(spec: str) -> None:
+    """What can be known about P1_SOURCE before opening it: a missing file will not appear by retrying."""
+    path = spec[5:] if spec.startswith("file:") else None
+    if path is not None and path != "-":
+        if not os.path.exists(path):
+            raise ConfigError(f"P1_SOURCE {spec!r}: there is no file {path}")
+        if os.path.isdir(path) or not os.access(path, os.R_OK):
+            raise ConfigError(f"P1_SOURCE {spec!r}: {path} is not a readable file")
+    if spec == "simulator":
+        for name in ("P1_SIMULATOR_PROFILE", "P1_SIMULATOR_SPEED", "P1_SIMULATOR_COUNT", "P1_SIMULATOR_START"):
+            settings.value(name)
+
+
+def check_country(country: str | None) -> str:
+    """A parsed country (BE, NL, LU), or "" when it is to be detected from the telegrams."""
+    return settings.country(country or "")
 
 
 def check_log_level(level: str) -> str:
-    value = level.strip().upper()
-    if value not in LOG_LEVELS:
-        raise ConfigError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}: fix P1_LOG_LEVEL")
-    return value
+    return str(settings.BY_ENV["P1_LOG_LEVEL"].convert(level, from_flag=False))
 
 
 def read_secret(value: str | None, file_name: str | None, what: str, file_variable: str) -> str | None:
@@ -147,18 +193,9 @@ DECRYPTION_SETTINGS = (
 
 
 def add_decryption_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("encrypted meters (Luxembourg Smarty, Austrian Sagemcom)")
-    group.add_argument("--decryption-key", metavar="HEX",
-                       help="the 32-hex-digit key from the grid operator that decrypts the meter's frames "
-                       "[env P1_DECRYPTION_KEY, or a file named by P1_DECRYPTION_KEY_FILE; the variable is safer "
-                       "than a flag, which other users can see in ps]")
-    group.add_argument("--decryption-key-file", metavar="FILE",
-                       help="file holding the decryption key (Docker secrets) [env P1_DECRYPTION_KEY_FILE]")
-    group.add_argument("--authentication-key", metavar="HEX",
-                       help="optional authentication key: with it the frames' GCM tag is checked; without it the "
-                       "telegram's CRC guards the content [env P1_AUTHENTICATION_KEY, or P1_AUTHENTICATION_KEY_FILE]")
-    group.add_argument("--authentication-key-file", metavar="FILE",
-                       help="file holding the authentication key [env P1_AUTHENTICATION_KEY_FILE]")
+    settings.add(parser.add_argument_group("encrypted meters (Luxembourg Smarty, Austrian Sagemcom)"),
+                 "P1_DECRYPTION_KEY", "P1_DECRYPTION_KEY_FILE", "P1_AUTHENTICATION_KEY", "P1_AUTHENTICATION_KEY_FILE",
+                 env_default=False)
 
 
 def decryption_keys(args: argparse.Namespace) -> Keys | None:
@@ -174,8 +211,8 @@ def decryption_keys(args: argparse.Namespace) -> Keys | None:
         if file_name:
             setting = flag + "-file"
         elif not text:
-            file_name = env(variable + "_FILE")
-            text, setting = env(variable), (variable + "_FILE" if file_name else variable)
+            file_name = settings.value(variable + "_FILE")
+            text, setting = settings.value(variable), (variable + "_FILE" if file_name else variable)
         text = read_secret(text, file_name, what, setting)
         found.append(parse_key(text, setting) if text else None)
     decryption, authentication = found

@@ -15,7 +15,17 @@ restart or replacement) only set a new baseline.  A quarter without a price
 the log.  Gas and water are priced when a new capture time shows up, in the
 quarter of that telegram.
 
-Pure except for logging and the tariff's reload of a changed price CSV.
+A restart of ``run`` neither loses nor doubles cost: whenever a telegram ends
+a quarter, the tracker's state as it was just before finishing that quarter
+(the counters of that telegram, the quarters not yet stored, today's sum) is
+written to ``<spool dir>/cost/checkpoint.json``. The first telegram after a
+restart continues from it as if the telegrams in between had been missing: the
+counters give the energy of the downtime exactly, shared over its quarters by
+time. Quarters the checkpoint holds are finished again with the same values, so
+a point that was stored before the restart is written again unchanged (the
+same measurement, tags and time: InfluxDB keeps one). See docs/cost.md.
+
+Pure except for logging, the checkpoint file and the tariff's reload of a changed price CSV.
 ``CostTracker`` is a builder (registered in ``p1logger.builders``, so ``run``
 and ``replay`` store ``cost`` points and outputs get its figures);
 ``CostSummary`` adds quarters up by local day for ``p1logger cost``.
@@ -24,7 +34,9 @@ and ``replay`` store ``cost`` points and outputs get its figures);
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -32,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError
 from p1logger.points import INSTANT_MAP, TARIFF_OBIS, convert_reading, line, mbus_readings
@@ -48,6 +60,7 @@ CAPACITY_PRICE_VARIABLE = "P1_CAPACITY_PRICE"
 DEFAULT_MAX_GAP_S = 7 * 86400
 # How often (meter time) a missing price makes the tariff look for a newer price CSV.
 REFRESH_INTERVAL_S = 300
+CHECKPOINT_FILE = "checkpoint.json"
 # Above any household or small business connection (3 x 400 V x 250 A is 170 kW).
 MAX_POWER_KW = 250.0
 
@@ -141,6 +154,53 @@ def quarters_in_day(day: date, zone: ZoneInfo) -> int:
     return int(end.timestamp() - start.timestamp()) // QUARTER_S
 
 
+# --------------------------------------------------------------------------- restarts
+
+CHECKPOINT_VERSION = 1
+_QUARTER_NUMBERS = ("import_kwh", "export_kwh", "gas_m3", "water_m3", "import_eur", "export_eur", "gas_eur",
+                    "water_eur")
+
+
+class CheckpointFile:
+    """The tracker's state in one small JSON file, replaced atomically; a failure is logged, never raised."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._failing = False
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot read the cost checkpoint %s (%s): cost starts from the next telegram",
+                           self.path, exc)
+            return None
+        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+            logger.warning("the cost checkpoint %s is not one this version wrote: cost starts from the next "
+                           "telegram", self.path)
+            return None
+        return data
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(state, separators=(",", ":")), encoding="utf-8")
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            # A full disk must not stop the cost: only a restart would lose the quarter in progress.
+            if not self._failing:
+                logger.warning("cannot write the cost checkpoint %s (%s): a restart now would lose the cost of "
+                               "the quarter in progress", self.path, exc.strerror or exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("the cost checkpoint %s is written again", self.path)
+        self._failing = False
+
+
 # --------------------------------------------------------------------------- the tracker
 
 
@@ -179,6 +239,7 @@ class CostTracker:
         max_gap_s: int = DEFAULT_MAX_GAP_S,
         on_quarter: Callable[[QuarterCost], None] | None = None,
         strict: bool = False,
+        checkpoint: CheckpointFile | None = None,
     ) -> None:
         self.tariff = tariff
         self.zone = zone
@@ -190,6 +251,8 @@ class CostTracker:
         self._quarters_per_day: dict[date, int] = {}
         self._meter: str | None = None
         self._start_over(None)
+        self.checkpoint = checkpoint
+        self._resume = checkpoint.load() if checkpoint is not None else None
 
     def _start_over(self, meter: str | None) -> None:
         self._meter = meter
@@ -215,6 +278,9 @@ class CostTracker:
             time_s = int(received_at_s)
         meter = telegram.meter_id
         lines: list[str] = []
+        if self._resume is not None:
+            self._resume_from(self._resume, meter, time_s)
+            self._resume = None
         if meter != self._meter:
             if self._meter is not None:
                 logger.info("meter %s replaces %s; cost starts over", meter, self._meter)
@@ -255,8 +321,68 @@ class CostTracker:
         else:
             self._baseline_captures(telegram)
         self._last = current
+        if self.checkpoint is not None and any(start + QUARTER_S <= time_s for start in self._open):
+            self.checkpoint.save(self.state())
         self._close_before(time_s, lines)
         return lines
+
+    # ------------------------------------------------------------------ restarts
+
+    def state(self) -> dict[str, Any]:
+        """What a restart needs to go on where this left off (JSON)."""
+        last = self._last
+        return {
+            "version": CHECKPOINT_VERSION,
+            "meter": self._meter,
+            "time_s": None if last is None else last.time_s,
+            "imports": {} if last is None else {str(r): v for r, v in last.imports.items()},
+            "exports": {} if last is None else {str(r): v for r, v in last.exports.items()},
+            "captures": {kind: list(capture) for kind, capture in self._captures.items()},
+            "active_register": self._active_register,
+            "open": [{"start_s": q.start_s, "missing": sorted(q.missing),
+                      **{name: getattr(q, name) for name in _QUARTER_NUMBERS}}
+                     for q in sorted(self._open.values(), key=lambda q: q.start_s)],
+            "day": None if self._day is None else self._day.isoformat(),
+            "day_eur": self._day_eur,
+            "day_missing": self._day_missing,
+            "unpriced_since": self._unpriced_since,
+        }
+
+    def _resume_from(self, saved: Mapping[str, Any], meter: str, time_s: int) -> None:
+        """Take up a checkpoint when the first telegram after a start continues it: same meter, later time."""
+        saved_time = saved.get("time_s")
+        if saved.get("meter") != meter or not isinstance(saved_time, int):
+            logger.info("the cost checkpoint is for meter %s, not %s: cost starts from this telegram",
+                        saved.get("meter"), meter)
+            return
+        if time_s <= saved_time:
+            logger.info("the cost checkpoint (%s) is not older than the first telegram (%s): cost starts from "
+                        "this telegram", self._label(saved_time), self._label(time_s))
+            return
+        try:
+            self._start_over(meter)
+            self._last = _Counters(saved_time, {int(r): float(v) for r, v in saved["imports"].items()},
+                                   {int(r): float(v) for r, v in saved["exports"].items()})
+            self._captures = {str(kind): (int(t), float(v)) for kind, (t, v) in saved["captures"].items()}
+            self._active_register = int(saved["active_register"])
+            for item in saved["open"]:
+                quarter = self._quarter(int(item["start_s"]))
+                for name in _QUARTER_NUMBERS:
+                    setattr(quarter, name, float(item[name]))
+                quarter.missing.update(str(m) for m in item["missing"])
+            self._checked = True  # the checkpoint's meter was checked against the tariff when it was written
+            self._time_s = saved_time
+            self._day = None if saved["day"] is None else date.fromisoformat(saved["day"])
+            self._day_eur = float(saved["day_eur"])
+            self._day_missing = bool(saved["day_missing"])
+            unpriced = saved["unpriced_since"]
+            self._unpriced_since = None if unpriced is None else int(unpriced)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            logger.warning("the cost checkpoint is damaged (%s): cost starts from this telegram", exc)
+            self._start_over(None)
+            return
+        logger.info("cost goes on from the checkpoint of %s (%d quarter(s) not yet stored)",
+                    self._label(saved_time), len(self._open))
 
     def _check_meter(self, meter: str, imports: Mapping[int, float], exports: Mapping[int, float]) -> None:
         self._checked = True
@@ -566,11 +692,7 @@ class CostSummary:
 
 
 def add_tariff_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, required: bool) -> None:
-    parser.add_argument(
-        "--tariff", metavar="FILE", default=config.env(TARIFF_VARIABLE),
-        help="the tariff file (TOML) with your contracts' prices; see docs/cost.md"
-        + (" [env P1_TARIFF_FILE]" if required else "; without one no cost is computed [env P1_TARIFF_FILE]"),
-    )
+    settings_table.add(parser, TARIFF_VARIABLE)
 
 
 def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
@@ -588,13 +710,18 @@ def create_tracker(settings: Any, zone: ZoneInfo, use_receive_time: bool) -> Cos
     path = getattr(settings, "tariff", None)
     if not path:
         return None
-    return CostTracker(open_tariff(path, zone), zone, use_receive_time=use_receive_time)
+    checkpoint = None
+    spool_dir = getattr(settings, "spool_dir", None)
+    # Only ``run`` goes on where it stopped; a replay rebuilds its state from the telegrams it reads.
+    if getattr(settings, "command", None) == "run" and spool_dir:
+        checkpoint = CheckpointFile(Path(spool_dir) / "cost" / CHECKPOINT_FILE)
+    return CostTracker(open_tariff(path, zone), zone, use_receive_time=use_receive_time, checkpoint=checkpoint)
 
 
 def tariff_capacity_price(settings: Any, zone: ZoneInfo, default: float) -> float | None:
     """The tariff file's capacity price for today, unless P1_CAPACITY_PRICE or --capacity-price says otherwise."""
     path = getattr(settings, "tariff", None)
-    if not path or config.env(CAPACITY_PRICE_VARIABLE) is not None:
+    if not path or settings_table.raw(CAPACITY_PRICE_VARIABLE) is not None:
         return None
     if getattr(settings, "capacity_price", default) != default:
         return None

@@ -69,8 +69,8 @@ def parse_key(text: str, setting: str) -> bytes:
     if cleaned[:2].lower() == "0x":
         cleaned = cleaned[2:]
     if not _HEX_KEY.fullmatch(cleaned):
-        raise ConfigError(f"{setting} is not a key of 32 hex digits (16 bytes, as the grid operator gives it): "
-                          f"fix {setting}")
+        raise ConfigError(f"{setting} is not valid: expected a key of 32 hex digits (16 bytes, as the grid "
+                          "operator gives it)")
     return bytes.fromhex(cleaned)
 
 

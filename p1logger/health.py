@@ -32,6 +32,11 @@ class Health:
     last_telegram_at: float | None = None
     source_state: str = "starting"
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> that output's health()
+    # Readings that passed their CRC but look wrong: kept, and counted here (guards.py).
+    meter_clock_repeats: int = 0
+    meter_clock_backsteps: int = 0
+    implausible_values: int = 0
+    stopped_at: float | None = None  # set by a clean stop: the logger is not running
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +114,10 @@ def check_state(directory: Path, max_age_s: float, now: float | None = None) -> 
     except (OSError, ValueError) as exc:
         return False, f"cannot read {path}: {exc}"
     now = time.time() if now is None else now
+    stopped_at = state.get("stopped_at")
+    if stopped_at is not None:
+        return False, (f"the logger is stopped (it stopped {max(0.0, now - float(stopped_at)):.0f} s ago): "
+                       "start p1logger run")
     updated_age_s = now - float(state.get("updated_at", 0))
     if updated_age_s > max_age_s:
         return False, f"the logger has not updated its state for {updated_age_s:.0f} s: it is stuck or stopped"
@@ -147,4 +156,16 @@ def check_state(directory: Path, max_age_s: float, now: float | None = None) -> 
         if down_s > max_age_s:
             return False, (f"output {name}: writes failing for {down_s:.0f} s ({output.get('last_write_error')}); "
                            f"{output.get('spool_points', 0)} points safe in the spool")
-    return True, f"ok: last telegram {telegram_age_s:.0f} s ago, database {state.get('database_state')}{''.join(notes)}"
+    return True, (f"ok: last telegram {telegram_age_s:.0f} s ago, database {state.get('database_state')}"
+                  + "".join(notes) + _doubts(state))
+
+
+def _doubts(state: dict[str, Any]) -> str:
+    """Data the meter sent that is stored but suspect: worth a look, not a failure."""
+    notes = []
+    if state.get("implausible_values"):
+        notes.append(f"{state['implausible_values']} physically impossible readings stored (a faulty meter?)")
+    clock = int(state.get("meter_clock_repeats") or 0) + int(state.get("meter_clock_backsteps") or 0)
+    if clock:
+        notes.append(f"{clock} telegrams with a stuck or backward meter clock, stored at the receive time")
+    return "".join(f"; {note}" for note in notes)

@@ -27,8 +27,8 @@ from p1logger.contracts import Builder, Figures, Output, Record, Source
 from p1logger.decode import Telegram
 from p1logger.errors import SourceError
 from p1logger.health import Health
-from p1logger.inputs import GARBAGE_HINT, GARBAGE_LIMIT_BYTES
-from p1logger.points import health_line
+from p1logger.inputs import GARBAGE_LIMIT_BYTES, no_valid_telegram_hint
+from p1logger.points import PointBuilder, health_line
 from p1logger.reader import RejectSummary, TelegramReader
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Pipeline:
                 if not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
                     # With a wrong key the reader has said so; a baud-rate hint would mislead.
                     if not self.reader.stats.rejected["decrypt"]:
-                        logger.warning("%s: %s", source.description, GARBAGE_HINT)
+                        logger.warning("%s: %s", source.description, no_valid_telegram_hint(self.reader.stats.rejected))
                     garbage_warned = True
                 if live and self.clock() - last_valid_at > self.settings.watchdog_s:
                     self._source_state(
@@ -324,6 +324,7 @@ class Pipeline:
         self._next_health_at = now + self.settings.health_interval_s
         self.health.queue_depth = self.queue.qsize()
         self.health.outputs = {output.name: dict(output.health()) for output in self.outputs}
+        self._copy_guard_counts()
         lines = [
             health_line(
                 self.settings.instance,
@@ -368,7 +369,16 @@ class Pipeline:
         self._close_outputs()
         self.health.outputs = {output.name: dict(output.health()) for output in self.outputs}
         self.health.queue_depth = self.queue.qsize()
+        self._copy_guard_counts()
+        self.health.stopped_at = self.wall_clock()  # health must not call a stopped logger "ok"
         self._write_state()
+
+    def _copy_guard_counts(self) -> None:
+        for builder in self.builders:
+            if isinstance(builder, PointBuilder):
+                self.health.meter_clock_repeats = builder.clock.stats.repeated
+                self.health.meter_clock_backsteps = builder.clock.stats.backward
+                self.health.implausible_values = builder.implausible_values
 
     def _close_outputs(self) -> None:
         # A file source is done: send everything while the destinations take it. A stop

@@ -16,6 +16,7 @@ from typing import Literal, Mapping
 from zoneinfo import ZoneInfo
 
 from p1logger.decode import HistoryEntry, Reading, Telegram
+from p1logger.guards import PLAUSIBLE, MeterClock
 from p1logger.obis import MBUS_DEVICE_TYPES
 
 FieldType = Literal["float", "int"]
@@ -33,15 +34,21 @@ def _floats(*names: str) -> dict[str, FieldType]:
 
 _TARIFFS = ("t1", "t2", "t3", "t4")
 
+# Written (as 1) only on the points of a telegram whose meter clock stood still or stepped back
+# (guards.MeterClock), stored at the receive time instead of the meter's. A field, not a tag: InfluxDB 3
+# fixes a measurement's tags at its first write.
+CLOCK_FALLBACK: dict[str, FieldType] = {"clock_fallback": "int"}
+
 SCHEMA: dict[str, Measurement] = {
-    "power": Measurement(_floats("import_w", "export_w"), frozenset({"meter", "phase"})),
-    "voltage": Measurement(_floats("voltage_v"), frozenset({"meter", "phase"})),
-    "current": Measurement(_floats("current_a"), frozenset({"meter", "phase"})),
+    "power": Measurement({**_floats("import_w", "export_w"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
+    "voltage": Measurement({**_floats("voltage_v"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
+    "current": Measurement({**_floats("current_a"), **CLOCK_FALLBACK}, frozenset({"meter", "phase"})),
     "energy": Measurement(
         {
             **_floats(*(f"{d}_{t}_kwh" for d in ("import", "export") for t in _TARIFFS)),
             **_floats("import_total_kwh", "export_total_kwh"),
             "active_tariff": "int",
+            **CLOCK_FALLBACK,
         },
         frozenset({"meter"}),
     ),
@@ -54,6 +61,7 @@ SCHEMA: dict[str, Measurement] = {
             **_floats("quarter_avg_kw", "quarter_diff_kw", "projected_kw", "running_peak_kw"),
             **_floats("rolling_mean_kw", "yearly_cost_eur", "shed_kw"),
             "peak_warning": "int",
+            **CLOCK_FALLBACK,
         },
         frozenset({"meter"}),
     ),
@@ -262,17 +270,20 @@ class PointBuilder:
         self._last_history: tuple[HistoryEntry, ...] | None = None
         self._prefixes: dict[tuple[str, str, str | None], str] = {}
         self._factors: dict[tuple[str, str | None], float] = {}
+        self.clock = MeterClock()
+        self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
 
     def figures(self) -> None:
         """The readings themselves are the record's telegram; nothing is derived here."""
         return None
 
     def build(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        meter = telegram.meter_id
+        fallback = False
         if telegram.timestamp is not None and not self.use_receive_time:
-            time_s = _epoch_s(telegram.timestamp)
+            time_s, fallback = self.clock.place(meter, _epoch_s(telegram.timestamp), received_at_s)
         else:
             time_s = int(received_at_s)
-        meter = telegram.meter_id
         fields = telegram.fields
         grouped: dict[tuple[str, str | None], dict[str, float | int]] = {}
         factors = self._factors
@@ -294,6 +305,9 @@ class PointBuilder:
                 factors[(obis, unit)] = factor
             if factor != 1.0:
                 value = round(value * factor, 9)  # type: ignore[operator]
+            limits = PLAUSIBLE.get(target[1])
+            if limits is not None and not limits[0] <= value <= limits[1]:  # type: ignore[operator]
+                self.implausible_values += 1
             key = (target[0], target[2])
             group = grouped.get(key)
             if group is None:
@@ -306,6 +320,9 @@ class PointBuilder:
         if tariff is not None and isinstance(tariff.value, int):
             grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
 
+        if fallback:
+            for values in grouped.values():
+                values["clock_fallback"] = 1
         lines: list[str] = []
         suffix = f" {time_s}"
         for (measurement, phase), values in grouped.items():

@@ -31,13 +31,20 @@ _MAX_TRACKED_METERS = 16
 DECRYPTION_LOG_INTERVAL_S = 600.0
 
 
+_MAX_TRACKED_HEADERS = 16
+
+
+def _header(body: bytes) -> bytes:
+    return body[: body.find(b"\n")].rstrip(b"\r")
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A telegram (or what was left of one) that did not pass."""
 
-    # "crc", "decode", a framing reason ("incomplete", "oversize", "bad_end"), or for an
-    # encrypted frame "decrypt" (wrong key or damaged), "replay" (frame counter went back) and
-    # "unsupported" (it holds binary COSEM data, not a telegram)
+    # "crc", "crc_missing" (no CRC digits from a meter that must send them), "decode", a framing reason
+    # ("incomplete", "oversize", "bad_end"), or for an encrypted frame "decrypt" (wrong key or damaged),
+    # "replay" (frame counter went back) and "unsupported" (it holds binary COSEM data, not a telegram)
     reason: str
     raw: bytes
     detail: str = ""
@@ -70,6 +77,9 @@ class TelegramReader:
         self.framer = Framer(max_telegram_bytes)
         self.stats = ReaderStats()
         self._on_unknown = on_unknown
+        # Identification lines of the meters that sent a CRC on this connection: such a meter sends one
+        # on every telegram.  Bounded: a header is only a few bytes, and a line has one or two meters.
+        self._crc_headers: set[bytes] = set()
         self.keys = keys
         self.cipher_framer = dlms.CipherFramer(max_telegram_bytes) if keys is not None else None
         self._counters: dict[bytes, int] = {}
@@ -85,6 +95,7 @@ class TelegramReader:
         (a firmware update) is then accepted again after the watchdog reopens the source.
         """
         self.framer = Framer(self.framer.max_telegram_bytes, stats=self.framer.stats)
+        self._crc_headers.clear()
         if self.cipher_framer is not None:
             self.cipher_framer.reset()
         self._counters.clear()
@@ -170,6 +181,16 @@ class TelegramReader:
 
     def _check(self, frame: Frame) -> Telegram | Rejected:
         crc_ok = crc.check(frame.body, frame.crc_text)
+        if crc_ok is None:
+            # "!" and a line end with no digits: a DSMR 2.2/3 telegram, or a DSMR 4/5 one whose end line
+            # was cut, and then nothing vouches for the digits of its readings.
+            required = crc.requires_crc(frame.body)
+            if required or (required is None and _header(frame.body) in self._crc_headers):
+                self.stats.rejected["crc_missing"] += 1
+                why = "its version line says DSMR 4+" if required else "this meter sent CRCs before"
+                return Rejected("crc_missing", frame.raw, f"no CRC after '!', and {why}")
+        elif crc_ok and len(self._crc_headers) < _MAX_TRACKED_HEADERS:
+            self._crc_headers.add(_header(frame.body))
         if crc_ok is False:
             self.stats.rejected["crc"] += 1
             return Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
 
@@ -81,11 +81,18 @@ def _describe(obis: str, telegram: Telegram, country: str) -> str:
     return text
 
 
-def _plain(value: Any) -> str:
+def local_time(moment: datetime, zone: tzinfo | None) -> str:
+    """As the meter's display shows it, with the offset that makes it unambiguous: 2024-03-31 03:00:00+02:00."""
+    if zone is None:
+        return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+    return moment.astimezone(zone).isoformat(sep=" ")
+
+
+def _plain(value: Any, zone: tzinfo | None = None) -> str:
     if isinstance(value, float):
         return repr(value)  # exactly what the meter sent, without padding zeros
     if isinstance(value, datetime):
-        return f"{value:%Y-%m-%d %H:%M:%S} UTC"
+        return local_time(value, zone)
     if value is None:
         return "-"
     if value == "":
@@ -93,9 +100,10 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def table(telegram: Telegram, country: str, rejected: str | None = None) -> str:
+def table(telegram: Telegram, country: str, rejected: str | None = None, zone: tzinfo | None = None) -> str:
+    """The telegram for a person; times in ``zone`` (the meter's) with their offset, else in UTC."""
     crc = {True: "CRC ok", False: "CRC FAILED", None: "no CRC"}[telegram.crc_ok]
-    stamp = _plain(telegram.timestamp) if telegram.timestamp else "no meter time"
+    stamp = _plain(telegram.timestamp, zone) if telegram.timestamp else "no meter time"
     title = f"== {stamp}  {telegram.header}  meter {telegram.meter_id}  {crc}"
     if rejected:
         title += f"  REJECTED ({rejected})"
@@ -106,19 +114,19 @@ def table(telegram: Telegram, country: str, rejected: str | None = None) -> str:
             rows.append((obis, description, f"{len(reading.value)} entries"))
             for item in reading.value:
                 if isinstance(item, HistoryEntry):
-                    when = _plain(item.time) if item.time else "time unknown"
+                    when = _plain(item.time, zone) if item.time else "time unknown"
                     month = f"{item.month}  " if item.month else ""
                     rows.append(("", "", f"{month}{_plain(item.value)} {item.unit or ''}  at {when}"))
                 else:
                     rows.append(("", "", f"{_plain(item.value)} {item.unit or ''}"))
             continue
-        value = _plain(reading.value)
+        value = _plain(reading.value, zone)
         if obis == "0-0:96.14.0" and isinstance(reading.value, int):
             value += f" ({tariff_label(country, reading.value)})"
         if reading.unit:
             value += f" {reading.unit}"
         if reading.time is not None:
-            value += f"  at {_plain(reading.time)}"
+            value += f"  at {_plain(reading.time, zone)}"
         rows.append((obis, description, value))
     for obis, raw in telegram.unknown.items():
         rows.append((obis, "(unknown, kept raw)", raw))

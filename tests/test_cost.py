@@ -1,28 +1,23 @@
 """Energy cost: a simulated week priced by hand, and by ``p1logger cost`` and the stored ``cost`` points.
 
-The week (Monday 2026-03-23 to Monday 2026-03-30, Europe/Brussels, with the
-switch to summer time on Sunday) is one telegram every 5 minutes from the
-simulated Belgian meter, with one hour missing on Wednesday morning.  The
-expected cost is worked out here straight from the telegram text: counter
-differences between consecutive telegrams, shared over the quarter-hours they
-cover by time, times the price of each quarter; gas when its capture time
-moves; the fixed part per whole day.
+The week and the hand computation are in ``helpers.cost_week`` (the MQTT test
+checks the published state against the same figures).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+from helpers.cost_week import (CENT, DAYS, DYNAMIC, EUR_KEYS, SCENARIOS, TIMESTAMPS, WEEK_S, WEEK_START, ZONE,
+                               ZONE_NAME, Seen, Week, by_hand, cli_env, local_day, log_messages, make_week, p1logger,
+                               price, prices_csv, tariff_files, week_total)
 from helpers.influx_servers import InfluxServer
-from test_run_cli import cli_env, log_messages, p1logger
 
 from p1logger.cli import main as cli_main
 from p1logger.cost import CostSummary, CostTracker
@@ -30,192 +25,11 @@ from p1logger.reader import TelegramReader
 from p1logger.simulate import PROFILES, MeterModel
 from p1logger.timestamps import TimestampParser
 
-ZONE_NAME = "Europe/Brussels"
-TIMESTAMPS = TimestampParser(ZONE_NAME)
-ZONE = TIMESTAMPS.zone
-WEEK_START = datetime(2026, 3, 23, tzinfo=ZONE)
-STEP_S = 300
-WEEK_S = 7 * 86400 - 3600  # the week is an hour short: summer time starts on Sunday
-MISSING = (datetime(2026, 3, 25, 9, 55, tzinfo=ZONE), datetime(2026, 3, 25, 11, 0, tzinfo=ZONE))  # exclusive
-DAYS = [date(2026, 3, 23) + timedelta(days=i) for i in range(7)]
-CENT = 0.0051  # rounding to the cent on one side only
-
-
-# --------------------------------------------------------------------------- the week
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What one telegram says, read from its text."""
-
-    time_s: int
-    imports: dict[int, float]
-    exports: dict[int, float]
-    gas: tuple[str, float]  # (capture stamp as sent, m3)
-    water: tuple[str, float]
-
-
-def _read(text: str, time_s: int) -> Seen:
-    def kwh(code: str) -> float:
-        match = re.search(rf"^1-0:{re.escape(code)}\((\d+\.\d+)\*kWh\)", text, re.MULTILINE)
-        assert match, code
-        return float(match.group(1))
-
-    gas = re.search(r"^0-1:24\.2\.3\((\w+)\)\((\d+\.\d+)\*m3\)", text, re.MULTILINE)
-    water = re.search(r"^0-2:24\.2\.1\((\w+)\)\((\d+\.\d+)\*m3\)", text, re.MULTILINE)
-    assert gas and water
-    return Seen(time_s, {1: kwh("1.8.1"), 2: kwh("1.8.2")}, {1: kwh("2.8.1"), 2: kwh("2.8.2")},
-                (gas.group(1), float(gas.group(2))), (water.group(1), float(water.group(2))))
-
-
-@dataclass(frozen=True)
-class Week:
-    raw: bytes
-    seen: list[Seen]
 
 
 @pytest.fixture(scope="module")
 def week() -> Week:
-    model = MeterModel(PROFILES["be3"], WEEK_START.astimezone(timezone.utc), seed=3)
-    raw: list[bytes] = []
-    seen: list[Seen] = []
-    start_s = int(WEEK_START.timestamp())
-    for offset in range(0, WEEK_S + 1, STEP_S):
-        model.advance_to(datetime.fromtimestamp(start_s + offset, timezone.utc))
-        if MISSING[0].timestamp() < start_s + offset < MISSING[1].timestamp():
-            continue
-        telegram = model.telegram()
-        raw.append(telegram)
-        seen.append(_read(telegram.decode("ascii"), start_s + offset))
-    return Week(b"".join(raw), seen)
-
-
-# --------------------------------------------------------------------------- contracts, as the test prices them
-
-
-def market_price(index: int) -> float:
-    """Quarter-hour day-ahead prices, negative at times, as EUR per kWh."""
-    return round(0.05 + 0.12 * math.sin(index / 9.0) + 0.01 * (index % 4), 5)
-
-
-PRICES_FROM = datetime(2026, 3, 22, 23, 0, tzinfo=timezone.utc)
-
-
-def prices_csv(path: Path, quarters: int = 8 * 96) -> None:
-    rows = ["start,eur_per_kwh"]
-    for i in range(quarters):
-        moment = (PRICES_FROM + timedelta(minutes=15 * i)).astimezone(ZONE)
-        rows.append(f"{moment.isoformat()},{market_price(i)}")
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
-def market_at(quarter_s: int) -> float:
-    return market_price((quarter_s - int(PRICES_FROM.timestamp())) // 900)
-
-
-FIXED = {"import": {1: 0.32, 2: 0.26}, "export": {1: 0.04, 2: 0.03}, "fixed": 0.25, "gas": 1.15, "water": 4.5, "vat": 0.0}
-DYNAMIC = {"import": (1.1, 0.12), "export": (1.0, -0.01), "fixed": 0.30, "gas": 1.20, "water": 4.5, "vat": 6.0}
-
-FIXED_TOML = """
-[[contract]]
-name = "fixed"
-from = 2026-01-01
-{to}
-import_eur_per_kwh = {{ 1 = 0.32, 2 = 0.26 }}
-export_eur_per_kwh = {{ 1 = 0.04, 2 = 0.03 }}
-fixed_eur_per_day = 0.25
-gas_eur_per_m3 = 1.15
-water_eur_per_m3 = 4.50
-"""
-DYNAMIC_TOML = """
-[[contract]]
-name = "dynamic"
-from = {start}
-import_prices_csv = "prices.csv"
-import_multiplier = 1.1
-import_adder_eur_per_kwh = 0.12
-export_prices_csv = "prices.csv"
-export_adder_eur_per_kwh = -0.01
-vat_percent = 6
-fixed_eur_per_day = 0.30
-gas_eur_per_m3 = 1.20
-water_eur_per_m3 = 4.50
-"""
-SWITCH_DAY = date(2026, 3, 26)  # Thursday: the dynamic contract starts
-SCENARIOS: dict[str, tuple[str, Callable[[date], dict[str, Any]]]] = {
-    "fixed": (FIXED_TOML.format(to=""), lambda day: FIXED),
-    "dynamic": (DYNAMIC_TOML.format(start="2026-01-01"), lambda day: DYNAMIC),
-    "switch": (FIXED_TOML.format(to="to = 2026-03-25") + DYNAMIC_TOML.format(start="2026-03-26"),
-               lambda day: DYNAMIC if day >= SWITCH_DAY else FIXED),
-}
-
-
-def tariff_files(folder: Path, scenario: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    prices_csv(folder / "prices.csv")
-    path = folder / "tariff.toml"
-    path.write_text(SCENARIOS[scenario][0], encoding="utf-8")
-    return path
-
-
-# --------------------------------------------------------------------------- by hand
-
-
-def local_day(time_s: int) -> date:
-    return datetime.fromtimestamp(time_s, timezone.utc).astimezone(ZONE).date()
-
-
-def price(contract: dict[str, Any], direction: str, register: int, quarter_s: int) -> float:
-    spec = contract[direction]
-    if isinstance(spec, dict):
-        value = spec[register]
-    else:
-        multiplier, adder = spec
-        value = market_at(quarter_s) * multiplier + adder
-    vat = 1 + contract["vat"] / 100 if direction == "import" else 1.0
-    return value * vat
-
-
-def by_hand(seen: list[Seen], contract_on: Callable[[date], dict[str, Any]]) -> dict[date, dict[str, float]]:
-    days: dict[date, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for before, after in zip(seen, seen[1:]):
-        span = after.time_s - before.time_s
-        quarter = before.time_s - before.time_s % 900
-        while quarter < after.time_s:
-            share = (min(after.time_s, quarter + 900) - max(before.time_s, quarter)) / span
-            contract = contract_on(local_day(quarter))
-            totals = days[local_day(quarter)]
-            for direction, old, new in (("import", before.imports, after.imports),
-                                        ("export", before.exports, after.exports)):
-                for register in (1, 2):
-                    kwh = (new[register] - old[register]) * share
-                    totals[f"{direction}_kwh"] += kwh
-                    totals[f"{direction}_eur"] += kwh * price(contract, direction, register, quarter)
-            quarter += 900
-        where = after.time_s - 1 - (after.time_s - 1) % 900
-        contract = contract_on(local_day(where))
-        for kind, old, new in (("gas", before.gas, after.gas), ("water", before.water, after.water)):
-            if new[0] != old[0]:
-                m3 = new[1] - old[1]
-                days[local_day(where)][f"{kind}_m3"] += m3
-                days[local_day(where)][f"{kind}_eur"] += m3 * contract[kind] * (1 + contract["vat"] / 100)
-    for day, totals in days.items():
-        contract = contract_on(day)
-        totals["fixed_eur"] = contract["fixed"] * (1 + contract["vat"] / 100)  # every day is whole
-        totals["total_eur"] = (totals["import_eur"] - totals["export_eur"] + totals["gas_eur"] + totals["water_eur"]
-                               + totals["fixed_eur"])
-    return days
-
-
-def week_total(days: dict[date, dict[str, float]]) -> dict[str, float]:
-    total: dict[str, float] = defaultdict(float)
-    for values in days.values():
-        for key, value in values.items():
-            total[key] += value
-    return total
-
-
-EUR_KEYS = ("import_eur", "export_eur", "gas_eur", "water_eur", "fixed_eur", "total_eur")
+    return make_week()
 
 
 # --------------------------------------------------------------------------- p1logger cost agrees
@@ -503,6 +317,7 @@ def test_the_cost_builder_is_on_with_a_tariff_file_and_its_figures_reach_the_rec
 
     monkeypatch.delenv("P1_TARIFF_FILE", raising=False)
     monkeypatch.delenv("P1_CAPACITY_PRICE", raising=False)
+    monkeypatch.setenv("P1_SPOOL_DIR", str(tmp_path / "spool"))  # run's cost checkpoint goes there
     without = cli.build_parser().parse_args(["run", "--source", "file:x"])
     assert [b.name for b in create_builders(without, ZONE, False)] == ["points", "capacity"]
 
@@ -524,6 +339,7 @@ def test_the_cost_builder_is_on_with_a_tariff_file_and_its_figures_reach_the_rec
                 published[time_s] = figures["last_quarter_total_eur"]  # type: ignore[assignment]
     assert len(totals) > 200
     assert published == totals
+    assert (tmp_path / "spool" / "cost" / "checkpoint.json").exists()
 
 
 def test_the_tariff_files_capacity_price_is_used_when_none_is_set(tmp_path: Path,
@@ -565,3 +381,143 @@ def test_an_archive_gives_the_same_cost_as_the_recording(
         results.append(json.loads(capsys.readouterr().out))
     assert results[0] == results[1]
     assert results[0]["quarters"] == 6 * 96 + 92
+
+
+# --------------------------------------------------------------------------- a restart of run
+
+
+def _stored(lines: list[str]) -> dict[int, dict[str, float]]:
+    """cost lines -> {time: fields}, as InfluxDB keeps them: a later point with the same time replaces one."""
+    points: dict[int, dict[str, float]] = {}
+    for text in lines:
+        head, _, time_s = text.rpartition(" ")
+        fields = head.split(" ", 1)[1]
+        values = {k: float(v) for k, v in (pair.split("=") for pair in fields.split(","))}
+        if int(time_s) in points:
+            assert points[int(time_s)] == values  # written again unchanged, never a different value
+        points[int(time_s)] = values
+    return points
+
+
+def test_a_restart_goes_on_from_the_checkpoint_without_losing_or_doubling(week: Week, tmp_path: Path) -> None:
+    from helpers.cost_week import by_quarter
+
+    from p1logger.cost import CheckpointFile
+    from p1logger.tariff import load_tariff
+
+    tariff_path = tariff_files(tmp_path / "t", "dynamic")
+    checkpoint = CheckpointFile(tmp_path / "spool" / "cost" / "checkpoint.json")
+    decoded = telegrams(week.raw)[:289]  # Monday, 00:00 to 24:00
+    assert int(decoded[-1].timestamp.timestamp()) == int(WEEK_START.timestamp()) + 86400
+    # The logger stops after 10:40 (mid-quarter) and is back at 11:05: the telegrams of 10:45-11:00 are lost.
+    before, after = decoded[:129], decoded[133:]
+    first = CostTracker(load_tariff(tariff_path, ZONE), ZONE, checkpoint=checkpoint)
+    lines = [line for t in before for line in first.build(t, 0.0)]
+    assert checkpoint.path.exists()
+    second = CostTracker(load_tariff(tariff_path, ZONE), ZONE, checkpoint=checkpoint)
+    at_2345 = None
+    for telegram in after:
+        lines += second.build(telegram, 0.0)
+        if telegram is decoded[285]:  # 23:45
+            at_2345 = second.figures()
+    points = _stored(lines)
+
+    # Expected: the day as if the telegrams from the last checkpoint (10:30, the last quarter's end) to the
+    # restart had never been sent: the counters give that energy exactly, shared over 10:30-11:05 by time.
+    seen = week.seen[:127] + week.seen[133:289]
+    expected = by_quarter(seen, SCENARIOS["dynamic"][1])
+    assert sorted(points) == sorted(expected) and len(points) == 96
+    for start, hand in expected.items():
+        for key in ("import_kwh", "export_kwh", *EUR_KEYS):
+            assert abs(points[start][key] - hand[key]) <= 1e-6, (start, key)
+    # Nothing lost: the day's import is the counters' difference.
+    assert sum(p["import_kwh"] for p in points.values()) == pytest.approx(
+        sum(seen[-1].imports.values()) - sum(seen[0].imports.values()), abs=1e-5)
+    # Today's running total went on too: at 23:45 it is the day's cost but the last quarter's energy.
+    figures = at_2345
+    assert figures is not None
+    day_total = sum(p["total_eur"] for p in points.values())
+    assert figures["today_total_eur"] == pytest.approx(day_total - points[max(points)]["total_eur"]
+                                                       + DYNAMIC["fixed"] * 1.06 / 96, abs=1e-5)
+
+    # Without a checkpoint the quarter of the restart would have lost its part before 10:45.
+    bare = CostTracker(load_tariff(tariff_path, ZONE), ZONE)
+    lost = _stored([line for t in after for line in bare.build(t, 0.0)])
+    restart_quarter = int(datetime(2026, 3, 23, 10, 45, tzinfo=ZONE).timestamp())
+    assert restart_quarter not in lost and restart_quarter in points
+
+
+def test_a_checkpoint_that_does_not_continue_is_not_used(week: Week, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from p1logger.cost import CheckpointFile
+    from p1logger.tariff import load_tariff
+
+    tariff = load_tariff(tariff_files(tmp_path / "t", "fixed"), ZONE)
+    decoded = telegrams(week.raw)[:40]
+    checkpoint = CheckpointFile(tmp_path / "checkpoint.json")
+    first = CostTracker(tariff, ZONE, checkpoint=checkpoint)
+    for telegram in decoded[:20]:
+        first.build(telegram, 0.0)
+    caplog.set_level("INFO", logger="p1logger.cost")
+    # Started again on older telegrams (a file run again): a fresh start, nothing counted from the checkpoint.
+    again = CostTracker(tariff, ZONE, checkpoint=checkpoint, on_quarter=(summary := CostSummary(ZONE)).add)
+    for telegram in decoded[:7]:
+        again.build(telegram, 0.0)
+    assert summary.total.quarters == 2
+    assert summary.total.import_kwh == pytest.approx(sum(week.seen[6].imports.values())
+                                                     - sum(week.seen[0].imports.values()), abs=1e-9)
+    assert "is not older than the first telegram" in caplog.text
+    # Another meter's checkpoint, and a damaged one: ignored with a line in the log.
+    state = first.state()
+    state["meter"] = "OTHER"
+    checkpoint.path.write_text(json.dumps(state), encoding="utf-8")
+    CostTracker(tariff, ZONE, checkpoint=checkpoint).build(decoded[30], 0.0)
+    assert "the cost checkpoint is for meter OTHER, not 1SAG1100000001" in caplog.text
+    state = first.state()
+    del state["imports"]
+    checkpoint.path.write_text(json.dumps(state), encoding="utf-8")
+    damaged = CostTracker(tariff, ZONE, checkpoint=checkpoint)
+    damaged.build(decoded[30], 0.0)
+    assert "the cost checkpoint is damaged" in caplog.text
+    assert damaged.figures()["quarter_import_kwh"] == 0.0  # type: ignore[index]
+    checkpoint.path.write_text("{not json", encoding="utf-8")
+    assert CheckpointFile(checkpoint.path).load() is None
+    # A checkpoint that cannot be written is a warning, once; the cost goes on.
+    blocked = CheckpointFile(tmp_path / "file" / "checkpoint.json")
+    (tmp_path / "file").write_text("not a folder")
+    caplog.clear()
+    stuck = CostTracker(tariff, ZONE, checkpoint=blocked, on_quarter=(summary := CostSummary(ZONE)).add)
+    for telegram in decoded:
+        stuck.build(telegram, 0.0)
+    assert summary.total.quarters == 13
+    written = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(written) == 1
+    assert written[0].startswith(f"cannot write the cost checkpoint {blocked.path} (")
+    assert written[0].endswith("): a restart now would lose the cost of the quarter in progress")
+
+
+@pytest.mark.slow
+def test_run_stopped_and_started_again_stores_every_quarter_once(
+    week: Week, influxd: InfluxServer, influx_db: str, tmp_path: Path
+) -> None:
+    """Two ``p1logger run`` with one spool folder: the second goes on where the first stopped."""
+    from helpers.cost_week import by_quarter
+
+    monday = week.raw.split(b"/")
+    frames = [b"/" + part for part in monday if part][:289]
+    tariff = tariff_files(tmp_path / "tariff", "switch")
+    env = cli_env(INFLUX_API="v1", INFLUX_URL=influxd.url, INFLUX_BUCKET=influx_db, P1_SPOOL_DIR=tmp_path / "spool",
+                  P1_TIMEZONE=ZONE_NAME, P1_TARIFF_FILE=tariff)
+    for name, part in (("first", frames[:129]), ("second", frames[133:])):
+        (tmp_path / name).write_bytes(b"".join(part))
+        result = p1logger("run", env={**env, "P1_SOURCE": f"file:{tmp_path / name}"}, timeout_s=120)
+        assert result.returncode == 0, result.stderr
+    assert "cost goes on from the checkpoint of 2026-03-23T10:30+01:00 (1 quarter(s) not yet stored)" in \
+        log_messages(result.stderr)
+    rows = influxd.rows(influx_db, "cost")
+    expected = by_quarter(week.seen[:127] + week.seen[133:289], SCENARIOS["switch"][1])
+    assert [row["time"] for row in rows] == sorted(expected)
+    for row in rows:
+        for key in EUR_KEYS:
+            assert abs(row[key] - expected[row["time"]][key]) <= 1e-6, (row["time"], key)
+    assert abs(sum(row["total_eur"] for row in rows) - sum(q["total_eur"] for q in expected.values())) <= CENT

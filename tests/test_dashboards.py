@@ -46,7 +46,10 @@ NODE_TIMEOUT_S = 120.0
 # points here; keep the two in step.
 _QUANTITIES_SHOWN_FROM_COUNTERS = "the energy and gas-water dashboards show these quantities from the meter's counters"
 INTENTIONALLY_UNSHOWN: dict[tuple[str, str], str] = {
-    ("cost", name): _QUANTITIES_SHOWN_FROM_COUNTERS for name in ("import_kwh", "export_kwh", "gas_m3", "water_m3")
+    **{("cost", name): _QUANTITIES_SHOWN_FROM_COUNTERS for name in ("import_kwh", "export_kwh", "gas_m3", "water_m3")},
+    **{(measurement, "clock_fallback"): "a marker on readings whose meter clock stood still or stepped back, to "
+       "query when looking into the meter's clock; not a figure to plot"
+       for measurement in ("power", "voltage", "current", "energy", "capacity")},
 }
 
 FLUX_BLOCK_RE = re.compile(r"^```flux\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -356,7 +359,8 @@ def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
         "capacity", "capacity_history", "cost", "current", "energy", "gas", "heat", "p1logger", "power", "voltage",
         "water",
     ]
-    assert schema["power"] == {"fields": {"import_w": "float", "export_w": "float"}, "tags": {"meter", "phase"}}
+    assert schema["power"] == {"fields": {"import_w": "float", "export_w": "float", "clock_fallback": "int"},
+                               "tags": {"meter", "phase"}}
     assert schema["energy"]["fields"]["active_tariff"] == "int"
     assert sorted(f for f in schema["energy"]["fields"] if f.startswith("import_")) == [
         "import_t1_kwh",
@@ -368,7 +372,7 @@ def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
     assert schema["capacity"]["tags"] == {"meter"}
     assert schema["capacity"]["fields"]["peak_warning"] == "int"
     assert schema["capacity_history"] == {"fields": {"history_peak_kw": "float"}, "tags": {"meter", "month"}}
-    assert len(schema["capacity"]["fields"]) == 10
+    assert len(schema["capacity"]["fields"]) == 11  # clock_fallback too
     assert schema["gas"]["tags"] == {"meter", "channel", "device"}
     assert schema["p1logger"] == {
         "fields": {
@@ -383,7 +387,7 @@ def test_reference_schema_reads_every_measurement_of_the_data_model() -> None:
         },
         "tags": {"instance"},
     }
-    assert sum(len(spec["fields"]) for spec in schema.values()) == 49
+    assert sum(len(spec["fields"]) for spec in schema.values()) == 54  # 49, and clock_fallback in five measurements
 
 
 def test_writer_schema_agrees_with_the_data_model() -> None:

@@ -284,8 +284,8 @@ def test_a_malformed_key_names_the_setting_and_never_the_value(text: str) -> Non
     with pytest.raises(ConfigError) as caught:
         dlms.parse_key(text, "P1_DECRYPTION_KEY")
     message = str(caught.value)
-    assert message == ("P1_DECRYPTION_KEY is not a key of 32 hex digits (16 bytes, as the grid operator gives it): "
-                       "fix P1_DECRYPTION_KEY")
+    assert message == ("P1_DECRYPTION_KEY is not valid: expected a key of 32 hex digits (16 bytes, as the grid "
+                       "operator gives it)")
     assert not text or text not in message
 
 

@@ -69,11 +69,15 @@ def test_doctor_reports_a_bad_fanout_address_and_an_unwritable_archive(
     source.write_bytes(fixture(DUTCH_DSMR5))
     not_a_directory = tmp_path / "file"
     not_a_directory.write_text("x")
-    code = cli.main(["doctor", "--source", f"file:{source}", "--output", "-", "--spool-dir", str(tmp_path / "s"),
-                     "--serve-raw", ":2001", "--archive", str(not_a_directory / "archive")])
+    common = ["doctor", "--source", f"file:{source}", "--output", "-", "--spool-dir", str(tmp_path / "s"),
+              "--archive", str(not_a_directory / "archive")]
+    # A malformed address is refused while the flags are read, like every malformed setting (settings.py).
+    assert cli.main([*common, "--serve-raw", ":2001"]) == 2
+    assert capsys.readouterr().err == ("p1logger doctor: --serve-raw ':2001' is not valid: expected HOST:PORT, "
+                                       "e.g. 127.0.0.1:2001 (this machine) or 0.0.0.0:2001 (the LAN)\n")
+    code = cli.main([*common, "--serve-raw", "127.0.0.1:2001"])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
-    assert ("FIX fan-out: --serve-raw ':2001' needs a host and a port: 127.0.0.1:2001 serves this machine only, "
-            "0.0.0.0:2001 the whole LAN") in out
+    assert "ok  fan-out: raw telegrams will be served on 127.0.0.1:2001" in out
     assert f"FIX archive: {not_a_directory} is not a directory: fix P1_ARCHIVE_DIR" in out
-    assert out[-1] == "2 thing(s) to fix, see FIX lines above"
+    assert out[-1] == "1 thing(s) to fix, see FIX lines above"

@@ -66,9 +66,11 @@ def test_dump_table_on_every_fixture(name: str, capsys: pytest.CaptureFixture[st
         assert status == 1 and out == ""
     else:
         assert status == 0
-        assert out.startswith("== ")
+        labels, blank, title = out.splitlines()[:3]
+        assert labels.startswith("-- tariff labels for ") and "; detected: " in labels and blank == ""
+        assert title.startswith("== ")
         header = (FIXTURES / name).read_bytes().split(b"\r\n", 1)[0][1:].decode()
-        assert header in out.splitlines()[0]
+        assert header in title
 
 
 def test_json_values_times_and_peak_history(capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,8 +139,9 @@ def test_no_source_given_is_one_line(capsys: pytest.CaptureFixture[str], monkeyp
 
 
 def test_permission_and_busy_messages_say_what_to_do() -> None:
-    denied = describe_os_error("/dev/ttyUSB0", OSError(errno.EACCES, "Permission denied"))
-    assert denied == ("permission denied on /dev/ttyUSB0: add the user to the dialout group "
+    # /dev/null stands in for a serial port: a character device, as a tty is.
+    denied = describe_os_error("/dev/null", OSError(errno.EACCES, "Permission denied"))
+    assert denied == ("permission denied on /dev/null: add the user to the dialout group "
                       "(sudo usermod -aG dialout $USER, then log in again)")
     busy = describe_os_error("/dev/ttyUSB0", OSError(errno.EBUSY, "Device or resource busy"))
     assert "another program" in busy

@@ -253,4 +253,5 @@ def test_run_serves_the_valid_telegrams_it_reads(tmp_path: Path, capsys: pytest.
 def test_run_refuses_a_listen_address_without_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["run", "--source", "file:/dev/null", "--output", "-", "--serve-raw", ":2001",
                      "--spool-dir", str(tmp_path)]) == 2
-    assert "--serve-raw ':2001' needs a host and a port" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("p1logger run: --serve-raw ':2001' is not valid: expected HOST:PORT, e.g. "
+                                       "127.0.0.1:2001 (this machine) or 0.0.0.0:2001 (the LAN)\n")

@@ -86,7 +86,7 @@ def check_results(results: list[Telegram | Rejected]) -> None:
             assert isinstance(result.meter_id, str)
             result.mbus_devices()
         else:
-            assert result.reason in {"crc", "decode", "incomplete", "oversize", "bad_end"}
+            assert result.reason in {"crc", "crc_missing", "decode", "incomplete", "oversize", "bad_end"}
 
 
 @FUZZ

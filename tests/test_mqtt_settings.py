@@ -79,10 +79,12 @@ def test_option_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
          "an MQTT CA file is set but the URL is mqtt://: use mqtts:// for TLS, or unset P1_MQTT_CA_FILE"),
         ({"P1_MQTT_URL": "mqtts://broker", "P1_MQTT_CA_FILE": str(tmp_path / "ca.crt")},
          f"the MQTT CA file {tmp_path / 'ca.crt'} does not exist: fix P1_MQTT_CA_FILE"),
+        # Parsed with every other setting (p1logger/settings.py): one line naming the variable.
         ({"P1_MQTT_URL": "mqtt://broker", "P1_MQTT_INTERVAL_S": "-1"},
-         "the MQTT interval '-1' is not a number of at least 0: fix P1_MQTT_INTERVAL_S"),
+         "P1_MQTT_INTERVAL_S '-1' is not valid: expected seconds (at least 0, at most 604800), a number or with a "
+         "unit: 30, 1.5, 500ms, 30s, 5m, 1h"),
         ({"P1_MQTT_URL": "mqtt://broker", "P1_MQTT_PREFIX": "p1/#"},
-         "the topic prefix 'p1/#' must be a topic without + or # (e.g. p1logger): fix P1_MQTT_PREFIX"),
+         "P1_MQTT_PREFIX 'p1/#' is not valid: expected an MQTT topic without + or #, e.g. p1logger"),
     ]
     for env, message in cases:
         with pytest.raises(ConfigError) as caught:

@@ -227,8 +227,9 @@ def test_the_output_can_be_chosen_by_environment_variable(tmp_path: Path) -> Non
 def test_an_unknown_output_is_a_clear_error(tmp_path: Path) -> None:
     result = run_to_stdout(tmp_path, ["--source", "file:/dev/null", "--output", "out.lp"])
     assert result.returncode == 2
-    assert result.stderr.decode() == ("p1logger run: --output 'out.lp' is not supported: use '-' for standard output, "
-                                      "'mqtt' for MQTT only, or leave it unset to write to InfluxDB (fix P1_OUTPUT)\n")
+    assert result.stderr.decode() == ("p1logger run: --output 'out.lp' is not valid: expected '-' (line protocol on "
+                                      "standard output), 'mqtt' for MQTT only, a list such as 'influx,-', or unset "
+                                      "to write to InfluxDB\n")
 
 
 def test_when_stdout_goes_away_the_rest_waits_in_the_spool(tmp_path: Path) -> None:

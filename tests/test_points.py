@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -55,11 +57,14 @@ def test_belgian_three_phase_with_gas_water_and_peaks() -> None:
 
 def test_readings_with_their_own_time_are_written_only_when_that_time_changes() -> None:
     builder = PointBuilder(BRUSSELS)
-    first = builder.build(telegram("ndokter_dsmr_parser__fluvius_v171.txt"), RECEIVED_AT_S)
-    again = builder.build(telegram("ndokter_dsmr_parser__fluvius_v171.txt"), RECEIVED_AT_S)
+    sent = telegram("ndokter_dsmr_parser__fluvius_v171.txt")
+    assert sent.timestamp is not None
+    first = builder.build(sent, RECEIVED_AT_S)
+    again = builder.build(dataclasses.replace(sent, timestamp=sent.timestamp + timedelta(seconds=1)), RECEIVED_AT_S)
     assert len(first) == 18
-    # The instantaneous points repeat; gas, water, the peak and the history do not.
-    assert again == first[:12]
+    # The instantaneous points repeat (a second later); gas, water, the peak and the history do not.
+    time_s = int(sent.timestamp.timestamp())
+    assert again == [line.replace(f" {time_s}", f" {time_s + 1}") for line in first[:12]]
 
 
 def test_history_placeholder_time_is_written_at_the_start_of_its_month() -> None:

@@ -8,6 +8,7 @@ in-process with injected clocks is in test_pipeline.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -179,7 +180,7 @@ def test_sigterm_exits_0_within_10_s_with_everything_read_stored_or_spooled(
         # once, SIGTERM ended its wait, and what it had not sent stays in the spool.
         refused = f"(no answer from {url}: connection refused)"
         assert [m for m in messages if m.startswith(("InfluxDB", "received SIGTERM", "output influx"))] == [
-            f"InfluxDB did not take the write after 1 attempt {refused}; the data is kept",
+            # Said once: the sink leaves reporting the outage to the output, which knows about the spool.
             (f"output influx unavailable (InfluxDB did not take the write after 1 attempt {refused}; the data is "
              "kept); keeping data in its spool"),
             "received SIGTERM; writing or spooling what is in memory",
@@ -197,10 +198,10 @@ def test_sigterm_exits_0_within_10_s_with_everything_read_stored_or_spooled(
         ({"INFLUX_API": "v2", "INFLUX_ORG": "home"},
          "p1logger run: no InfluxDB token: set INFLUX_TOKEN or INFLUX_TOKEN_FILE (or INFLUX_API=v1 for InfluxDB 1.x)"),
         ({"INFLUX_API": "v2", "INFLUX_ORG": "home", "INFLUX_TOKEN": TOKEN, "P1_TIMEZONE": "Mars/Olympus_Mons"},
-         ("p1logger run: unknown time zone 'Mars/Olympus_Mons': set P1_TIMEZONE to an IANA name such as "
+         ("p1logger run: P1_TIMEZONE 'Mars/Olympus_Mons' is not valid: expected an IANA time zone name such as "
           "Europe/Brussels or Europe/Amsterdam")),
         ({"INFLUX_API": "v3", "INFLUX_TOKEN": TOKEN},
-         "p1logger run: INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not 'v3': fix INFLUX_API"),
+         "p1logger run: INFLUX_API 'v3' is not valid: expected one of v2, v1"),
         ({"INFLUX_API": "v2", "INFLUX_TOKEN": TOKEN},
          "p1logger run: no InfluxDB organization: set INFLUX_ORG"),
     ],
@@ -302,9 +303,25 @@ def test_health_exit_codes_follow_the_state_file(influxd: InfluxServer, influx_d
     run_env = cli_env(P1_SOURCE=f"file:{source}", INFLUX_API="v1", INFLUX_URL=influxd.url, INFLUX_BUCKET=influx_db,
                       P1_SPOOL_DIR=spool_dir)
     assert p1logger("run", env=run_env).returncode == 0
+    # The run ended (its file was done): a clean stop is not "ok", whatever the last telegram's age.
+    stopped = p1logger("health", env=env)
+    assert stopped.returncode == 1
+    assert seconds_in(stopped.stdout, r"the logger is stopped \(it stopped (\d+) s ago\): start p1logger run\n") <= 5
+    state = json.loads((spool_dir / "health.json").read_text(encoding="utf-8"))
+    now = time.time()
+    running = Health(clock=lambda: now, started_at=now - 60, last_telegram_at=state["last_telegram_at"],
+                     outputs=state["outputs"])
+    running.write_state(spool_dir)
     fresh = p1logger("health", env=env)
     assert fresh.returncode == 0
     assert seconds_in(fresh.stdout, r"ok: last telegram (\d+) s ago, database up\n") <= 5
+    running.implausible_values, running.meter_clock_repeats = 2, 19
+    running.write_state(spool_dir)
+    doubtful = p1logger("health", env=env)
+    assert doubtful.returncode == 0
+    assert doubtful.stdout.endswith(
+        "database up; 2 physically impossible readings stored (a faulty meter?); 19 telegrams with a stuck or "
+        "backward meter clock, stored at the receive time\n")
 
     # Stale: a logger that stopped updating its state an hour ago.
     hour_ago = time.time() - 3600

@@ -13,7 +13,7 @@ from p1logger.commands.run import register as register_run
 from p1logger.cost import tariff_checks
 from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
-from p1logger.inputs import GARBAGE_HINT, NO_SOURCE, open_source
+from p1logger.inputs import NO_SOURCE, no_valid_telegram_hint, open_source
 from p1logger.outputs import enabled_specs
 from p1logger.reader import TelegramReader
 from p1logger.timestamps import TimestampParser
@@ -139,5 +139,5 @@ def _check_source(args: argparse.Namespace, settings: config.SerialSettings, tim
         _print(False, f"source: nothing arrived from {source.description} in {args.wait_s:.0f} s: is the P1 port "
                "enabled at your grid operator and the cable plugged in?")
     else:
-        _print(False, f"source: {received} bytes but no valid telegram: {GARBAGE_HINT}")
+        _print(False, f"source: {received} bytes but no valid telegram: {no_valid_telegram_hint(reader.stats.rejected)}")
     return False

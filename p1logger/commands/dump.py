@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def main(args: argparse.Namespace) -> int:
     timestamps = TimestampParser(args.timezone)
-    country = config.check_country(args.country)
+    labels = config.CountryLabels(config.check_country(args.country))
+    shown_labels = ""
     keys = config.decryption_keys(args)
     source, live = open_input(args)
     reader = TelegramReader(timestamps, args.max_telegram_bytes, keys=keys)
@@ -47,11 +48,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         for item in read_items(source, reader, live, counts):
             if isinstance(item, Telegram):
-                out.write((render.json_line(item) if as_json else render.table(item, country) + "\n") + "\n")
+                labels.update(item.header, item.fields)
+                if not as_json and labels.describe() != shown_labels:
+                    shown_labels = labels.describe()
+                    out.write(f"-- {shown_labels}\n\n")
+                out.write((render.json_line(item) if as_json else render.table(item, labels.country, zone=timestamps.zone) + "\n") + "\n")
                 if args.once:
                     break
             elif args.all:
-                _show_rejected(item, reader, as_json, country)
+                _show_rejected(item, reader, as_json, labels.country or config.DEFAULT_COUNTRY, timestamps)
     finally:
         out.flush()
         source.close()
@@ -63,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
     return 0 if counts.valid else 1
 
 
-def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, country: str) -> None:
+def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, country: str,
+                   timestamps: TimestampParser) -> None:
     telegram = None
     if item.reason == "crc":
         body = item.raw[: item.raw.rfind(b"!") + 1]
@@ -80,4 +86,4 @@ def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, countr
             sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{text}\n")
         return
     sys.stdout.write((render.json_line(telegram, item.reason) if as_json
-                      else render.table(telegram, country, f"{item.reason}: {item.detail}") + "\n") + "\n")
+                      else render.table(telegram, country, f"{item.reason}: {item.detail}", zone=timestamps.zone) + "\n") + "\n")

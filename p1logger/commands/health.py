@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from p1logger import config
-from p1logger.commands.run import default_spool_dir
+from p1logger import settings
 from p1logger.health import check_state
 
 
@@ -18,10 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "telegram arrived recently and writes succeed (or the database has been down for less than --max-age-s); "
         "exit 1 otherwise, with the reason on one line.",
     )
-    parser.add_argument("--spool-dir", default=config.env("P1_SPOOL_DIR", default_spool_dir()),
-                        help="the running logger's spool directory (default %(default)s) [env P1_SPOOL_DIR]")
-    parser.add_argument("--max-age-s", type=float, default=float(config.env("P1_HEALTH_MAX_AGE_S", "60") or 60),
-                        help="how old the last telegram may be (default %(default)s) [env P1_HEALTH_MAX_AGE_S]")
+    settings.add(parser, "P1_SPOOL_DIR", "P1_HEALTH_MAX_AGE_S")
     parser.set_defaults(func=main)
 
 

@@ -7,11 +7,11 @@ import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from p1logger import config
+from p1logger import config, settings
 from p1logger.dayahead import BIDDING_ZONES, bidding_zone
-from p1logger.inputs.entsoe import DEFAULT_URL, fetch_price_document, update_price_csv
+from p1logger.inputs.entsoe import fetch_price_document, update_price_csv
 from p1logger.errors import ConfigError
-from p1logger.timestamps import DEFAULT_TIMEZONE, load_zone
+from p1logger.timestamps import load_zone
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,19 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--output /etc/p1logger/prices.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fetch.add_argument("--zone", default=config.env("P1_PRICES_ZONE", "BE"),
-                       help=f"bidding zone: {', '.join(BIDDING_ZONES)} or an EIC code (default %(default)s) "
-                       "[env P1_PRICES_ZONE]")
-    fetch.add_argument("--output", "-o", metavar="FILE", default=config.env("P1_PRICES_FILE"), required=False,
-                       help="the price CSV to create or update [env P1_PRICES_FILE]")
+    settings.add(fetch, "P1_PRICES_ZONE", help_suffix=f": {', '.join(BIDDING_ZONES)} or an EIC code")
+    settings.add(fetch, "P1_PRICES_FILE")
     fetch.add_argument("--from", dest="start", metavar="DATE", help="first local day (default: today)")
     fetch.add_argument("--to", dest="end", metavar="DATE", help="last local day (default: tomorrow)")
-    fetch.add_argument("--timezone", default=config.env("P1_TIMEZONE", DEFAULT_TIMEZONE),
-                       help="the time zone of the days and of the CSV (default %(default)s) [env P1_TIMEZONE]")
-    fetch.add_argument("--token-file", default=config.env("ENTSOE_TOKEN_FILE"),
-                       help="a file holding the security token [env ENTSOE_TOKEN_FILE, or ENTSOE_TOKEN]")
-    fetch.add_argument("--url", default=config.env("P1_ENTSOE_URL", DEFAULT_URL),
-                       help="the Transparency Platform's API (default %(default)s) [env P1_ENTSOE_URL]")
+    settings.add(fetch, "P1_TIMEZONE", help_suffix=", also of the days and of the CSV")
+    settings.add(fetch, "ENTSOE_TOKEN_FILE", help_suffix=" (or the token itself in ENTSOE_TOKEN)")
+    settings.add(fetch, "P1_ENTSOE_URL")
     fetch.set_defaults(func=main)
     parser.set_defaults(func=lambda args: parser.print_help(sys.stderr) or 2)
 
@@ -60,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     eic = bidding_zone(args.zone)
     if not args.output:
         raise ConfigError("no price file: give --output FILE or set P1_PRICES_FILE")
-    token = config.read_secret(config.env("ENTSOE_TOKEN"), args.token_file, "ENTSO-E token", "ENTSOE_TOKEN_FILE")
+    token = config.read_secret(settings.value("ENTSOE_TOKEN"), args.token_file, "ENTSO-E token", "ENTSOE_TOKEN_FILE")
     if not token:
         raise ConfigError("no ENTSO-E security token: set ENTSOE_TOKEN or ENTSOE_TOKEN_FILE "
                           "(transparency.entsoe.eu, My Account Settings, Web API Security Token)")

@@ -26,7 +26,7 @@ from p1logger.decode import Telegram
 from p1logger.errors import ConfigError, SourceError
 from p1logger.reader import TelegramReader
 from p1logger.contracts import Source
-from p1logger.inputs import GARBAGE_HINT, GARBAGE_LIMIT_BYTES
+from p1logger.inputs import GARBAGE_LIMIT_BYTES, no_valid_telegram_hint
 from p1logger.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def record(
                 else:
                     rejected += 1
             if live and not garbage_warned and bytes_since_valid > GARBAGE_LIMIT_BYTES:
-                logger.warning("%s", GARBAGE_HINT)
+                logger.warning("%s", no_valid_telegram_hint(reader.stats.rejected))
                 garbage_warned = True
     finally:
         if source is not None:

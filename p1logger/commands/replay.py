@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from p1logger import config, dlms
+from p1logger import config, dlms, settings
 from p1logger.builders import add_builder_arguments, create_builders
 from p1logger.cli import setup_logging
 from p1logger.commands.run import add_batch_argument, add_spool_dir_argument, add_timestamps_argument
@@ -123,15 +123,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="archive files, plain captures or archive directories (all their daily files)")
-    parser.add_argument("--state", metavar="FILE", default=config.env("P1_REPLAY_STATE"),
-                        help=f"progress file for resuming (default: {STATE_FILE} in the spool directory) "
-                        "[env P1_REPLAY_STATE]")
+    settings.add(parser, "P1_REPLAY_STATE")
     parser.add_argument("--restart", action="store_true", help="ignore saved progress: replay every file in full")
-    add_spool_dir_argument(parser, "the progress and dead-letter files")
-    add_timestamps_argument(parser, "the receive time the archive recorded")
+    add_spool_dir_argument(parser)
+    add_timestamps_argument(parser)
     add_batch_argument(parser)
-    parser.add_argument("--max-telegram-bytes", type=int, default=DEFAULT_MAX_TELEGRAM_BYTES,
-                        help="longest telegram accepted in a plain capture (default %(default)s)")
+    settings.add(parser, "P1_MAX_TELEGRAM_BYTES")
     config.add_decode_arguments(parser)
     config.add_decryption_arguments(parser)
     add_builder_arguments(parser)

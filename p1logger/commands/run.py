@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import socket
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.builders import add_builder_arguments, create_builders
 from p1logger.cli import setup_logging
 from p1logger.contracts import RunContext
@@ -27,25 +26,20 @@ logger = logging.getLogger(__name__)
 
 
 def default_spool_dir() -> str:
-    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state_home, "p1logger")
+    return settings_table.default_spool_dir()
 
 
 # Options that run and replay share.
-def add_timestamps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, receive_means: str) -> None:
-    parser.add_argument("--timestamps", choices=("meter", "receive"), default=config.env("P1_TIMESTAMPS", "meter"),
-                        help=f"stamp points with the meter's clock, or with {receive_means} "
-                        "(default %(default)s) [env P1_TIMESTAMPS]")
+def add_timestamps_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    settings_table.add(parser, "P1_TIMESTAMPS")
 
 
-def add_spool_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, holds: str) -> None:
-    parser.add_argument("--spool-dir", default=config.env("P1_SPOOL_DIR", default_spool_dir()),
-                        help=f"where {holds} live (default %(default)s) [env P1_SPOOL_DIR]")
+def add_spool_dir_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    settings_table.add(parser, "P1_SPOOL_DIR")
 
 
 def add_batch_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--batch-max-points", type=int, default=int(config.env("P1_BATCH_MAX_POINTS", "5000") or 0),
-                        help="points per write (default %(default)s) [env P1_BATCH_MAX_POINTS]")
+    settings_table.add(parser, "P1_BATCH_MAX_POINTS")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,37 +55,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "  p1logger run --source simulator --output -",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--source", default=config.env("P1_SOURCE"),
-                        help="serial device, socket://host:port, rfc2217://host:port, file:PATH (replays a "
-                        "recording as fast as possible), or simulator [env P1_SOURCE]")
-    parser.add_argument("--realtime", action="store_true", default=config.env("P1_REALTIME") == "1",
-                        help="pace a file: source at one telegram per second [env P1_REALTIME=1]")
+    settings_table.add(parser, "P1_SOURCE", "P1_REALTIME")
     config.add_source_arguments(parser, positional=False)
     config.add_decode_arguments(parser)
     config.add_decryption_arguments(parser)
-    add_timestamps_argument(parser, "the receive time for meters whose clock is wrong")
+    add_timestamps_argument(parser)
     store = parser.add_argument_group("batching and spool")
-    add_spool_dir_argument(store, "the spool, the dead-letter file and the health state")
-    store.add_argument("--spool-max-bytes", type=int, default=int(config.env("P1_SPOOL_MAX_BYTES", str(1 << 30)) or 0),
-                       help="spool size bound; past it the oldest data is dropped and counted "
-                       "(default %(default)s = 1 GiB) [env P1_SPOOL_MAX_BYTES]")
-    add_batch_argument(store)
-    store.add_argument("--flush-interval-s", type=float, default=float(config.env("P1_FLUSH_INTERVAL_S", "1") or 0),
-                       help="longest wait before a write (default %(default)s) [env P1_FLUSH_INTERVAL_S]")
-    store.add_argument("--watchdog-s", type=float, default=float(config.env("P1_WATCHDOG_S", "30") or 0),
-                       help="reopen the source after this long without a valid telegram "
-                       "(default %(default)s) [env P1_WATCHDOG_S]")
-    store.add_argument("--instance", default=config.env("P1_INSTANCE", socket.gethostname()),
-                       help="the instance tag of the logger's own health points (default: host name) [env P1_INSTANCE]")
+    settings_table.add(store, "P1_SPOOL_DIR", "P1_SPOOL_MAX_BYTES", "P1_BATCH_MAX_POINTS", "P1_FLUSH_INTERVAL_S",
+                       "P1_WATCHDOG_S", "P1_INSTANCE")
     config.add_logging_arguments(parser)
     add_builder_arguments(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=main)
-
-
-def check_positive(name: str, value: float, variable: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, not {value}: fix {variable}")
 
 
 def build_pipeline(
@@ -105,14 +80,11 @@ def build_pipeline(
     """The pipeline ``run`` runs, from its parsed flags (the overrides are for tests: clocks, retry waits)."""
     if not args.source:
         raise ConfigError(NO_SOURCE)
+    config.check_source(args.source)
     timestamps = TimestampParser(args.timezone)
-    config.check_country(args.country)
+    country = config.check_country(args.country)
     settings = config.serial_settings(args)
     keys = config.decryption_keys(args)
-    check_positive("the batch size", args.batch_max_points, "P1_BATCH_MAX_POINTS")
-    check_positive("the flush interval", args.flush_interval_s, "P1_FLUSH_INTERVAL_S")
-    check_positive("the watchdog", args.watchdog_s, "P1_WATCHDOG_S")
-    check_positive("the spool size", args.spool_max_bytes, "P1_SPOOL_MAX_BYTES")
     spool_dir = Path(args.spool_dir)
     shutdown = shutdown or threading.Event()
     use_receive_time = args.timestamps == "receive"
@@ -124,6 +96,7 @@ def build_pipeline(
     builders = create_builders(args, timestamps.zone, use_receive_time)
     if builder_names is not None:
         builders = [builder for builder in builders if builder.name in builder_names]
+    builders.append(config.TariffLog(country))  # writes nothing: says once which tariff names apply
     outputs = create_outputs(args, context)  # a configuration error is raised before anything is written
     try:
         spool_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from p1logger import settings
 from p1logger.errors import ConfigError
 from p1logger.inputs.simulator import SimulatorSource, simulator_keys
 from p1logger.simulate import PROFILES
@@ -33,25 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "  p1logger simulate --encryption-key $KEY --count 10 > frames.bin   # an encrypted meter",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("P1_SIMULATOR_PROFILE", "be3"),
-                        help="which meter to imitate (default %(default)s) [env P1_SIMULATOR_PROFILE]")
+    settings.add(parser, "P1_SIMULATOR_PROFILE")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--tcp", metavar="HOST:PORT", help="serve telegrams to TCP clients (read with socket://HOST:PORT)")
     target.add_argument("--pty", action="store_true", help="write to a new pseudo-terminal and print its path")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="telegrams per second of wall time; the meter clock still advances 1 s per telegram "
-                        "(default %(default)s)")
-    parser.add_argument("--count", type=int, default=0, help="stop after this many telegrams (default: never)")
-    parser.add_argument("--start", help="the meter clock's start, ISO 8601 (default: now)")
+    settings.add(parser, "P1_SIMULATOR_SPEED", "P1_SIMULATOR_COUNT", "P1_SIMULATOR_START")
     parser.add_argument("--seed", type=int, default=1, help="random seed; the same seed gives the same telegrams")
-    encrypted = parser.add_argument_group("an encrypted meter (as in Luxembourg and Austria)")
-    encrypted.add_argument("--encryption-key", metavar="HEX",
-                           help="send every telegram encrypted with this key (32 hex digits), as a Luxembourg "
-                           "Smarty does; read it with P1_DECRYPTION_KEY set to the same key "
-                           "[env P1_SIMULATOR_ENCRYPTION_KEY]")
-    encrypted.add_argument("--authentication-key", metavar="HEX",
-                           help="the key the frames' GCM tag is made with (default: the Luxembourg specification's "
-                           "published key) [env P1_SIMULATOR_AUTHENTICATION_KEY]")
+    settings.add(parser.add_argument_group("an encrypted meter (as in Luxembourg and Austria)"),
+                 "P1_SIMULATOR_ENCRYPTION_KEY", "P1_SIMULATOR_AUTHENTICATION_KEY", env_default=False)
     parser.set_defaults(func=main)
 
 
@@ -66,8 +56,8 @@ def _start(text: str | None) -> datetime | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    keys = simulator_keys(args.encryption_key or os.environ.get("P1_SIMULATOR_ENCRYPTION_KEY"),
-                          args.authentication_key or os.environ.get("P1_SIMULATOR_AUTHENTICATION_KEY"),
+    keys = simulator_keys(args.encryption_key or settings.value("P1_SIMULATOR_ENCRYPTION_KEY"),
+                          args.authentication_key or settings.value("P1_SIMULATOR_AUTHENTICATION_KEY"),
                           ("--encryption-key", "--authentication-key"))
     source = SimulatorSource(args.profile, speed=args.speed, start=_start(args.start), seed=args.seed, keys=keys)
     if args.tcp:

@@ -15,8 +15,9 @@ for ``p1logger prices fetch`` (``docs/cost.md``).
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from p1logger.config import SerialSettings
@@ -29,6 +30,9 @@ GARBAGE_HINT = (
     "only garbage is arriving: wrong baud rate or cable? DSMR 4/5 and Belgian meters use 115200 8N1, "
     "DSMR 2.2/3 use 9600 7E1 (--dsmr22); the P1 cable must invert the signal"
 )
+CRC_HINT = ("telegrams arrive but fail their checksum: noisy cable or two readers on one port? "
+            "Try a shorter or shielded cable, and check that no other program (ModemManager, Home Assistant, "
+            "a second logger) reads the same port")
 NO_SOURCE = "no source: set P1_SOURCE (e.g. /dev/ttyUSB0, socket://host:2001, file:PATH or simulator)"
 
 
@@ -63,8 +67,18 @@ def _serial(spec: str, options: OpenOptions) -> Source:
 SCHEMES: tuple[tuple[Callable[[str], bool], Callable[[str, OpenOptions], Source], bool], ...] = (
     (lambda spec: spec.startswith("file:") or spec == "-", _file, False),
     (lambda spec: spec == "simulator", _simulator, True),
+    (os.path.isfile, _file, False),  # "dump telegrams.txt": a recording named like a device
     (lambda spec: True, _serial, True),
 )
+
+
+def no_valid_telegram_hint(rejected: Mapping[str, int]) -> str:
+    """Why no valid telegram arrived, judging by what was rejected: whole telegrams failing only their
+    checksum mean the line settings are right and the signal is damaged; anything else, the settings."""
+    checksum = rejected.get("crc", 0) + rejected.get("crc_missing", 0)
+    if checksum and checksum >= sum(rejected.values()) - checksum:
+        return CRC_HINT
+    return GARBAGE_HINT
 
 
 def parse_file_spec(spec: str) -> str | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import stat
 import time
 
 import serial
@@ -21,6 +23,13 @@ TELEGRAM_SETTLE_S = 0.05
 URL_SCHEMES = ("socket://", "rfc2217://", "loop://", "spy://", "alt://", "hwgrep://")
 
 
+def _is_character_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def describe_os_error(target: str, exc: BaseException) -> str:
     """Plain words and a fix for the ways opening a serial port or socket fails."""
     code = getattr(exc, "errno", None)
@@ -29,8 +38,14 @@ def describe_os_error(target: str, exc: BaseException) -> str:
         return (f"serial device {target} does not exist: is the P1 cable plugged in? "
                 "List devices with: ls -l /dev/serial/by-id/")
     if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
+        if not _is_character_device(target):
+            return (f"permission denied on {target}, which is not a serial device: give the user read access to "
+                    "it (a recording is read with --input FILE, or P1_SOURCE=file:PATH)")
         return (f"permission denied on {target}: add the user to the dialout group "
                 "(sudo usermod -aG dialout $USER, then log in again)")
+    if code == errno.ENOTTY or "Inappropriate ioctl" in text:
+        return (f"{target} is not a serial port: a recording is read with --input FILE (dump, record, capacity) "
+                "or P1_SOURCE=file:PATH (run)")
     if code == errno.EBUSY or "busy" in text.lower():
         return f"{target} is busy: another program (ModemManager, Home Assistant?) has it open"
     if code == errno.ECONNREFUSED or "refused" in text.lower():

@@ -6,7 +6,6 @@ With a key it sends every telegram encrypted, as a Luxembourg Smarty does
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
@@ -81,19 +80,16 @@ class SimulatorSource:
 
 def simulator_from_env(sleep: Callable[[float], None] = time.sleep) -> SimulatorSource:
     """``P1_SOURCE=simulator``, tuned by P1_SIMULATOR_PROFILE, _SPEED, _COUNT and _START."""
-    env = os.environ
-    try:
-        speed = float(env.get("P1_SIMULATOR_SPEED") or 1.0)
-        count = int(env["P1_SIMULATOR_COUNT"]) if env.get("P1_SIMULATOR_COUNT") else None
-        start = datetime.fromisoformat(env["P1_SIMULATOR_START"]) if env.get("P1_SIMULATOR_START") else None
-    except ValueError as exc:
-        raise ConfigError(f"bad simulator setting ({exc}): fix P1_SIMULATOR_SPEED, P1_SIMULATOR_COUNT or "
-                          "P1_SIMULATOR_START (ISO 8601)") from None
+    from p1logger import settings
+
+    start_text = settings.value("P1_SIMULATOR_START")
+    start = datetime.fromisoformat(start_text) if start_text else None
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    return SimulatorSource(env.get("P1_SIMULATOR_PROFILE") or "be3", speed=speed, start=start, sleep=sleep,
-                           count=count, keys=simulator_keys(env.get("P1_SIMULATOR_ENCRYPTION_KEY"),
-                                                            env.get("P1_SIMULATOR_AUTHENTICATION_KEY")))
+    return SimulatorSource(settings.value("P1_SIMULATOR_PROFILE"), speed=settings.value("P1_SIMULATOR_SPEED"),
+                           start=start, sleep=sleep, count=settings.value("P1_SIMULATOR_COUNT") or None,
+                           keys=simulator_keys(settings.value("P1_SIMULATOR_ENCRYPTION_KEY"),
+                                               settings.value("P1_SIMULATOR_AUTHENTICATION_KEY")))
 
 
 def simulator_keys(encryption: str | None, authentication: str | None,

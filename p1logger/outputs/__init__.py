@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.contracts import Check, Output, RunContext
 from p1logger.errors import ConfigError
 
@@ -63,11 +63,7 @@ def output_specs() -> list[OutputSpec]:
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("output")
-    group.add_argument("--output", metavar="-", default=config.env("P1_OUTPUT"),
-                       help="'-' writes line protocol (nanosecond timestamps) to standard output instead of "
-                       "InfluxDB, for Telegraf's execd input or 'influx write'; the InfluxDB settings are then "
-                       "not needed. 'influx,-' writes to both [env P1_OUTPUT]")
+    settings_table.add(parser.add_argument_group("output"), "P1_OUTPUT")
     for spec in output_specs():
         spec.add_arguments(parser)
 

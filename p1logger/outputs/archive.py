@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.archive_format import FILE_NAME, encode_record
 from p1logger.contracts import Check, Output, Record, RunContext
 from p1logger.errors import ConfigError
@@ -450,21 +450,12 @@ class ArchiveOutput:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("raw archive")
-    group.add_argument("--archive", metavar="DIR", default=config.env("P1_ARCHIVE_DIR"),
-                       help="also keep every telegram as received (rejected ones marked) in daily files in DIR, "
-                       "compressed once the day is over; replay them with 'p1logger replay' [env P1_ARCHIVE_DIR]")
+    settings_table.add(group, "P1_ARCHIVE_DIR")
     add_archive_bound_arguments(group)
 
 
 def add_archive_bound_arguments(group: argparse._ArgumentGroup) -> None:  # the record command shares them
-    # String defaults go through type=int too, so a bad variable is a clear usage error.
-    group.add_argument("--archive-keep-days", type=int, default=config.env("P1_ARCHIVE_KEEP_DAYS", "0"),
-                       help="delete archive files of days more than this many days ago; 0 keeps them "
-                       "(default %(default)s) [env P1_ARCHIVE_KEEP_DAYS]")
-    group.add_argument("--archive-max-bytes", type=int, default=config.env("P1_ARCHIVE_MAX_BYTES",
-                                                                           str(DEFAULT_MAX_BYTES)),
-                       help="delete the oldest archive files while the archive is larger; 0 for no limit "
-                       "(default %(default)s = 2 GiB) [env P1_ARCHIVE_MAX_BYTES]")
+    settings_table.add(group, "P1_ARCHIVE_KEEP_DAYS", "P1_ARCHIVE_MAX_BYTES")
 
 
 def writer_from_args(args: Any, directory: Path, zone: ZoneInfo) -> ArchiveWriter:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.contracts import Check, Output, Record, RunContext
 from p1logger.errors import ConfigError
 from p1logger.outputs import OutputSpec
@@ -354,14 +354,7 @@ class FanoutOutput:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sharing the meter")
-    group.add_argument("--serve-raw", metavar="HOST:PORT", default=config.env("P1_SERVE_RAW"),
-                       help="re-send every valid telegram, byte-exact, to TCP clients (Home Assistant's DSMR "
-                       "integration: socket://HOST:PORT). 127.0.0.1:2001 serves this machine only, 0.0.0.0:2001 "
-                       "the LAN (there is no authentication) [env P1_SERVE_RAW]")
-    group.add_argument("--serve-raw-max-clients", type=int,
-                       default=config.env("P1_SERVE_RAW_MAX_CLIENTS", str(DEFAULT_MAX_CLIENTS)),
-                       help="clients served at once; more are refused (default %(default)s) "
-                       "[env P1_SERVE_RAW_MAX_CLIENTS]")
+    settings_table.add(group, "P1_SERVE_RAW", "P1_SERVE_RAW_MAX_CLIENTS")
 
 
 def _create(settings: Any, context: RunContext) -> Output:

@@ -82,3 +82,24 @@ def energy_source(config: dict[str, Any]) -> str | None:
         if config.get("device_class") == device_class and config.get("unit_of_measurement") in units:
             return source
     return None
+
+
+# The Energy dashboard's "use an entity with the current price" (validate.py, _async_validate_price_entity and
+# ENERGY_PRICE_UNITS): a numeric state and a unit ending in "/" and an energy unit, e.g. "EUR/kWh". It asks for
+# no device class; "monetary" would be wrong, as its unit must be a currency alone.
+ENERGY_PRICE_UNITS = tuple(f"/{unit}" for unit in sorted(DEVICE_CLASS_UNITS["energy"]))
+
+
+def price_entity_problems(config: dict[str, Any], state_value: Any) -> list[str]:
+    """What the Energy dashboard would say about this sensor as a grid source's current price."""
+    found: list[str] = []
+    try:
+        float(state_value)
+    except (TypeError, ValueError):
+        found.append(f"state {state_value!r} is not numeric")
+    unit = config.get("unit_of_measurement")
+    if not isinstance(unit, str) or not unit.endswith(ENERGY_PRICE_UNITS):
+        found.append(f"unit {unit!r} is not a price per energy unit")
+    if config.get("device_class") == "monetary":
+        found.append("device class monetary takes a currency unit, not a price per kWh")
+    return found

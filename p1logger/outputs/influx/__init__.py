@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.contracts import Check, Output, RunContext
 from p1logger.errors import ConfigError
 from p1logger.outputs import OutputSpec, selected
@@ -29,27 +30,11 @@ DEAD_LETTER_FILE = "dead-letter.lp"
 
 
 def add_influx_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("InfluxDB")
-    group.add_argument("--influx-url", default=config.env("INFLUX_URL", "http://localhost:8086"),
-                       help="InfluxDB URL (default %(default)s); several, separated by commas, write the same "
-                       "data to each, every one with its own spool [env INFLUX_URL]")
-    group.add_argument("--influx-api", choices=tuple(TRANSPORTS)[::-1], default=config.env("INFLUX_API", "v2"),
-                       help="v2 for InfluxDB 2.x; v1 for InfluxDB 1.x (/write with user and password) "
-                       "(default %(default)s) [env INFLUX_API]")
-    group.add_argument("--influx-org", default=config.env("INFLUX_ORG", ""),
-                       help="organization (v2) [env INFLUX_ORG]")
-    group.add_argument("--influx-bucket", default=config.env("INFLUX_BUCKET", "p1"),
-                       help="bucket (v2), or database or database/retention_policy (v1) "
-                       "(default %(default)s) [env INFLUX_BUCKET]")
-    # Secrets: no defaults shown, so --help never prints one.
-    group.add_argument("--influx-token-file", default=config.env("INFLUX_TOKEN_FILE"),
-                       help="file holding the API token (v2) [env INFLUX_TOKEN_FILE; or put the token itself "
-                       "in INFLUX_TOKEN, which is safer than a flag]")
-    group.add_argument("--influx-username", default=config.env("INFLUX_USERNAME"),
-                       help="user name (v1) [env INFLUX_USERNAME; the password comes from INFLUX_PASSWORD "
-                       "or INFLUX_PASSWORD_FILE]")
-    group.add_argument("--influx-timeout-s", type=float, default=float(config.env("INFLUX_TIMEOUT_S", "5") or 5),
-                       help="seconds to wait for one write (default %(default)s) [env INFLUX_TIMEOUT_S]")
+    # The token and the password have no flag (ps would show it); their files do.
+    settings_table.add(parser.add_argument_group("InfluxDB (the token: INFLUX_TOKEN; the v1 password: "
+                                                 "INFLUX_PASSWORD or INFLUX_PASSWORD_FILE)"),
+                       "INFLUX_URL", "INFLUX_API", "INFLUX_ORG", "INFLUX_BUCKET", "INFLUX_TOKEN_FILE",
+                       "INFLUX_USERNAME", "INFLUX_TIMEOUT_S")
 
 
 def influx_urls(args: Any) -> list[str]:
@@ -66,12 +51,10 @@ def output_name(index: int) -> str:
 
 def influx_target(args: Any, url: str | None = None) -> InfluxTarget:
     """The target for ``url`` (default: the first of --influx-url) with the shared settings."""
-    # argparse checks choices only on the command line, not on a default taken from the environment.
-    if args.influx_api not in TRANSPORTS:
-        raise ConfigError(f"INFLUX_API must be v2 (InfluxDB 2) or v1 (InfluxDB 1.x), not {args.influx_api!r}: fix INFLUX_API")
-    token = config.read_secret(config.env("INFLUX_TOKEN"), args.influx_token_file, "token", "INFLUX_TOKEN_FILE")
-    password = config.read_secret(config.env("INFLUX_PASSWORD"), config.env("INFLUX_PASSWORD_FILE"), "password",
-                                  "INFLUX_PASSWORD_FILE")
+    token = config.read_secret(settings_table.value("INFLUX_TOKEN"), args.influx_token_file, "token",
+                               "INFLUX_TOKEN_FILE")
+    password = config.read_secret(settings_table.value("INFLUX_PASSWORD"), settings_table.value("INFLUX_PASSWORD_FILE"),
+                                  "password", "INFLUX_PASSWORD_FILE")
     token, username, password = TRANSPORTS[args.influx_api].credentials(
         token=token, org=args.influx_org, username=args.influx_username, password=password)
     return InfluxTarget(
@@ -116,6 +99,7 @@ def _output(name: str, target: InfluxTarget, context: RunContext) -> Output:
 
     # One attempt per write: LineOutput retries from the spool, so nothing waits in memory meanwhile.
     sink = InfluxSink(target, dead_letter_path=directory / DEAD_LETTER_FILE, shutdown=context.shutdown,
+                      report_outages=False,
                       max_attempts=1)
     return LineOutput(
         name,

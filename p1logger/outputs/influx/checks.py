@@ -25,6 +25,16 @@ def _unreachable(target: InfluxTarget, why: str) -> Check:
     )
 
 
+def is_influxdb_1(version: str) -> bool:
+    """What /ping's X-Influxdb-Version says: "1.6.7" or "1.8.10" for 1.x, "v2.7.4" or "2.7.4" for 2.x."""
+    return version.strip().lstrip("v").startswith("1.")
+
+
+def influxdb_1_hint(version: str) -> str:
+    return (f"this is InfluxDB 1.x (version {version}): set INFLUX_API=v1, with the database in INFLUX_BUCKET "
+            "(and INFLUX_USERNAME and INFLUX_PASSWORD if it has authentication)")
+
+
 def check_v2(target: InfluxTarget) -> list[Check]:
     from influxdb_client.client.influxdb_client import InfluxDBClient
     from influxdb_client.rest import ApiException
@@ -47,6 +57,9 @@ def _check_v2(target: InfluxTarget, client: Any, api_exception: type[Exception],
     except (http_error, OSError) as exc:
         return [_unreachable(target, describe_io_error(exc))]
     checks: list[Check] = [Check(True, f"InfluxDB {version} answers at {target.url}")]
+    if is_influxdb_1(str(version)):
+        checks.append(Check(False, influxdb_1_hint(str(version))))
+        return checks
 
     def ask(call: Callable[[], Any]) -> tuple[Any, int | None, str]:
         try:

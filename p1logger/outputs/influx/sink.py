@@ -34,6 +34,7 @@ import tenacity
 
 from p1logger.contracts import Check, WriteKind, WriteResult
 from p1logger.errors import ConfigError
+from p1logger.outputs.influx.checks import influxdb_1_hint, is_influxdb_1
 from p1logger.outputs.influx.target import InfluxTarget
 from p1logger.outputs.influx.transports import HttpTransport, Reply, TransientError, http_text, one_line
 
@@ -96,6 +97,7 @@ class InfluxSink:
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = _utc_now,
+        report_outages: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, not {max_attempts}")
@@ -118,6 +120,9 @@ class InfluxSink:
         )
         self._transport: HttpTransport = target.transport()
         self._last_kind = WriteKind.OK
+        # False when the caller logs outages itself (run's LineOutput): each failure is said once.
+        self._report_outages = report_outages
+        self._server_version: str | None = None
         self.rejection_log_interval_s = REJECTION_LOG_INTERVAL_S
         self._rejections_since: float | None = None
         self._rejected_unlogged = 0
@@ -271,10 +276,23 @@ class InfluxSink:
         return f"InfluxDB refused the write (HTTP {status}): {fix}; the data is kept"
 
     def _not_found_message(self, reason: str) -> str:
+        if self.target.api == "v2":
+            # InfluxDB 1.x before 1.8 has no /api/v2/write: its 404 means the wrong API, not a missing bucket.
+            if self._server_version is None:
+                self._server_version = self._ping_version()
+            if is_influxdb_1(self._server_version):
+                return f"{influxdb_1_hint(self._server_version)}; the data is kept"
         where = self.target.describe_destination()
         fix = self.target.transport_class.not_found_fix(self.target)
         said = f" (InfluxDB said: {reason})" if reason else ""
         return f"InfluxDB has no {where}{said}: {fix}; the data is kept"
+
+    def _ping_version(self) -> str:
+        try:
+            status, _, headers = self._transport.request("GET", "/ping", {})
+        except Exception:  # noqa: BLE001 - only a better message is at stake; the write's own error stands
+            return ""
+        return headers.get("X-Influxdb-Version", "") if 200 <= status < 300 else ""
 
     # -- dead letters
 
@@ -362,9 +380,9 @@ class InfluxSink:
                                  result.points_written + result.points_rejected + result.points_kept,
                                  tally.first_rejection)
         if result.kind in (WriteKind.OK, WriteKind.REJECTED):
-            if self._last_kind not in (WriteKind.OK, WriteKind.REJECTED):
+            if self._last_kind not in (WriteKind.OK, WriteKind.REJECTED) and self._report_outages:
                 logger.info("InfluxDB takes writes again")
-        elif result.kind is not self._last_kind:
+        elif result.kind is not self._last_kind and self._report_outages:
             # Said once when the trouble starts, not on every flush while it lasts.
             logger.error("%s", result.message)
         else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p1logger import config
+from p1logger import settings as settings_table
 from p1logger.errors import ConfigError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -85,33 +86,9 @@ def _check_topic_prefix(value: str, what: str, variable: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("MQTT and Home Assistant")
-    group.add_argument("--mqtt-url", default=config.env(URL_VARIABLE),
-                       help="publish every reading to this MQTT broker: mqtt://[user@]host[:port], or mqtts:// "
-                       "for TLS; the password is best kept in P1_MQTT_PASSWORD_FILE [env P1_MQTT_URL]")
-    group.add_argument("--mqtt-password-file", default=config.env(PASSWORD_FILE_VARIABLE),
-                       help="file holding the broker password [env P1_MQTT_PASSWORD_FILE; or P1_MQTT_PASSWORD]")
-    group.add_argument("--mqtt-ca-file", default=config.env("P1_MQTT_CA_FILE"),
-                       help="CA certificate(s) to check an mqtts:// broker with (default: the system's) "
-                       "[env P1_MQTT_CA_FILE]")
-    group.add_argument("--mqtt-client-id", default=config.env("P1_MQTT_CLIENT_ID"),
-                       help="MQTT client id; it names the broker's persistent session, so keep it fixed "
-                       "(default p1logger-<host name>) [env P1_MQTT_CLIENT_ID]")
-    group.add_argument("--mqtt-prefix", default=config.env("P1_MQTT_PREFIX", "p1logger"),
-                       help="topic prefix: state on <prefix>/<meter>/state (default %(default)s) [env P1_MQTT_PREFIX]")
-    group.add_argument("--mqtt-discovery-prefix", default=config.env("P1_MQTT_DISCOVERY_PREFIX", "homeassistant"),
-                       help="Home Assistant's discovery prefix; 'none' turns discovery off "
-                       "(default %(default)s) [env P1_MQTT_DISCOVERY_PREFIX]")
-    group.add_argument("--mqtt-interval-s", default=config.env("P1_MQTT_INTERVAL_S", "0"),
-                       help="publish at most every N seconds, power averaged over them; 0 publishes every "
-                       "telegram (default %(default)s) [env P1_MQTT_INTERVAL_S]")
-    group.add_argument("--mqtt-per-field-topics", action="store_true",
-                       default=config.env("P1_MQTT_PER_FIELD_TOPICS") == "1",
-                       help="also publish each value on its own topic, <prefix>/<meter>/<key> "
-                       "[env P1_MQTT_PER_FIELD_TOPICS=1]")
-    group.add_argument("--mqtt-backlog", default=config.env("P1_MQTT_BACKLOG", "10000"),
-                       help="messages kept while the broker is away; past it new ones are dropped and counted "
-                       "(default %(default)s) [env P1_MQTT_BACKLOG]")
+    settings_table.add(parser.add_argument_group("MQTT and Home Assistant"), URL_VARIABLE, PASSWORD_FILE_VARIABLE,
+                       "P1_MQTT_CA_FILE", "P1_MQTT_CLIENT_ID", "P1_MQTT_PREFIX", "P1_MQTT_DISCOVERY_PREFIX",
+                       "P1_MQTT_INTERVAL_S", "P1_MQTT_PER_FIELD_TOPICS", "P1_MQTT_BACKLOG")
 
 
 def _number(text: str, name: str, variable: str, *, minimum: float, integer: bool = False) -> float:
@@ -131,7 +108,7 @@ def from_args(args: argparse.Namespace) -> MqttSettings | None:
     if not url:
         return None
     host, port, tls, user, password = parse_url(url)
-    secret = config.read_secret(config.env(PASSWORD_VARIABLE), args.mqtt_password_file, "MQTT password",
+    secret = config.read_secret(settings_table.value(PASSWORD_VARIABLE), args.mqtt_password_file, "MQTT password",
                                 PASSWORD_FILE_VARIABLE)
     if secret is not None:
         password = secret
