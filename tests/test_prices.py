@@ -13,6 +13,8 @@ import pytest
 
 from p1logger.cli import main as cli_main
 from p1logger.dayahead import PriceDocumentError, merge, parse_price_document
+from p1logger.errors import ConfigError
+from p1logger.inputs.entsoe import DEFAULT_URL, fetch_price_document
 from p1logger.tariff import PriceSeries
 
 FIXTURE = Path(__file__).parent / "fixtures" / "entsoe" / "be-2026-02-17-a44.xml"
@@ -177,6 +179,10 @@ def test_a_mistyped_url_is_a_config_error_that_never_shows_the_token(
     out, err = capsys.readouterr()
     assert TOKEN not in out + err
     assert code == 2
-    assert err.startswith("p1logger prices: the ENTSO-E URL ")
-    assert err.endswith(": fix --url or P1_ENTSOE_URL\n") and err.count("\n") == 1
+    assert err == (f"p1logger prices: --url {url!r} is not valid: expected an http:// or https:// URL with a host "
+                   "and no credentials\n")
     assert not (tmp_path / "p.csv").exists()
+    # The fetch itself refuses such a URL too, before urllib builds a request whose errors quote it, token and all.
+    with pytest.raises(ConfigError) as raised:
+        fetch_price_document(url, TOKEN, "10YBE----------2", 1771282800, 1771369200)
+    assert str(raised.value) == f"the ENTSO-E URL {url!r} must look like {DEFAULT_URL}: fix --url or P1_ENTSOE_URL"
