@@ -384,6 +384,21 @@ def test_v2_a_live_seconds_write_is_sent_plain(v2_proxy: V2Proxy, influxd: Influ
     assert influxd.count(influx_db, "power") == 24
 
 
+def test_a_token_with_a_line_break_around_it_still_works_and_inside_it_is_a_config_error(
+    v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A token taken from a file into an environment variable (a Kubernetes secret) often ends in a newline;
+    # http.client refuses such a header with a ValueError that quotes it, token and all.
+    caplog.set_level(logging.DEBUG)
+    with v2_sink(v2_proxy, influx_db, None, Sleeps(), token=V2_TOKEN + "\n") as sink:
+        assert_all_stored(sink.write(power_lines(2)), 2)
+    with pytest.raises(ConfigError) as raised:
+        InfluxTarget(url=v2_proxy.url, api="v2", org=V2_ORG, bucket=influx_db, token="tok-AB\nCD-secret")
+    assert str(raised.value) == ("the InfluxDB token contains a line break or another control character: "
+                                 "fix INFLUX_TOKEN or INFLUX_TOKEN_FILE")
+    assert V2_TOKEN not in caplog.text
+
+
 def test_v2_small_write_is_plain_http_to_the_v2_api_and_stored(
     v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str
 ) -> None:
