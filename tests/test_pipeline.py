@@ -609,7 +609,7 @@ def test_reader_thread_crash_exits_non_zero_after_storing_what_was_read(
     influxd: InfluxServer, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(run_command, "open_source",
+    monkeypatch.setattr(pipeline_module, "open_source",
                         lambda *args, **kwargs: ExplodingSource(open_source(*args, **kwargs)))
     inject_run(monkeypatch, wall_clock=lambda: RECEIVED_AT_S)
     argv = run_argv(f"file:{three_meters_file(tmp_path)}", influxd.url, influx_db, tmp_path / "spool",
