@@ -6,12 +6,14 @@
 Both are whole programs started the same way, reading the same file and writing
 one JSON object per telegram to /dev/null: p1logger's CLI, and a minimal
 dsmr_parser program (its TelegramBuffer, TelegramParser with CRC checking and
-Telegram.to_json()).  Wall time includes interpreter start-up for both.
+Telegram.to_json()).  CPU time (user + system) includes interpreter start-up for both; each
+pair of runs is interleaved so that load from other processes hits both alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent  # run this checkout's p1logger, whatever is installed
 
 from stream import realistic_stream  # noqa: E402
 
@@ -42,28 +45,40 @@ with open(sys.argv[1], "rb") as f:
 """
 
 
-def timed(command: list[str]) -> float:
+def cost(command: list[str]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one whole program, start-up included."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open("/dev/null", "wb") as sink:
-        subprocess.run(command, stdout=sink, stderr=subprocess.PIPE, check=True)
-    return time.perf_counter() - start
+        subprocess.run(command, stdout=sink, stderr=subprocess.PIPE, check=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, wall
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--telegrams", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each program, interleaved (default %(default)s)")
     args = parser.parse_args()
+    ours: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "telegrams.txt"
         path.write_bytes(b"".join(realistic_stream(args.telegrams)))
-        ours = min(timed([sys.executable, "-m", "p1logger", "dump", "--input", str(path), "--format", "json"])
-                   for _ in range(2))
         benchmarks = str(Path(__file__).resolve().parent)
-        theirs = timed([sys.executable, "-c", DSMR_PARSER_PROGRAM, str(path), benchmarks])
-    print(f"file: {args.telegrams} telegrams, {path.name}")
-    print(f"p1logger dump --format json  {ours:7.2f} s  ({args.telegrams / ours:,.0f} telegrams/s)")
-    print(f"dsmr_parser to_json          {theirs:7.2f} s  ({args.telegrams / theirs:,.0f} telegrams/s)")
-    print(f"p1logger takes {ours / theirs:.1%} of dsmr_parser's time ({theirs / ours:.1f}x faster)")
+        for _ in range(args.runs):
+            ours.append(cost([sys.executable, "-m", "p1logger", "dump", "--input", str(path), "--format", "json"]))
+            theirs.append(cost([sys.executable, "-c", DSMR_PARSER_PROGRAM, str(path), benchmarks]))
+    print(f"file: {args.telegrams} telegrams, {path.name}; {args.runs} runs of each, interleaved; CPU = user + system")
+    for name, runs in (("p1logger dump --format json", ours), ("dsmr_parser to_json", theirs)):
+        cpu = sorted(c for c, _ in runs)
+        wall = min(w for _, w in runs)
+        print(f"{name:28} CPU {cpu[0]:7.2f} s (max {cpu[-1]:.2f})  wall {wall:7.2f} s  "
+              f"({args.telegrams / cpu[0]:,.0f} telegrams per CPU second)")
+    ratios = sorted(t[0] / o[0] for o, t in zip(ours, theirs))
+    print(f"ratio: p1logger is {ratios[len(ratios) // 2]:.1f}x dsmr_parser in CPU (median; runs "
+          f"{', '.join(f'{r:.1f}x' for r in ratios)}; target >= 15x)")
 
 
 if __name__ == "__main__":

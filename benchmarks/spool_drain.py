@@ -59,6 +59,13 @@ def point_stream() -> Iterator[str]:
         n += 1
 
 
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def make_batches(batches: int, points_per_batch: int) -> list[list[str]]:
     stream = point_stream()
     return [[next(stream) for _ in range(points_per_batch)] for _ in range(batches)]
@@ -95,12 +102,19 @@ def main() -> None:
         spool.close()
         file_bytes = path.stat().st_size
 
+        del batches  # from here on, memory is the drain's own
         spool = Spool(path)  # drain after a restart, as after an outage
         drained = 0
+        rss_before = rss_peak = rss_bytes()
+        half_s = 0.0
         start = time.perf_counter()
         while (spooled := spool.oldest()) is not None:
             drained += len(spooled.lines)
             spool.ack(spooled.id)
+            if drained % (args.points_per_batch * 10) == 0:
+                rss_peak = max(rss_peak, rss_bytes())
+            if not half_s and drained * 2 >= total_points:
+                half_s = time.perf_counter() - start
         drain_s = time.perf_counter() - start
         spool.close()
         assert drained == total_points
@@ -119,7 +133,9 @@ def main() -> None:
         f"stored (compression {touched_bytes / stored_bytes:.1f}x), file {file_bytes / 1e6:.1f} MB"
     )
     print(f"fill  (put):          {total_points / fill_s:12,.0f} points/s  ({fill_s:.2f} s)")
-    print(f"drain (oldest+ack):   {drain_rate:12,.0f} points/s  ({drain_s:.2f} s)")
+    print(f"drain (oldest+ack):   {drain_rate:12,.0f} points/s  ({drain_s:.2f} s); first half "
+          f"{total_points / 2 / half_s:,.0f}/s, second half {total_points / 2 / (drain_s - half_s):,.0f}/s (linear: "
+          f"equal); memory grew {(rss_peak - rss_before) / 1e6:.1f} MB while draining (flat: about 0)")
     print(f"baseline, in memory:  {memory_rate:12,.0f} points/s; drain/in-memory = {drain_rate / memory_rate:.3f}")
     print(
         f"baseline, live meter: {args.live_points_per_s:12,.0f} points/s; "

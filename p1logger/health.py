@@ -71,9 +71,13 @@ class Health:
         """The outputs that write (they have a state: up or down)."""
         return {name: output for name, output in self.outputs.items() if "state" in output}
 
+    def database_outputs(self) -> dict[str, dict[str, Any]]:
+        """The outputs that store the readings (they keep a spool): InfluxDB, not a live feed such as MQTT."""
+        return {name: output for name, output in self.line_outputs().items() if "spool_points" in output}
+
     @property
     def database_state(self) -> str:
-        states = {output.get("state") for output in self.line_outputs().values()}
+        states = {output.get("state") for output in self.database_outputs().values()}
         return "down" if "down" in states else "up" if "up" in states else "unknown"
 
     def last_telegram_age_s(self) -> float:
@@ -129,15 +133,31 @@ def check_state(directory: Path, max_age_s: float, now: float | None = None) -> 
     outputs = state.get("outputs")
     if not isinstance(outputs, dict):  # a state file from before outputs had their own entries
         outputs = {"database": state}
+    notes = []
     for name, output in sorted(outputs.items()):
-        if not isinstance(output, dict) or output.get("state", output.get("database_state")) != "down":
+        if not isinstance(output, dict) or output.get("state", output.get("database_state")) not in ("down", "failed"):
             continue
         last_ok = output.get("last_write_ok_at") or state.get("started_at", now)
         down_s = now - float(last_ok)
+        if "dropping" in output:
+            # A live feed (MQTT) keeps what it misses in a bounded backlog, and the database has it all anyway:
+            # while that backlog has room nothing is lost, and restarting the logger would not bring the broker
+            # back. Only once messages are being dropped is it the user's problem.
+            if output["dropping"] and down_s > max_age_s:
+                stored = "; the database still gets every reading" if state.get("database_state") == "up" else ""
+                return False, (f"output {name}: {output.get('state')} for {down_s:.0f} s "
+                               f"({output.get('last_write_error')}) and its backlog is full: new messages are "
+                               f"dropped ({output.get('dropped', 0)} so far){stored}")
+            notes.append(f"; output {name} {output.get('state')} for {down_s:.0f} s "
+                         f"({output.get('backlog', 0)} messages wait for it)")
+            continue
+        # The database: its readings are safe in the spool, but a database that takes nothing for this long
+        # means dashboards stand still, which is what a health check is watched for.
         if down_s > max_age_s:
             return False, (f"output {name}: writes failing for {down_s:.0f} s ({output.get('last_write_error')}); "
                            f"{output.get('spool_points', 0)} points safe in the spool")
-    return True, f"ok: last telegram {telegram_age_s:.0f} s ago, database {state.get('database_state')}" + _doubts(state)
+    return True, (f"ok: last telegram {telegram_age_s:.0f} s ago, database {state.get('database_state')}"
+                  + "".join(notes) + _doubts(state))
 
 
 def _doubts(state: dict[str, Any]) -> str:

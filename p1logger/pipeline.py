@@ -15,6 +15,7 @@ restart it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import queue
 import threading
@@ -22,14 +23,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from p1logger.contracts import Builder, Figures, Output, Record, Source
+from p1logger import config
+from p1logger.builders import create_builders
+from p1logger.contracts import Builder, Figures, Output, Record, RunContext, Source
 from p1logger.decode import Telegram
-from p1logger.errors import SourceError
+from p1logger.errors import ConfigError, SourceError
 from p1logger.health import Health
-from p1logger.inputs import GARBAGE_LIMIT_BYTES, no_valid_telegram_hint
+from p1logger.inputs import GARBAGE_LIMIT_BYTES, NO_SOURCE, is_live, no_valid_telegram_hint, open_source
+from p1logger.outputs import create_outputs
 from p1logger.points import PointBuilder, health_line
 from p1logger.reader import RejectSummary, TelegramReader
+from p1logger.timestamps import TimestampParser
 
 logger = logging.getLogger(__name__)
 
@@ -399,3 +405,55 @@ class Pipeline:
 
     def output_health(self) -> Mapping[str, Mapping[str, object]]:
         return {output.name: output.health() for output in self.outputs}
+
+
+def build_pipeline(
+    args: argparse.Namespace,
+    shutdown: threading.Event | None = None,
+    *,
+    builder_names: Sequence[str] | None = None,
+    context_overrides: Mapping[str, Any] | None = None,
+    pipeline_overrides: Mapping[str, Any] | None = None,
+) -> tuple[Pipeline, RunContext]:
+    """The pipeline ``run`` runs, from its parsed flags (the overrides are for tests: clocks, retry waits)."""
+    if not args.source:
+        raise ConfigError(NO_SOURCE)
+    config.check_source(args.source)
+    timestamps = TimestampParser(args.timezone)
+    country = config.check_country(args.country)
+    settings = config.serial_settings(args)
+    keys = config.decryption_keys(args)
+    spool_dir = Path(args.spool_dir)
+    shutdown = shutdown or threading.Event()
+    use_receive_time = args.timestamps == "receive"
+    context = RunContext(
+        settings=args, zone=timestamps.zone, spool_dir=spool_dir, shutdown=shutdown, live=is_live(args.source),
+        flush_interval_s=args.flush_interval_s, batch_max_points=args.batch_max_points,
+        spool_max_bytes=args.spool_max_bytes, **(context_overrides or {}),
+    )
+    builders = create_builders(args, timestamps.zone, use_receive_time)
+    if builder_names is not None:
+        builders = [builder for builder in builders if builder.name in builder_names]
+    builders.append(config.TariffLog(country))  # writes nothing: says once which tariff names apply
+    outputs = create_outputs(args, context)  # a configuration error is raised before anything is written
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        for output in outputs:
+            output.close(0.0)
+        raise ConfigError(f"cannot create the spool directory {spool_dir} ({exc.strerror}): fix P1_SPOOL_DIR") from None
+    pipeline = Pipeline(
+        open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
+        reader=TelegramReader(timestamps, args.max_telegram_bytes, keys=keys),
+        builders=builders,
+        outputs=outputs,
+        settings=PipelineSettings(
+            watchdog_s=args.watchdog_s,
+            instance=args.instance,
+            state_dir=spool_dir,
+            use_receive_time=use_receive_time,
+        ),
+        stop_event=shutdown,
+        **(pipeline_overrides or {}),
+    )
+    return pipeline, context

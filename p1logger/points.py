@@ -159,6 +159,9 @@ _MBUS_FIELDS: dict[str, tuple[str, Mapping[str, float]]] = {
     "cooling": ("energy_gj", _TO_GJ),
 }
 _MBUS_BY_UNIT = {"m3": "gas", "GJ": "heat", "MJ": "heat"}  # older meters send no device type
+# Series prefixes kept per (measurement, meter, phase): about ten a meter, so a replay of many meters'
+# archives at once (or the benchmarks' 41 interleaved meters) does not rebuild them for every telegram.
+_PREFIXES_MAX = 4096
 
 
 def escape_tag(value: str) -> str:
@@ -351,7 +354,7 @@ class PointBuilder:
         if prefix is None:
             tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
             prefix = series(measurement, tags) + " "
-            if len(self._prefixes) > 256:
+            if len(self._prefixes) >= _PREFIXES_MAX:
                 self._prefixes.clear()
             self._prefixes[key] = prefix
         return prefix

@@ -19,7 +19,6 @@ import argparse
 import math
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -330,6 +329,12 @@ def simulator_profile(value: str) -> str:
     return value.strip()
 
 
+def _host_name() -> str:
+    import socket  # here: health and --help read this table, and never need it
+
+    return socket.gethostname()
+
+
 def default_spool_dir() -> str:
     state_home = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(state_home, "p1logger")
@@ -466,7 +471,7 @@ SETTINGS: tuple[Setting, ...] = (
             "telegram", _RUN, "batching and spool", bad="-5", default="30"),
     Setting("P1_INSTANCE", "--instance", text("a name on one line"),
             "the instance tag of the logger's own health points", _RUN, "batching and spool", bad="a\nb",
-            default=socket.gethostname, default_doc="host name"),
+            default=_host_name, default_doc="host name"),
     Setting("P1_HEALTH_MAX_AGE_S", "--max-age-s", seconds(), "how old the last telegram may be",
             ("health",), "health", bad="1e12", default="60"),
     Setting("P1_LOG_LEVEL", "--log-level", one_of(*LOG_LEVELS, fold=str.upper), "DEBUG, INFO, WARNING or ERROR",

@@ -316,11 +316,13 @@ class Spool:
                 )
                 return None
             evicted_batches = evicted_points = evicted_bytes = 0
+            evicted_up_to = 0
             try:
                 with self._transaction(conn):
                     excess = self.backlog_bytes + stored_bytes - self.max_bytes
                     if excess > 0:
-                        evicted_batches, evicted_points, evicted_bytes = self._evict_oldest(conn, excess)
+                        evicted_batches, evicted_points, evicted_bytes, evicted_up_to = self._evict_oldest(
+                            conn, excess)
                     cursor = conn.execute(
                         "INSERT INTO batches (created_s, points, stored_bytes, payload) VALUES (?, ?, ?, ?)",
                         (self._clock(), points, stored_bytes, payload),
@@ -334,6 +336,7 @@ class Spool:
                 else:
                     self._storage_trouble("write", what)
                 return None
+            self._acked = {batch_id for batch_id in self._acked if batch_id > evicted_up_to}
             self.backlog_batches += 1 - evicted_batches
             self.backlog_points += points - evicted_points
             self.backlog_bytes += stored_bytes - evicted_bytes
@@ -347,20 +350,25 @@ class Spool:
                 )
             return batch_id
 
-    def _evict_oldest(self, conn: sqlite3.Connection, excess_bytes: int) -> tuple[int, int, int]:
-        """Delete the fewest oldest rows that free ``excess_bytes``; return what went."""
+    def _evict_oldest(self, conn: sqlite3.Connection, excess_bytes: int) -> tuple[int, int, int, int]:
+        """Delete the fewest oldest rows that free ``excess_bytes`` of backlog; return what went, and up to
+        which id."""
         batches = points = freed = 0
-        last_id = None
+        last_id = 0
         cursor = conn.execute("SELECT id, points, stored_bytes FROM batches ORDER BY id")
         for row_id, row_points, row_bytes in cursor:
-            batches, points, freed, last_id = batches + 1, points + row_points, freed + row_bytes, row_id
+            last_id = row_id
+            if row_id in self._acked:
+                # Sent already (its removal had failed): it goes too, but it is not backlog, and not a drop.
+                continue
+            batches, points, freed = batches + 1, points + row_points, freed + row_bytes
             if freed >= excess_bytes:
                 break
         cursor.close()
-        if last_id is not None:
+        if last_id:
             conn.execute("DELETE FROM batches WHERE id <= ?", (last_id,))
             conn.execute(_ADD_DROPPED_SQL, (points,))
-        return batches, points, freed
+        return batches, points, freed, last_id
 
     def oldest(self, after_id: int = 0) -> SpoolBatch | None:
         """The oldest batch (with an id above ``after_id``), left in place until :meth:`ack`; None when none.

@@ -98,13 +98,48 @@ def test_batches_the_spool_cannot_store_wait_in_memory_after_the_spooled_ones(tm
     for n in range(10, 20):
         out.submit_lines([point(n)])
     wait_for(lambda: out.counters.memory_points == 10, "two batches in memory")
-    refusing.clear()  # room again: new batches still queue behind those in memory
+    refusing.clear()  # room again: those in memory go to the spool first, then the new ones
     for n in range(20, 25):
         out.submit_lines([point(n)])
     destination.down.clear()
     wait_for(lambda: sum(map(len, destination.taken)) == 25, "everything delivered")
     out.close(None)
     assert times(destination.taken) == list(range(25))
+    assert out.counters.points_dropped == 0
+
+
+def test_once_the_disk_has_room_again_what_waited_in_memory_goes_to_the_spool_first(tmp_path: Path) -> None:
+    # A full disk for a moment during a long outage: what waited in memory must not stay there (lost by a kill,
+    # dropped once the memory queue is full) while the spool has room again.
+    destination = Destination()
+    destination.down.set()
+    out = output(tmp_path, destination, memory_max_points=10)
+    assert out.spool is not None
+    spool = out.spool
+    real_put = spool.put
+    refusing = threading.Event()
+
+    def put(lines: Sequence[str], *, drop_on_failure: bool = True) -> int | None:
+        return None if refusing.is_set() else real_put(lines, drop_on_failure=drop_on_failure)
+
+    spool.put = put  # type: ignore[method-assign]
+    out.start()
+    for n in range(5):
+        out.submit_lines([point(n)])
+    wait_for(lambda: spool.backlog_points == 5, "one batch spooled")
+    refusing.set()
+    for n in range(5, 15):
+        out.submit_lines([point(n)])
+    wait_for(lambda: out.counters.memory_points == 10, "two batches in memory")
+    refusing.clear()
+    for n in range(15, 35):  # four more batches: twice what the memory queue holds
+        out.submit_lines([point(n)])
+    wait_for(lambda: spool.backlog_points == 35, "everything in the spool")
+    assert (out.counters.memory_points, out.counters.points_dropped) == (0, 0)
+    destination.down.clear()
+    wait_for(lambda: sum(map(len, destination.taken)) == 35, "everything delivered")
+    out.close(None)
+    assert times(destination.taken) == list(range(35))
     assert out.counters.points_dropped == 0
 
 
@@ -121,3 +156,41 @@ def test_a_full_memory_queue_drops_the_oldest_and_counts_them(tmp_path: Path) ->
     out.close(None)
     assert times(destination.taken) == list(range(10, 20))
     assert not (tmp_path / "test").exists()  # a non-durable output made no spool file
+
+
+class HungPipe(Destination):
+    """Standard output whose reader stopped reading: the first write never returns until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
+        self.calls += 1
+        self.release.wait(30.0)
+        return super().write(lines, max_attempts)
+
+
+def test_a_stop_while_the_output_hangs_in_a_write_keeps_the_queued_batches_for_the_next_run(tmp_path: Path) -> None:
+    pipe = HungPipe()
+    out = output(tmp_path, pipe, durable=False, close_grace_s=0.05)
+    out.start()
+    for n in range(5):
+        out.submit_lines([point(n)])
+    wait_for(lambda: pipe.calls == 1, "the first write under way")
+    for n in range(5, 15):
+        out.submit_lines([point(n)])
+    out.close(0.05)
+    try:
+        # The batch in the hung write stays with the thread; the two queued behind it wait in the spool.
+        with Spool(tmp_path / "test" / "spool.db") as spool:
+            assert spool.backlog_points == 10
+            kept = []
+            while (batch := spool.oldest()) is not None:
+                kept.append(batch.lines)
+                spool.ack(batch.id)
+        assert times(kept) == list(range(5, 15))
+        assert (out.counters.spool_points, out.counters.memory_points, out.counters.points_dropped) == (10, 5, 0)
+    finally:
+        pipe.release.set()

@@ -118,7 +118,8 @@ def test_state_and_discovery_messages_are_exact(mosquitto: MosquittoServer, outp
     health = dict(output.health())
     assert isinstance(health.pop("last_write_ok_at"), float)
     assert health == {"state": "up", "broker": f"mqtt://p1logger@127.0.0.1:{mosquitto.port}", "last_write_error": "",
-                      "published": 1 + 46 + 2, "backlog": 0, "dropped": 0, "refused": 0}
+                      "published": 1 + 46 + 2, "backlog": 0, "backlog_max": 10000, "dropping": False,
+                      "dropped": 0, "refused": 0}
     output.close(5.0)
     assert retained(mosquitto, f"{settings.prefix}/status") == {f"{settings.prefix}/status": b"offline"}
     sub.stop()
@@ -205,13 +206,16 @@ def test_backlog_is_bounded_and_drops_are_counted(broker: MosquittoServer, outpu
     for i in range(1, 21):
         output.submit(Record(meter, T0 + i))
     wait_until(lambda: output.dropped == 15, what="15 drops")
-    assert output.health()["backlog"] == 5
-    assert output.health()["state"] == "down"
+    health = output.health()
+    assert (health["state"], health["backlog"], health["backlog_max"], health["dropping"]) == ("down", 5, 5, True)
     broker.start()
     wait_until(lambda: len({s["time"] for s in states(sub.received(), settings)}) == 6, timeout_s=30)
     assert sorted({s["time"] for s in states(sub.received(), settings)}) == [
         state.iso_time(T0 + i) for i in range(6)]  # the oldest kept, the newest dropped
     assert output.dropped == 15
+    wait_until(lambda: output.health()["backlog"] == 0, what="the backlog drained")
+    health = output.health()
+    assert (health["state"], health["dropping"], health["dropped"]) == ("up", False, 15)
     sub.stop()
 
 
@@ -389,3 +393,16 @@ def test_discovery_is_sent_again_on_every_reconnect(broker: MosquittoServer, out
     configs = {m.topic: m.json() for m in messages if m.topic.endswith("/config") and not m.retain}
     assert configs == discovery.configs(output.topics, "1SAG3101021605", state.build_state(meter, T0).keys(),
                                         "e-MUCS 50217")
+
+
+def test_a_dead_worker_says_so_in_its_health_without_stopping_the_logger(
+        mosquitto: MosquittoServer, outputs: list[MqttOutput], meter: Telegram) -> None:
+    output = start(outputs, settings_for(mosquitto, discovery_prefix=None))
+    output.submit(Record(meter, T0))
+    wait_until(confirmed(output))
+    assert output.health()["state"] == "up"
+    output.submit(contracts.Record(None, float(T0 + 1), T0 + 1, (), {}))  # type: ignore[arg-type]  # a bug's record
+    wait_until(lambda: output.health()["state"] == "failed", what="the failed state")
+    health = output.health()
+    assert (health["dropping"], health["last_write_error"]) == (True, "the output failed: AttributeError")
+    assert getattr(output, "failure", None) is None  # the pipeline stops the logger on `failure`: MQTT must not

@@ -318,8 +318,8 @@ def test_v2_clean_run(
     # 369 lines in batches of 50: 7 full ones, the rest at the end, then the last health point; each sent once.
     assert v2_proxy.write_statuses() == [204] * 9
     assert lines_stored_by_proxy(v2_proxy) == BELGIAN_LINES_SENT
-    # Batches over 1 KiB are gzipped; the last health point alone is not.
-    assert [record.content_encoding for record in v2_proxy.writes()] == ["gzip"] * 8 + [None]
+    # Batches of 50 lines (about 4 KiB) go as they are: gzip starts at GZIP_MIN_BYTES, for backfills.
+    assert [record.content_encoding for record in v2_proxy.writes()] == [None] * 9
 
 
 def test_v2_500_is_retried_from_the_spool_and_no_batch_is_sent_twice(
@@ -609,7 +609,7 @@ def test_reader_thread_crash_exits_non_zero_after_storing_what_was_read(
     influxd: InfluxServer, influx_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(run_command, "open_source",
+    monkeypatch.setattr(pipeline_module, "open_source",
                         lambda *args, **kwargs: ExplodingSource(open_source(*args, **kwargs)))
     inject_run(monkeypatch, wall_clock=lambda: RECEIVED_AT_S)
     argv = run_argv(f"file:{three_meters_file(tmp_path)}", influxd.url, influx_db, tmp_path / "spool",

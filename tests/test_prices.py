@@ -13,6 +13,8 @@ import pytest
 
 from p1logger.cli import main as cli_main
 from p1logger.dayahead import PriceDocumentError, merge, parse_price_document
+from p1logger.errors import ConfigError
+from p1logger.inputs.entsoe import DEFAULT_URL, fetch_price_document
 from p1logger.tariff import PriceSeries
 
 FIXTURE = Path(__file__).parent / "fixtures" / "entsoe" / "be-2026-02-17-a44.xml"
@@ -164,3 +166,23 @@ def test_an_acknowledgement_is_an_error_with_its_reason() -> None:
     with pytest.raises(PriceDocumentError, match="ENTSO-E answered: Invalid request"):
         parse_price_document(b"<Acknowledgement_MarketDocument><Reason><code>999</code><text>Invalid request"
                              b"</text></Reason></Acknowledgement_MarketDocument>".replace(b"999", b"A01"))
+
+
+@pytest.mark.parametrize("url", ["web-api.tp.entsoe.eu/api", "ftp://web-api.tp.entsoe.eu/api",
+                                 "http://127.0.0.1:9/a pi"])
+def test_a_mistyped_url_is_a_config_error_that_never_shows_the_token(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENTSOE_TOKEN", TOKEN)
+    code = cli_main(["prices", "fetch", "--zone", "BE", "--output", str(tmp_path / "p.csv"), "--url", url,
+                     "--from", "2026-02-17", "--to", "2026-02-17"])
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err
+    assert code == 2
+    assert err == (f"p1logger prices: --url {url!r} is not valid: expected an http:// or https:// URL with a host "
+                   "and no credentials\n")
+    assert not (tmp_path / "p.csv").exists()
+    # The fetch itself refuses such a URL too, before urllib builds a request whose errors quote it, token and all.
+    with pytest.raises(ConfigError) as raised:
+        fetch_price_document(url, TOKEN, "10YBE----------2", 1771282800, 1771369200)
+    assert str(raised.value) == f"the ENTSO-E URL {url!r} must look like {DEFAULT_URL}: fix --url or P1_ENTSOE_URL"

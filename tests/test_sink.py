@@ -22,6 +22,7 @@ from p1logger.errors import ConfigError
 from p1logger.contracts import WriteKind, WriteResult
 from p1logger.outputs.influx.sink import InfluxSink
 from p1logger.outputs.influx.target import InfluxTarget
+from p1logger.outputs.influx.transports import GZIP_MIN_BYTES
 
 T0 = 1589284449
 METER = "1SAG3101021605"
@@ -366,12 +367,36 @@ def test_v1_check_credentials(influxd_auth: InfluxServer, influx_auth_db: str) -
 
 
 def test_v2_large_write_is_gzipped_and_stored(v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str) -> None:
-    lines = power_lines(40)
-    assert len("\n".join(lines)) >= 1024
+    lines = power_lines(400)
+    assert len("\n".join(lines)) >= GZIP_MIN_BYTES
     with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:
-        assert_all_stored(sink.write(lines), 40)
-    assert [(w.status, w.lines, w.content_encoding) for w in v2_proxy.writes()] == [(204, 40, "gzip")]
-    assert influxd.count(influx_db, "power") == 40
+        assert_all_stored(sink.write(lines), 400)
+    assert [(w.status, w.lines, w.content_encoding) for w in v2_proxy.writes()] == [(204, 400, "gzip")]
+    assert influxd.count(influx_db, "power") == 400
+
+
+def test_v2_a_live_seconds_write_is_sent_plain(v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str) -> None:
+    lines = power_lines(24)  # about what a three-phase meter's second gives, 1.5 KiB
+    assert 1024 < len("\n".join(lines)) < GZIP_MIN_BYTES
+    with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:
+        assert_all_stored(sink.write(lines), 24)
+    assert [(w.status, w.lines, w.content_encoding) for w in v2_proxy.writes()] == [(204, 24, None)]
+    assert influxd.count(influx_db, "power") == 24
+
+
+def test_a_token_with_a_line_break_around_it_still_works_and_inside_it_is_a_config_error(
+    v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A token taken from a file into an environment variable (a Kubernetes secret) often ends in a newline;
+    # http.client refuses such a header with a ValueError that quotes it, token and all.
+    caplog.set_level(logging.DEBUG)
+    with v2_sink(v2_proxy, influx_db, None, Sleeps(), token=V2_TOKEN + "\n") as sink:
+        assert_all_stored(sink.write(power_lines(2)), 2)
+    with pytest.raises(ConfigError) as raised:
+        InfluxTarget(url=v2_proxy.url, api="v2", org=V2_ORG, bucket=influx_db, token="tok-AB\nCD-secret")
+    assert str(raised.value) == ("the InfluxDB token contains a line break or another control character: "
+                                 "fix INFLUX_TOKEN or INFLUX_TOKEN_FILE")
+    assert V2_TOKEN not in caplog.text
 
 
 def test_v2_small_write_is_plain_http_to_the_v2_api_and_stored(
@@ -382,7 +407,7 @@ def test_v2_small_write_is_plain_http_to_the_v2_api_and_stored(
         result = sink.write(MIXED_LINES)
     assert_all_stored(result, 7)
     writes = v2_proxy.writes()
-    # Under 1 KiB a body is sent as it is: gzip would cost CPU for nothing.
+    # A small body is sent as it is: gzip would cost CPU for nothing.
     assert [(w.status, w.lines, w.content_encoding) for w in writes] == [(204, 7, None)]
     assert writes[0].query == {"org": V2_ORG, "bucket": influx_db, "precision": "s"}
     assert {m: influxd.count(influx_db, m) for m in ("power", "voltage", "energy", "gas", "p1logger")} == {

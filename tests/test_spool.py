@@ -519,3 +519,30 @@ def test_may_be_closed_from_another_thread(tmp_path: Path) -> None:
     spool.close()
 
     assert seen == [lines(0, 2)]
+
+
+def test_a_sent_batch_whose_removal_failed_is_not_evicted_as_backlog(tmp_path: Path) -> None:
+    # A full disk refused the removal of a sent batch; later the spool reaches its size bound and evicts
+    # its oldest rows. The sent row goes too, but it is neither backlog nor a drop: the bound needs a
+    # real batch evicted, and the counters must stay those of the file.
+    path = tmp_path / "spool.db"
+    with Spool(path) as spool:
+        ids = [spool.put(lines(50 * n, 50)) for n in range(3)]
+        assert None not in ids
+
+        def full(*args: object, **kwargs: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        spool._transaction = full  # type: ignore[method-assign]
+        assert spool.ack(ids[0]) is True  # sent: its removal is remembered and retried later
+        del spool._transaction
+        fourth = lines(150, 50)
+        spool.max_bytes = spool.backlog_bytes + len(zlib.compress("\n".join(fourth).encode())) - 1
+        assert spool.put(fourth) is not None
+        counted = (spool.backlog_batches, spool.backlog_points, spool.backlog_bytes)
+        assert (counted[:2], spool.dropped_points, spool.dropped_points_total) == ((2, 100), 50, 50)
+        oldest = spool.oldest()
+        assert oldest is not None and oldest.lines == lines(100, 50)
+    with Spool(path) as reopened:
+        assert (reopened.backlog_batches, reopened.backlog_points, reopened.backlog_bytes) == counted
+        assert reopened.dropped_points_total == 50

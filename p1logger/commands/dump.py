@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import BinaryIO, TextIO
 
 from p1logger import config, render
 from p1logger.decode import Telegram
@@ -43,22 +44,34 @@ def main(args: argparse.Namespace) -> int:
     source, live = open_input(args)
     reader = TelegramReader(timestamps, args.max_telegram_bytes, keys=keys)
     out = sys.stdout
-    as_json = args.format == "json"
+    json_show: _JsonShow | None = None
+    if args.format == "json":
+        # Bytes straight to the binary stream: no text layer to encode each line again.
+        # A stdout replaced by a text-only stream (redirect_stdout to a StringIO) gets the same bytes as text.
+        json_show = _JsonShow(getattr(out, "buffer", None) or _TextAsBinary(out), render.JsonLines())
+    flush = json_show.flush if json_show is not None else out.flush
     counts = ReadCounts()
     try:
+        shown = counts.valid
         for item in read_items(source, reader, live, counts):
             if isinstance(item, Telegram):
-                labels.update(item.header, item.fields)
-                if not as_json and labels.describe() != shown_labels:
-                    shown_labels = labels.describe()
-                    out.write(f"-- {shown_labels}\n\n")
-                out.write((render.json_line(item) if as_json else render.table(item, labels.country, zone=timestamps.zone) + "\n") + "\n")
+                if json_show is not None:
+                    json_show(item, None)
+                else:
+                    labels.update(item.header, item.fields)
+                    if labels.describe() != shown_labels:
+                        shown_labels = labels.describe()
+                        out.write(f"-- {shown_labels}\n\n")
+                    out.write(render.table(item, labels.country, zone=timestamps.zone) + "\n\n")
                 if args.once:
                     break
             elif args.all:
-                _show_rejected(item, reader, as_json, labels.country or config.DEFAULT_COUNTRY, timestamps)
+                _show_rejected(item, reader, json_show, labels.country or config.DEFAULT_COUNTRY, timestamps)
+            if live and counts.valid != shown:
+                shown = counts.valid
+                flush()  # a person or a pipe is waiting for each telegram
     finally:
-        out.flush()
+        flush()
         source.close()
     line = summary("dump", counts, reader.garbage_bytes)
     if line:
@@ -68,7 +81,45 @@ def main(args: argparse.Namespace) -> int:
     return 0 if counts.valid else 1
 
 
-def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, country: str,
+class _TextAsBinary:
+    def __init__(self, text: TextIO) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        return self.text.write(data.decode())
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+class _JsonShow:
+    """Writes JSON Lines in blocks of about 64 KiB: one system call per telegram would cost more than encoding it."""
+
+    def __init__(self, out: BinaryIO | _TextAsBinary, lines: render.JsonLines) -> None:
+        self.out, self.lines = out, lines
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+
+    def __call__(self, telegram: Telegram, rejected: str | None) -> None:
+        self.add(self.lines.line(telegram, rejected))
+
+    def add(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= 65536:
+            self.out.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
+
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
+        self.out.flush()
+
+
+def _show_rejected(item: Rejected, reader: TelegramReader, json_show: _JsonShow | None, country: str,
                    timestamps: TimestampParser) -> None:
     telegram = None
     if item.reason == "crc":
@@ -77,13 +128,15 @@ def _show_rejected(item: Rejected, reader: TelegramReader, as_json: bool, countr
     if telegram is None:
         # An encrypted frame that did not open is binary: shown as hex.
         text = item.raw.hex().upper() if not item.raw.isascii() else item.raw.decode("ascii")
-        if as_json:
+        if json_show is not None:
             import json
 
-            sys.stdout.write(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
-                                         "raw": text}) + "\n")
+            json_show.add(json.dumps({"rejected": item.reason, "detail": item.detail, "crc_ok": None,
+                                      "raw": text}).encode() + b"\n")
         else:
             sys.stdout.write(f"== REJECTED ({item.reason}): {item.detail}\n{text}\n")
         return
-    sys.stdout.write((render.json_line(telegram, item.reason) if as_json
-                      else render.table(telegram, country, f"{item.reason}: {item.detail}", zone=timestamps.zone) + "\n") + "\n")
+    if json_show is not None:
+        json_show(telegram, item.reason)
+    else:
+        sys.stdout.write(render.table(telegram, country, f"{item.reason}: {item.detail}", zone=timestamps.zone) + "\n\n")

@@ -5,22 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import threading
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
 from p1logger import config
 from p1logger import settings as settings_table
-from p1logger.builders import add_builder_arguments, create_builders
+from p1logger.builders import add_builder_arguments
 from p1logger.cli import setup_logging
-from p1logger.contracts import RunContext
-from p1logger.errors import ConfigError
-from p1logger.inputs import NO_SOURCE, is_live, open_source
-from p1logger.outputs import add_output_arguments, create_outputs
-from p1logger.pipeline import Pipeline, PipelineSettings
-from p1logger.reader import TelegramReader
-from p1logger.timestamps import TimestampParser
+from p1logger.outputs import add_output_arguments
+from p1logger.pipeline import build_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -67,58 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_builder_arguments(parser)
     add_output_arguments(parser)
     parser.set_defaults(func=main)
-
-
-def build_pipeline(
-    args: argparse.Namespace,
-    shutdown: threading.Event | None = None,
-    *,
-    builder_names: Sequence[str] | None = None,
-    context_overrides: Mapping[str, Any] | None = None,
-    pipeline_overrides: Mapping[str, Any] | None = None,
-) -> tuple[Pipeline, RunContext]:
-    """The pipeline ``run`` runs, from its parsed flags (the overrides are for tests: clocks, retry waits)."""
-    if not args.source:
-        raise ConfigError(NO_SOURCE)
-    config.check_source(args.source)
-    timestamps = TimestampParser(args.timezone)
-    country = config.check_country(args.country)
-    settings = config.serial_settings(args)
-    keys = config.decryption_keys(args)
-    spool_dir = Path(args.spool_dir)
-    shutdown = shutdown or threading.Event()
-    use_receive_time = args.timestamps == "receive"
-    context = RunContext(
-        settings=args, zone=timestamps.zone, spool_dir=spool_dir, shutdown=shutdown, live=is_live(args.source),
-        flush_interval_s=args.flush_interval_s, batch_max_points=args.batch_max_points,
-        spool_max_bytes=args.spool_max_bytes, **(context_overrides or {}),
-    )
-    builders = create_builders(args, timestamps.zone, use_receive_time)
-    if builder_names is not None:
-        builders = [builder for builder in builders if builder.name in builder_names]
-    builders.append(config.TariffLog(country))  # writes nothing: says once which tariff names apply
-    outputs = create_outputs(args, context)  # a configuration error is raised before anything is written
-    try:
-        spool_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        for output in outputs:
-            output.close(0.0)
-        raise ConfigError(f"cannot create the spool directory {spool_dir} ({exc.strerror}): fix P1_SPOOL_DIR") from None
-    pipeline = Pipeline(
-        open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
-        reader=TelegramReader(timestamps, args.max_telegram_bytes, keys=keys),
-        builders=builders,
-        outputs=outputs,
-        settings=PipelineSettings(
-            watchdog_s=args.watchdog_s,
-            instance=args.instance,
-            state_dir=spool_dir,
-            use_receive_time=use_receive_time,
-        ),
-        stop_event=shutdown,
-        **(pipeline_overrides or {}),
-    )
-    return pipeline, context
 
 
 def main(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ it is never logged and never part of an error (no error here repeats the URL).
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import tempfile
@@ -38,7 +39,11 @@ def fetch_price_document(url: str, token: str, zone_eic: str, start_s: int, end_
         "securityToken": token, "documentType": "A44", "in_Domain": zone_eic, "out_Domain": zone_eic,
         "periodStart": _period(start_s), "periodEnd": _period(end_s),
     })
-    host = urllib.parse.urlsplit(url).netloc or url
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc or url
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() or ord(c) < 32 for c in url):
+        # urllib's own errors repeat the whole URL, token included: refuse a bad one before it is built.
+        raise ConfigError(f"the ENTSO-E URL {url!r} must look like {DEFAULT_URL}: fix --url or P1_ENTSOE_URL")
     request = urllib.request.Request(f"{url}?{query}", headers={"Accept": "application/xml"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:  # noqa: S310 - http(s) URL from settings
@@ -55,8 +60,10 @@ def fetch_price_document(url: str, token: str, zone_eic: str, start_s: int, end_
         raise SourceError(f"{host} answered HTTP {exc.code}{detail}") from None
     except urllib.error.URLError as exc:
         raise SourceError(f"cannot reach {host} ({exc.reason})") from None
-    except OSError as exc:
-        raise SourceError(f"cannot reach {host} ({exc})") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # Not str(exc): some of these quote the request's URL, and so the token.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SourceError(f"cannot reach {host} ({why})") from None
     if len(body) > MAX_ANSWER_BYTES:
         raise SourceError(f"{host} answered more than {MAX_ANSWER_BYTES >> 20} MB: not a price document")
     try:

@@ -19,7 +19,8 @@ from p1logger.errors import SourceError
 logger = logging.getLogger(__name__)
 
 READ_BYTES = 4096
-TELEGRAM_SETTLE_S = 0.05
+TELEGRAM_SETTLE_S = 0.05  # the least wait after a telegram's first byte
+TELEGRAM_SETTLE_MAX_S = 1.0
 URL_SCHEMES = ("socket://", "rfc2217://", "loop://", "spy://", "alt://", "hwgrep://")
 
 
@@ -78,6 +79,9 @@ class SerialSource:
             raise SourceError(describe_os_error(target, exc)) from None
         self._port = port
         self._read_timeout_s = read_timeout_s
+        # Start, data, parity and stop bits of one character on the line.
+        self._s_per_byte = (2 + settings.bytesize + (settings.parity != "N") + settings.stopbits - 1) / settings.baudrate
+        self._settle_s = TELEGRAM_SETTLE_S
         # pyserial's socket:// port reports in_waiting as 0 or 1 (readable or
         # not), which would take the rest of a telegram two bytes per read; its
         # timeout can be changed freely (rfc2217's cannot: that talks to the server).
@@ -88,10 +92,17 @@ class SerialSource:
             first = self._port.read(1)  # blocks up to the read timeout
             if not first:
                 return b""
-            # Let the rest of the telegram arrive (about 80 ms at 115200 baud) so a
-            # Raspberry Pi wakes a few times per telegram, not once per byte.
-            time.sleep(TELEGRAM_SETTLE_S)
-            return bytes(first) + self._read_waiting()
+            # Let the rest of the telegram arrive before reading it, so that a Raspberry Pi wakes twice per
+            # telegram (its first byte, then all the rest), not once per byte or once per part of it: the wait
+            # is as long as the last whole telegram took on the line (126 ms for 1455 bytes at 115200 baud).
+            time.sleep(self._settle_s)
+            data = bytes(first) + self._read_waiting()
+            end = data.rfind(b"!")
+            start = data.rfind(b"/", 0, end)
+            if start >= 0:
+                self._settle_s = min(TELEGRAM_SETTLE_MAX_S,
+                                     max(TELEGRAM_SETTLE_S, (len(data) - start) * self._s_per_byte * 1.1 + 0.02))
+            return data
         except (serial.SerialException, OSError, TypeError) as exc:
             # pyserial raises TypeError from a port whose USB adapter was just unplugged.
             raise SourceError(f"lost {self.description}: {exc}") from None

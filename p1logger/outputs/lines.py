@@ -11,8 +11,9 @@ destination is down; nothing waits in memory through retries, and a batch that
 was acknowledged is never sent again.
 
 When the spool cannot store a batch (a full disk) the batch waits in a bounded
-memory queue instead, after the spooled ones: live data keeps flowing, and a
-drop only happens when that queue is full (counted, logged at a bounded rate).
+memory queue instead, after the spooled ones, and moves to the spool as soon
+as the spool takes writes again: live data keeps flowing, and a drop only
+happens when that queue is full (counted, logged at a bounded rate).
 
 A non-durable output (stdout) keeps batches in the memory queue only; its
 spool file is created only if something is left over when it closes.
@@ -88,6 +89,8 @@ class LineOutputSettings:
     # destination answers, instead of reading the whole file into the spool.
     backpressure_batches: int | None = None
     spool_dir: Path | None = None  # None: no spool at all (tests)
+    # After a stop's budget, how long close() still waits for a write under way before it keeps the rest.
+    close_grace_s: float = 30.0
     on_delivered: Callable[[int], None] | None = field(default=None, repr=False)
 
 
@@ -132,6 +135,7 @@ class LineOutput:
         self._drops_logged_at: float | None = None
         self.failure: BaseException | None = None
         self._reopen_at: float | None = None
+        self._in_flight: _Batch | None = None  # the batch the output thread is sending (lock released)
         if settings.spool_dir is not None and (settings.durable or (settings.spool_dir / SPOOL_FILE).exists()):
             # A non-durable output opens its spool only to send what an earlier run left in it.
             try:
@@ -176,10 +180,15 @@ class LineOutput:
             self._retry_s = self.settings.retry_initial_s
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(None if budget_s is None else budget_s + 30.0)
+            self._thread.join(None if budget_s is None else budget_s + self.settings.close_grace_s)
             if self._thread.is_alive():
+                # A write that hangs (a stuck pipe, a server that never answers): what waits behind it
+                # in memory is kept too. Its spool stays open: the process is about to exit.
+                with self._cond:
+                    self._keep_leftovers()
                 logger.warning("output %s is still busy; what it has not sent stays in its spool", self.name)
-                return  # its spool stays open: the process is about to exit
+                return
+        self._in_flight = None  # a thread that died in a write holds nothing any more
         self._keep_leftovers()
         self.writer.close()
         self._log_drops(force=True)
@@ -249,15 +258,12 @@ class LineOutput:
             self._enqueue_locked(lines)
 
     def _enqueue_locked(self, lines: list[str]) -> None:
-        if self._spool is not None and self.settings.durable and not self._memory:
+        if self._spool is not None and self.settings.durable and self._spool_memory_locked():
             # Spooled the moment it is cut: from here until it is acknowledged, a kill loses nothing.
             batch_id = self._spool.put(lines, drop_on_failure=False)
             self.counters.points_dropped += self._take_spool_drops()
             if batch_id is not None:
-                self._recent[batch_id] = lines
-                while len(self._recent) > _RECENT_MAX_BATCHES:
-                    self._recent.popitem(last=False)
-                self.counters.spool_points = self._spool.backlog_points
+                self._remember_locked(batch_id, lines)
                 return
         while self._memory and self.counters.memory_points + len(lines) > self.settings.memory_max_points:
             dropped = self._memory.popleft()
@@ -265,6 +271,37 @@ class LineOutput:
             self._drop(len(dropped.lines))
         self._memory.append(_Batch(lines))
         self.counters.memory_points += len(lines)
+
+    def _remember_locked(self, batch_id: int, lines: list[str]) -> None:
+        assert self._spool is not None
+        self._recent[batch_id] = lines
+        while len(self._recent) > _RECENT_MAX_BATCHES:
+            self._recent.popitem(last=False)
+        self.counters.spool_points = self._spool.backlog_points
+
+    def _spool_memory_locked(self) -> bool:
+        """Move what waited in memory for a full disk into the spool, oldest first; True once none is left.
+
+        Otherwise, through a long outage, it would stay where a kill loses it and a full queue drops it,
+        however much room the spool has again. The batch being sent stays (it would be sent twice); the next
+        cut tries again, so the order holds.
+        """
+        assert self._spool is not None
+        while self._memory:
+            batch = self._memory[0]
+            if batch is self._in_flight:
+                return False
+            batch_id = self._spool.put(batch.lines, drop_on_failure=False)
+            self.counters.points_dropped += self._take_spool_drops()
+            if batch_id is None:
+                return False
+            self._memory.popleft()
+            self.counters.memory_points -= len(batch.lines)
+            waited = self._waited.pop(self._key(batch), None)
+            if waited is not None:
+                self._waited[batch_id] = waited
+            self._remember_locked(batch_id, batch.lines)
+        return True
 
     def _take_spool_drops(self) -> int:
         assert self._spool is not None
@@ -300,6 +337,7 @@ class LineOutput:
         while True:
             with self._cond:
                 batch = self._wait_for_batch_locked()
+                self._in_flight = batch
             if batch is None:
                 return
             self._send(batch)
@@ -398,6 +436,7 @@ class LineOutput:
     def _send(self, batch: _Batch) -> None:
         result = self.writer.write(batch.lines, max_attempts=1)
         with self._cond:
+            self._in_flight = None
             self._account(result, batch)
             if result.delivered or result.kept_lines != tuple(batch.lines):
                 self._done(batch)
@@ -460,28 +499,34 @@ class LineOutput:
         batch.attempts += 1
 
     def _keep_leftovers(self) -> None:
-        """What is left in memory at the end goes to the spool (created now if there was none)."""
-        if not self._memory:
+        """What is left in memory at the end goes to the spool (created now if there was none).
+
+        The batch a hung write holds stays with it: kept as well, it would be sent twice.
+        """
+        in_flight = next((batch for batch in self._memory if batch is self._in_flight), None)
+        leftovers = [batch for batch in self._memory if batch is not in_flight]
+        if not leftovers:
             return
+        points = sum(len(batch.lines) for batch in leftovers)
         if self._spool is None and self.settings.spool_dir is not None:
             try:
                 self._spool = self._open_spool()
             except Exception as exc:  # noqa: BLE001 - reported, and the points counted as dropped
-                logger.error("output %s cannot keep %d points for the next run: %s", self.name,
-                             self.counters.memory_points, exc)
-        points = sum(len(batch.lines) for batch in self._memory)
+                logger.error("output %s cannot keep %d points for the next run: %s", self.name, points, exc)
         if self._spool is None:
             self._drop(points)
         else:
             before = self._spool.dropped_points
-            for batch in self._memory:
+            for batch in leftovers:
                 self._spool.put(batch.lines)
             self.counters.points_dropped += self._spool.dropped_points - before
             self.counters.spool_points = self._spool.backlog_points
             logger.info("output %s: %d unsent points wait in %s for the next run", self.name, points,
                         self._spool.path)
         self._memory.clear()
-        self.counters.memory_points = 0
+        if in_flight is not None:
+            self._memory.append(in_flight)
+        self.counters.memory_points = 0 if in_flight is None else len(in_flight.lines)
 
     # ------------------------------------------------------------------ health
 

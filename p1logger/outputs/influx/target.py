@@ -24,6 +24,14 @@ class InfluxTarget:
     gzip: bool = True
 
     def __post_init__(self) -> None:
+        if self.token is not None:
+            # A token read from a file into a variable (a Kubernetes secret) often ends in a newline. It goes in
+            # a header, where http.client refuses a line break with an error that quotes the header, token and all.
+            token = self.token.strip()
+            if any(ord(c) < 32 or ord(c) == 127 for c in token):
+                raise ConfigError("the InfluxDB token contains a line break or another control character: "
+                                  "fix INFLUX_TOKEN or INFLUX_TOKEN_FILE")
+            object.__setattr__(self, "token", token or None)
         if self.api not in TRANSPORTS:
             raise ConfigError(f"InfluxDB API must be {' or '.join(repr(a) for a in TRANSPORTS)}, not {self.api!r}")
         parts = urllib.parse.urlsplit(self.url)

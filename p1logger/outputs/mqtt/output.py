@@ -161,6 +161,7 @@ class MqttOutput:
         self._drop_log = _Throttled()
         self._refuse_log = _Throttled()
         self._state_log = ""
+        self.worker_error: BaseException | None = None  # the worker died (not `failure`: that stops the logger)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,14 +255,19 @@ class MqttOutput:
             return self._waiting_readings
 
     def health(self) -> Mapping[str, object]:
-        """health.json's ``outputs.mqtt``: ``state`` makes ``p1logger health`` report a broker away too long."""
+        """health.json's ``outputs.mqtt``. ``dropping`` (new messages are lost now: the backlog is full, or the
+        worker died) is what makes ``p1logger health`` fail once the broker has been away too long."""
+        backlog = self.backlog()
+        failed = self.worker_error is not None
         return {
-            "state": "up" if self.connected else "down",
+            "state": "failed" if failed else "up" if self.connected else "down",
             "broker": self.settings.describe(),
             "last_write_ok_at": self.last_ack_at,
             "last_write_error": self.last_error,
             "published": self.acked,
-            "backlog": self.backlog(),
+            "backlog": backlog,
+            "backlog_max": self.settings.backlog_max_messages,
+            "dropping": failed or backlog >= self.settings.backlog_max_messages,
             "dropped": self.dropped,
             "refused": self.refused,
         }
@@ -360,8 +366,10 @@ class MqttOutput:
                 if self._stop.is_set() and self._queue.empty():
                     break
             self._finish()
-        except Exception:  # noqa: BLE001 - MQTT must never take the logger down; InfluxDB goes on
+        except Exception as exc:  # noqa: BLE001 - MQTT must never take the logger down; InfluxDB goes on
             logger.exception("the MQTT output failed; it publishes nothing more until the logger restarts")
+            self.last_error = f"the output failed: {type(exc).__name__}"
+            self.worker_error = exc
 
     def _publish(self, topic: str, payload: bytes | str, retain: bool = False, *, reading: bool = False) -> None:
         """Hand one message to paho at QoS 1. A reading is dropped (counted) when the backlog is full."""
