@@ -25,6 +25,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     "backfill.py": (["--seconds", "300"], r"target 10,000/s -> \d+\.\d\dx"),
     "replay.py": (["--telegrams", "300"], r"energy points stored: (\d+), expected \1"),
     "spool_drain.py": (["--batches", "3", "--points-per-batch", "200"], r"drain/in-memory = \d+\.\d{3}"),
+    "capacity_warnings.py": (["--days", "1"], r"recall +\d+\.\d%.*\n.*precision +\d+\.\d%"),
 }
 
 

@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import socket
+import threading
 import time
 import tty
 from collections import Counter
@@ -96,8 +97,15 @@ class PtyMeter:
         self.plugs = 0
         self._master: int | None = None
         self._slave: int | None = None
+        # A test may plug from the logger's thread (in a reconnect wait) while its own thread is
+        # still unplugging: the two must not interleave.
+        self._plugging = threading.Lock()
 
     def plug(self) -> str:
+        with self._plugging:
+            return self._plug()
+
+    def _plug(self) -> str:
         if self._master is not None:
             raise RuntimeError("already plugged in")
         master, slave = os.openpty()
@@ -113,12 +121,13 @@ class PtyMeter:
         return self.device
 
     def unplug(self) -> None:
-        self.link.unlink(missing_ok=True)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-        self.device = None
+        with self._plugging:
+            self.link.unlink(missing_ok=True)
+            for fd in (self._master, self._slave):
+                if fd is not None:
+                    os.close(fd)
+            self._master = self._slave = None
+            self.device = None
 
     def send(self, telegram: bytes) -> None:
         """One telegram, dribbled in chunks as a UART delivers it."""
