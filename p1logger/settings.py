@@ -683,23 +683,15 @@ README_END = "<!-- end of settings table -->\n"
 
 
 def replace_readme_table(readme: str) -> str:
-    start = readme.index(README_BEGIN) + len(README_BEGIN)
-    end = readme.index(README_END)
-    return readme[:start] + markdown_table() + readme[end:]
+    from p1logger.docblock import replace_block  # only the doc generator needs it: health imports this module
+
+    return replace_block(readme, README_BEGIN, README_END, markdown_table())
 
 
 def _main(argv: list[str]) -> int:
-    if not argv:
-        sys.stdout.write(markdown_table())
-        return 0
-    for name in argv:
-        with open(name, encoding="utf-8") as handle:
-            before = handle.read()
-        after = replace_readme_table(before)
-        if after != before:
-            with open(name, "w", encoding="utf-8") as handle:
-                handle.write(after)
-    return 0
+    from p1logger.docblock import rewrite_files
+
+    return rewrite_files(argv, README_BEGIN, README_END, markdown_table())
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.processes import log_tail, stop_process
 
 REQUIRE_SERVERS_ENV = "P1_TEST_REQUIRE_SERVERS"
 INFLUXD_ENV = "P1_INFLUXD"
@@ -206,21 +207,11 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         raise ServerError(f"influxd did not answer /ping within {self.ready_timeout_s} s: {self._log_tail()}")
 
     def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": _basic_auth(*self.admin)} if self.admin else {}

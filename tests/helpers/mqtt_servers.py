@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.processes import log_tail, stop_process
+
 MOSQUITTO_ENV = "P1_MOSQUITTO"
 
 # Users of the test broker: (name, password).
@@ -229,22 +231,12 @@ class MosquittoServer:
         raise BrokerError(f"mosquitto did not listen within {self.ready_timeout_s} s: {self.log_tail()}")
 
     def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its persistence file (sessions, queued and retained messages) and exits."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _accepts(port: int) -> bool:

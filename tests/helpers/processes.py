@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from pathlib import Path
 
 
 class StderrLines:
@@ -22,3 +23,23 @@ class StderrLines:
     def text(self) -> str:
         self._thread.join(timeout=5)
         return "".join(self.lines)
+
+
+def log_tail(path: Path, chars: int = 2000) -> str:
+    """The end of a server's log, for the message of a failed start."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (a server saves its state and exits), then SIGKILL if it has not gone within 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
