@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import math
 import re
+from math import isfinite
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import filterfalse
+from itertools import compress, filterfalse, repeat
+from operator import itemgetter, ne
 from typing import Callable, NamedTuple, Union, cast
 
 from p1logger.errors import DecodeError
@@ -402,18 +404,13 @@ PARSERS: dict[Kind, Parser] = {
     Kind.CAPTURE: _parse_capture,
 }
 _UNKNOWN = object()
-# Resolved once per OBIS code: the hot loop then does one dict lookup per line.
-_RESOLVED: dict[str, tuple[Kind, Parser] | object] = {}
-
-
-def _resolve(obis: str) -> tuple[Kind, Parser] | object:
-    found = _RESOLVED.get(obis)
-    if found is None:
-        definition = lookup(obis)
-        found = (definition.kind, PARSERS[definition.kind]) if definition is not None else _UNKNOWN
-        if len(_RESOLVED) < 4096:  # bounded: garbage OBIS codes cannot grow it
-            _RESOLVED[obis] = found
-    return found
+# Bounds: garbage OBIS codes cannot grow the resolutions, nor a stream of new meters the telegrams kept.
+_MAX_RESOLVED = 4096
+_MAX_METERS = 64
+_MAX_LAYOUTS = 4
+# Where a telegram says which meter sent it: this tells apart meters that share an identification line.
+_METER_ID_MARKERS = ("\n0-0:96.1.1(", "\n0-0:96.1.0(")
+_MAX_METER_ID_CHARS = 96
 
 
 def _merge_continuations(lines: list[str]) -> list[str]:
@@ -436,13 +433,121 @@ _NUMBER, _INT, _TIMESTAMP = Kind.NUMBER, Kind.INT, Kind.TIMESTAMP
 _new_reading = tuple.__new__
 
 
+def _read_value(kind: Kind, parser: Parser, inner: str, timestamps: TimestampParser) -> Reading:
+    """The reading of a known line from the text inside its outer parentheses; raises when it cannot be read."""
+    if kind is _TIMESTAMP:
+        # Every telegram's own time is new: skip the generic parser call. The lenient
+        # parse reads every real stamp; only what it refuses is judged strictly.
+        moment = timestamps.parse(inner)
+        if moment is None:
+            moment = timestamps.read(inner)
+        return _new_reading(Reading, (moment, None, None))
+    if kind is _NUMBER and ")(" not in inner:
+        # The most common line: one number with an optional unit.
+        star = inner.find("*")
+        if star > 0 and star < len(inner) - 1:
+            value = float(inner[:star])
+            if value - value != 0.0:  # nan or inf: float() reads them, meters never send them
+                raise ValueError(f"{inner!r} is not a meter value")
+            return _new_reading(Reading, (value, inner[star + 1 :], None))
+        return Reading(*_split_number(inner)) if inner else Reading(None)
+    return parser(inner.split(")("), timestamps)
+
+
+class _Template:
+    """The last telegram of one meter, with where the values that were seen to change sit in its text.
+
+    Meters write their values at a fixed width, so a telegram of the same meter
+    is this text with those values rewritten in place.  When the rest of the
+    text is the same to the character (its length and every piece between the
+    values), only those values need reading, and everything else is what it was.
+    """
+
+    __slots__ = ("separator", "lines", "size", "volatile", "length", "literal_slices", "literals", "value_slices", "literal_getter", "value_getter",
+                 "header", "fields", "unknown", "invalid", "unknown_values", "float_mask", "float_keys", "float_units",
+                 "int_mask", "int_keys", "int_units", "others")
+
+    def __init__(self, separator: str, lines: list[str], header: str, fields: dict[str, Reading],
+                 unknown: dict[str, str], invalid: dict[str, str], unknown_values: dict[str, Reading]) -> None:
+        self.separator = separator
+        self.lines = lines  # the whole telegram: identification line, data lines, "!"
+        self.size = len(separator) * (len(lines) - 1) + sum(map(len, lines))
+        self.volatile: frozenset[int] = frozenset()  # indexes (in lines) of the lines seen to change
+        self.length = 0  # 0 until there is something to match: then the length of the text
+        self.literal_slices: list[slice] = []  # the text between the values ...
+        self.literals: tuple[str, ...] = ()  # ... and what it holds
+        self.value_slices: list[slice] = []
+        self.literal_getter = self.value_getter = itemgetter(slice(0, 0), slice(0, 0))
+        self.header = header
+        self.fields = fields
+        self.unknown = unknown
+        self.invalid = invalid
+        self.unknown_values = unknown_values
+        # Per way of reading a value: which of the values, the field each one sets, and its unit.
+        self.float_mask: list[bool] = []
+        self.float_keys: list[str] = []
+        self.float_units: list[str | None] = []
+        self.int_mask: list[bool] = []
+        self.int_keys: list[str] = []
+        self.int_units: list[str | None] = []
+        # Values read one by one: (index in the values, OBIS, kind, parser).
+        self.others: list[tuple[int, str, Kind, Parser]] = []
+
+    def build(self, volatile: frozenset[int], slots: list[tuple[str, Kind, Parser] | None]) -> None:
+        """Find the values in the text: ``slots`` gives, per line, its OBIS code, kind and parser (None when no field)."""
+        self.volatile = volatile
+        offset = literal_start = 0
+        values: list[tuple[str, str, Kind, Parser, str | None]] = []  # per value: how to read it
+        for index, line in enumerate(self.lines):
+            slot = slots[index]
+            if index in volatile and slot is not None:
+                obis, kind, parser = slot
+                paren = line.find("(")
+                inner = line.rstrip("\r")[paren + 1 : -1]
+                star = inner.find("*")
+                unit = inner[star + 1 :] if star >= 0 else None
+                plain = "(" not in inner and ")" not in inner
+                width = len(inner)
+                if kind is _NUMBER and plain and star > 0 and unit and "*" not in unit:
+                    how, width = "float", star  # the number before "*unit": the unit is part of the text
+                elif kind is _INT and plain and (unit is None or "*" not in unit):
+                    how, width = "int", star if star >= 0 else width
+                else:
+                    how, unit = "other", None
+                start = offset + paren + 1
+                self.literal_slices.append(slice(literal_start, start))
+                self.value_slices.append(slice(start, start + width))
+                literal_start = start + width
+                values.append((how, obis, kind, parser, unit))
+            offset += len(line) + len(self.separator)
+        self.length = offset - len(self.separator)
+        self.literal_slices.append(slice(literal_start, self.length))
+        text = self.separator.join(self.lines)
+        # itemgetter slices the whole text in one call; the empty slice makes it return a tuple even for one value.
+        self.literal_getter = itemgetter(*self.literal_slices)
+        self.literals = self.literal_getter(text)
+        self.value_getter = itemgetter(*self.value_slices, slice(0, 0))
+        self.float_mask = [how == "float" for how, *_ in values]
+        self.float_keys = [obis for how, obis, *_ in values if how == "float"]
+        self.float_units = [unit for how, _, _, _, unit in values if how == "float"]
+        self.int_mask = [how == "int" for how, *_ in values]
+        self.int_keys = [obis for how, obis, *_ in values if how == "int"]
+        self.int_units = [unit for how, _, _, _, unit in values if how == "int"]
+        self.others = [(i, obis, kind, parser) for i, (how, obis, kind, parser, _) in enumerate(values) if how == "other"]
+
+
 class Decoder:
     """Decodes telegrams for one time zone.
 
-    Most lines repeat from one telegram to the next (identifiers, thresholds,
-    the peak history, a gas reading between reports), so decoded lines are
-    remembered in a bounded cache and reused: this is what keeps a Raspberry
-    Pi idle at one telegram a second and makes backfills fast.
+    A meter sends the same lines in the same order every time, and most of them
+    unchanged (identifiers, thresholds, the peak history, a gas reading between
+    reports).  So the decoder keeps each meter's last telegram as a pattern
+    (``_Template``): a telegram that matches it is read from the values that
+    changed alone (power, voltage, current, the clock, a counter), in one regex
+    match and a few conversions in C.  A telegram that does not match goes
+    through a bounded cache of decoded lines instead, and updates the pattern.
+    Both paths give exactly what decoding every line afresh gives.  This is what
+    keeps a Raspberry Pi idle at one telegram a second and makes backfills fast.
     """
 
     def __init__(self, timestamps: TimestampParser, cache_lines: int = 16384) -> None:
@@ -451,16 +556,84 @@ class Decoder:
         self._cache: dict[str, tuple[str, Reading]] = {}
         # Unknown lines, read by shape once: line -> (OBIS or the line itself, raw value text, reading or None).
         self._unknown_cache: dict[str, tuple[str, str, Reading | None]] = {}
+        # OBIS code -> (kind, parser), or _UNKNOWN for a code the table does not know.
+        self._resolved: dict[str, tuple[Kind, Parser] | object] = {}
+        # Meter (identification line and equipment id) -> its last telegram; unused when caching is off.
+        self._templates: dict[str, list[_Template]] = {}
+
+    def _resolve(self, obis: str) -> tuple[Kind, Parser] | object:
+        found = self._resolved.get(obis)
+        if found is None:
+            definition = lookup(obis)
+            found = (definition.kind, PARSERS[definition.kind]) if definition is not None else _UNKNOWN
+            if len(self._resolved) < _MAX_RESOLVED:
+                self._resolved[obis] = found
+        return found
 
     def decode(self, body: bytes | str, crc_ok: bool | None = None, raw: bytes = b"") -> Telegram:
         """Decode one telegram.  Raises DecodeError only when it is not a telegram at all."""
         text = body.decode("ascii", "replace") if isinstance(body, (bytes, bytearray)) else body
+        key = None
+        if self.cache_lines:
+            key = text[: text.find("\n")]
+            for marker in _METER_ID_MARKERS:
+                start = text.find(marker)
+                if start >= 0:
+                    end = text.find(")", start, start + _MAX_METER_ID_CHARS)
+                    if end > 0:
+                        key += text[start:end]
+                    break
+            for template in self._templates.get(key, ()):
+                if template.length:
+                    telegram = self._decode_by_template(template, text, crc_ok, raw)
+                    if telegram is not None:
+                        return telegram
+        return self._decode_lines(text, crc_ok, raw, key)
+
+    def _decode_by_template(self, template: _Template, text: str, crc_ok: bool | None, raw: bytes) -> Telegram | None:
+        """The telegram read from the values that changed since the meter's last one, or None when
+        it does not match that telegram's pattern or a value cannot be read (then every line is read)."""
+        if len(text) != template.length or template.literal_getter(text) != template.literals:
+            return None
+        values = template.value_getter(text)
+        joined = "".join(values)
+        if "\n" in joined or "\r" in joined:
+            return None  # a value must not reach into another line
+        fields = template.fields.copy()
+        try:
+            if template.float_keys:
+                numbers = list(map(float, compress(values, template.float_mask)))
+                if not isfinite(sum(numbers)):
+                    return None  # nan or inf somewhere: the line-by-line path says which line is invalid
+                fields.update(zip(template.float_keys,
+                                  map(_new_reading, repeat(Reading), zip(numbers, template.float_units, repeat(None)))))
+            if template.int_keys:
+                integers = map(int, compress(values, template.int_mask))
+                fields.update(zip(template.int_keys,
+                                  map(_new_reading, repeat(Reading), zip(integers, template.int_units, repeat(None)))))
+            timestamps = self.timestamps
+            for index, obis, kind, parser in template.others:
+                fields[obis] = _read_value(kind, parser, values[index], timestamps)
+        except (ValueError, IndexError, DecodeError):
+            return None
+        template.fields = fields
+        stamp = fields.get(TIMESTAMP_OBIS)
+        timestamp = stamp.value if stamp is not None and isinstance(stamp.value, datetime) else None
+        # The caller gets its own dicts: what it does with them cannot reach the next telegram.
+        return Telegram(template.header, timestamp, crc_ok, fields.copy(), template.unknown.copy(),
+                        template.invalid.copy(), raw, template.unknown_values.copy())
+
+    def _decode_lines(self, text: str, crc_ok: bool | None, raw: bytes, key: str | None) -> Telegram:
+        """Every line through the line cache; the telegram is remembered under ``key`` unless it is None."""
         if not text.startswith("/"):
             raise DecodeError("telegram does not start with '/'")
-        lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
-        if "\n(" in text:
+        separator = "\r\n" if "\r\n" in text else "\n"
+        lines = text.split(separator)
+        continued = "\n(" in text
+        if continued:
             lines = _merge_continuations(lines)
         header = lines[0].rstrip("\r")[1:]
+        body_lines = lines[1:]
         unknown: dict[str, str] = {}
         invalid: dict[str, str] = {}
         unknown_values: dict[str, Reading] = {}
@@ -469,7 +642,6 @@ class Decoder:
         ucache = self._unknown_cache if self.cache_lines else {}
         if len(ucache) > 1024:
             ucache.clear()  # bounded: a stream of new unknown lines cannot grow it
-        body_lines = lines[1:]
         # Membership tests and the final assembly run in C; only lines not seen
         # before go through the Python loop below.
         misses = list(filterfalse(cache.__contains__, body_lines))
@@ -482,11 +654,12 @@ class Decoder:
             if len(misses) > self.cache_lines:
                 cache = {}  # a telegram longer than the cache must not grow it past its bound
                 ucache = {}
+        resolved_get, resolve = self._resolved.get, self._resolve
         if len(misses) > 2:
             # Most new lines are one plain number: one regex pass in C reads
             # them all, and only the rest take the general path below.
             for line, obis, number, unit in _PLAIN_NUMBER_LINE.findall("\n".join(misses)):
-                resolved = _RESOLVED.get(obis) or _resolve(obis)
+                resolved = resolved_get(obis) or resolve(obis)
                 if resolved is _UNKNOWN:
                     continue
                 kind = resolved[0]  # type: ignore[index]
@@ -506,7 +679,7 @@ class Decoder:
             obis = line[:paren]
             if "*" in obis:
                 obis = obis[: obis.find("*")]  # IEC 62056-21 meters append "*255"
-            resolved = _RESOLVED.get(obis) or _resolve(obis)
+            resolved = resolved_get(obis) or resolve(obis)
             value_text = line.rstrip("\r")[paren:]
             if resolved is _UNKNOWN:
                 guessed = None
@@ -517,42 +690,67 @@ class Decoder:
             if value_text[-1] != ")":
                 invalid[obis] = f"value {value_text!r} is not in parentheses"
                 continue
-            inner = value_text[1:-1]
             kind, parser = cast("tuple[Kind, Parser]", resolved)
             try:
-                if kind is _TIMESTAMP:
-                    # Every telegram's own time is new: skip the generic parser call. The lenient
-                    # parse reads every real stamp; only what it refuses is judged strictly.
-                    moment = timestamps.parse(inner)
-                    if moment is None:
-                        moment = timestamps.read(inner)
-                    reading = _new_reading(Reading, (moment, None, None))
-                elif kind is _NUMBER and ")(" not in inner:
-                    # Fast path for the most common line: one number with an optional unit.
-                    star = inner.find("*")
-                    if star > 0 and star < len(inner) - 1:
-                        value = float(inner[:star])
-                        if value - value != 0.0:  # nan or inf: float() reads them, meters never send them
-                            raise ValueError(f"{inner!r} is not a meter value")
-                        reading = _new_reading(Reading, (value, inner[star + 1 :], None))
-                    else:
-                        reading = Reading(*_split_number(inner)) if inner else Reading(None)
-                else:
-                    reading = parser(inner.split(")("), timestamps)
+                reading = _read_value(kind, parser, value_text[1:-1], timestamps)
             except (ValueError, IndexError, DecodeError) as exc:
                 invalid[obis] = f"cannot read {value_text!r}: {exc}"
                 continue
             cache[line] = (obis, reading)
-        fields: dict[str, Reading] = dict(filter(None, map(cache.get, body_lines)))
+        entries = list(map(cache.get, body_lines))
+        fields: dict[str, Reading] = dict(filter(None, entries))
         if ucache:
             for line in filter(ucache.__contains__, body_lines):
                 code, raw_text, guessed = ucache[line]
                 unknown[code] = raw_text
                 if guessed is not None:
                     unknown_values[code] = guessed
+        if key is not None:
+            if continued:
+                self._templates.pop(key, None)  # DSMR 2.2/3: too rare to be worth a pattern
+            else:
+                self._remember(key, separator, lines, header, entries, fields, unknown, invalid, unknown_values)
         stamp = fields.get(TIMESTAMP_OBIS)
         timestamp = stamp.value if stamp is not None and isinstance(stamp.value, datetime) else None
         return Telegram(header, timestamp, crc_ok, fields, unknown, invalid, raw, unknown_values)
+
+    def _remember(self, key: str, separator: str, lines: list[str], header: str,
+                  entries: list[tuple[str, Reading] | None], fields: dict[str, Reading], unknown: dict[str, str],
+                  invalid: dict[str, str], unknown_values: dict[str, Reading]) -> None:
+        """Keep this telegram as its meter's pattern, with a group for each line that changed since the last one."""
+        slots: list[tuple[str, Kind, Parser] | None] = [None]  # the identification line is never a value
+        for entry in entries:
+            if entry is None:
+                slots.append(None)
+            else:
+                kind, parser = cast("tuple[Kind, Parser]", self._resolved.get(entry[0]) or self._resolve(entry[0]))
+                slots.append((entry[0], kind, parser))
+        if len(fields) != len(slots) - slots.count(None) or not invalid.keys().isdisjoint(fields):
+            return  # an object sent twice: which line wins is for the line-by-line path to say
+        templates = self._templates.pop(key, [])
+        template = _Template(separator, lines, header, fields.copy(), unknown.copy(), invalid.copy(),
+                             unknown_values.copy())
+        # Compared with the most alike telegram of the same layout: the meter's own last one, unless
+        # meters share an identification line and id (anonymised, or one model on a bus).
+        previous, changed, changed_lines = None, len(lines), []
+        for candidate in templates:
+            if candidate.separator == separator and len(candidate.lines) == len(lines):
+                differing = list(compress(range(len(lines)), map(ne, lines, candidate.lines)))
+                if len(differing) < changed:
+                    previous, changed_lines, changed = candidate, differing, len(differing)
+        if previous is not None:
+            volatile = previous.volatile.union(changed_lines)
+            # Only values of fields are read in place: when anything else changed, start afresh.
+            if volatile and all(slots[index] is not None for index in volatile):
+                template.build(volatile, slots)
+            if previous.size == template.size:
+                templates.remove(previous)
+            # else: a value changed its width, or another meter has this key: keep both texts.
+        templates.insert(0, template)
+        del templates[_MAX_LAYOUTS:]
+        if len(self._templates) >= _MAX_METERS:
+            del self._templates[next(iter(self._templates))]
+        self._templates[key] = templates
 
 
 def decode(body: bytes | str, timestamps: TimestampParser, crc_ok: bool | None = None, raw: bytes = b"") -> Telegram:
