@@ -524,7 +524,7 @@ class _Template:
         self.literal_slices.append(slice(literal_start, self.length))
         text = self.separator.join(self.lines)
         # itemgetter slices the whole text in one call; the empty slice makes it return a tuple even for one value.
-        self.literal_getter = itemgetter(*self.literal_slices)
+        self.literal_getter = itemgetter(*self.literal_slices, slice(0, 0))
         self.literals = self.literal_getter(text)
         self.value_getter = itemgetter(*self.value_slices, slice(0, 0))
         self.float_mask = [how == "float" for how, *_ in values]
@@ -705,11 +705,8 @@ class Decoder:
                 unknown[code] = raw_text
                 if guessed is not None:
                     unknown_values[code] = guessed
-        if key is not None:
-            if continued:
-                self._templates.pop(key, None)  # DSMR 2.2/3: too rare to be worth a pattern
-            else:
-                self._remember(key, separator, lines, header, entries, fields, unknown, invalid, unknown_values)
+        if key is not None and not continued:  # DSMR 2.2/3 meters, rare now, are always read line by line
+            self._remember(key, separator, lines, header, entries, fields, unknown, invalid, unknown_values)
         stamp = fields.get(TIMESTAMP_OBIS)
         timestamp = stamp.value if stamp is not None and isinstance(stamp.value, datetime) else None
         return Telegram(header, timestamp, crc_ok, fields, unknown, invalid, raw, unknown_values)
@@ -738,14 +735,13 @@ class Decoder:
                 differing = list(compress(range(len(lines)), map(ne, lines, candidate.lines)))
                 if len(differing) < changed:
                     previous, changed_lines, changed = candidate, differing, len(differing)
-        if previous is not None:
-            volatile = previous.volatile.union(changed_lines)
-            # Only values of fields are read in place: when anything else changed, start afresh.
-            if volatile and all(slots[index] is not None for index in volatile):
-                template.build(volatile, slots)
-            if previous.size == template.size:
-                templates.remove(previous)
-            # else: a value changed its width, or another meter has this key: keep both texts.
+        volatile = previous.volatile.union(changed_lines) if previous is not None else frozenset()
+        # Only values of fields are read in place: when anything else changed, start afresh.
+        if all(slots[index] is not None for index in volatile):
+            template.build(volatile, slots)
+        if previous is not None and previous.size == template.size:
+            templates.remove(previous)
+        # else: a value changed its width, or another meter has this key: keep both texts.
         templates.insert(0, template)
         del templates[_MAX_LAYOUTS:]
         if len(self._templates) >= _MAX_METERS:

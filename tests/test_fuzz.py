@@ -14,7 +14,6 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p1logger import decode as decode_module
 from p1logger.crc import crc16
 from p1logger.decode import Decoder, Telegram, decode
 from p1logger.errors import P1Error
@@ -194,11 +193,12 @@ def test_the_line_cache_never_exceeds_its_size() -> None:
 
 
 def test_the_obis_resolution_cache_is_bounded() -> None:
+    decoder = Decoder(PARSER)
     for start in range(0, 6000, 1000):
         lines = [f"1-0:{i // 1000}.{i % 1000 // 10}.{i % 10}(1)" for i in range(start, start + 1000)]
-        decode("\r\n".join(["/TST5\\RESOLVE", "", *lines, "!"]), PARSER)
+        decoder.decode("\r\n".join(["/TST5\\RESOLVE", "", *lines, "!"]))
     # 6000 distinct codes went through; the cache filled up to its bound and stopped.
-    assert len(decode_module._RESOLVED) == 4096
+    assert len(decoder._resolved) == 4096
 
 
 def test_a_long_stream_of_noise_and_damage_keeps_every_buffer_bounded() -> None:
