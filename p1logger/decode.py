@@ -407,7 +407,7 @@ _UNKNOWN = object()
 # Bounds: garbage OBIS codes cannot grow the resolutions, nor a stream of new meters the telegrams kept.
 _MAX_RESOLVED = 4096
 _MAX_METERS = 64
-_MAX_LAYOUTS = 4
+_MAX_LAYOUTS = 4  # templates per meter key: meters that share it, or one meter's values at another width
 # Where a telegram says which meter sent it: this tells apart meters that share an identification line.
 _METER_ID_MARKERS = ("\n0-0:96.1.1(", "\n0-0:96.1.0(")
 _MAX_METER_ID_CHARS = 96
@@ -454,6 +454,9 @@ def _read_value(kind: Kind, parser: Parser, inner: str, timestamps: TimestampPar
     return parser(inner.split(")("), timestamps)
 
 
+_NOTHING = slice(0, 0)
+
+
 class _Template:
     """The last telegram of one meter, with where the values that were seen to change sit in its text.
 
@@ -477,7 +480,7 @@ class _Template:
         self.literal_slices: list[slice] = []  # the text between the values ...
         self.literals: tuple[str, ...] = ()  # ... and what it holds
         self.value_slices: list[slice] = []
-        self.literal_getter = self.value_getter = itemgetter(slice(0, 0), slice(0, 0))
+        self.literal_getter = self.value_getter = itemgetter(_NOTHING, _NOTHING)
         self.header = header
         self.fields = fields
         self.unknown = unknown
@@ -523,10 +526,10 @@ class _Template:
         self.length = offset - len(self.separator)
         self.literal_slices.append(slice(literal_start, self.length))
         text = self.separator.join(self.lines)
-        # itemgetter slices the whole text in one call; the empty slice makes it return a tuple even for one value.
-        self.literal_getter = itemgetter(*self.literal_slices, slice(0, 0))
+        # itemgetter slices the whole text in one call; a last, empty slice makes it return a tuple even for one piece.
+        self.literal_getter = itemgetter(*[*self.literal_slices, _NOTHING])
         self.literals = self.literal_getter(text)
-        self.value_getter = itemgetter(*self.value_slices, slice(0, 0))
+        self.value_getter = itemgetter(*[*self.value_slices, _NOTHING])
         self.float_mask = [how == "float" for how, *_ in values]
         self.float_keys = [obis for how, obis, *_ in values if how == "float"]
         self.float_units = [unit for how, _, _, _, unit in values if how == "float"]
@@ -541,13 +544,14 @@ class Decoder:
 
     A meter sends the same lines in the same order every time, and most of them
     unchanged (identifiers, thresholds, the peak history, a gas reading between
-    reports).  So the decoder keeps each meter's last telegram as a pattern
-    (``_Template``): a telegram that matches it is read from the values that
-    changed alone (power, voltage, current, the clock, a counter), in one regex
-    match and a few conversions in C.  A telegram that does not match goes
-    through a bounded cache of decoded lines instead, and updates the pattern.
-    Both paths give exactly what decoding every line afresh gives.  This is what
-    keeps a Raspberry Pi idle at one telegram a second and makes backfills fast.
+    reports).  So the decoder keeps each meter's last telegram (``_Template``)
+    with the places of the values seen to change (power, voltage, current, the
+    clock, a counter).  A telegram that is that text with only those values
+    rewritten is read from them alone, sliced and converted in C; any other goes
+    line by line through a bounded cache of decoded lines, and becomes the
+    meter's new template.  Both paths give exactly what decoding every line
+    afresh gives (tests/test_decode_template.py).  This is what keeps a
+    Raspberry Pi idle at one telegram a second and makes backfills fast.
     """
 
     def __init__(self, timestamps: TimestampParser, cache_lines: int = 16384) -> None:
@@ -591,8 +595,8 @@ class Decoder:
         return self._decode_lines(text, crc_ok, raw, key)
 
     def _decode_by_template(self, template: _Template, text: str, crc_ok: bool | None, raw: bytes) -> Telegram | None:
-        """The telegram read from the values that changed since the meter's last one, or None when
-        it does not match that telegram's pattern or a value cannot be read (then every line is read)."""
+        """The telegram read from its changing values alone, or None when it is not the template's text
+        outside them or a value cannot be read that way (then every line is read)."""
         if len(text) != template.length or template.literal_getter(text) != template.literals:
             return None
         values = template.value_getter(text)
@@ -714,7 +718,7 @@ class Decoder:
     def _remember(self, key: str, separator: str, lines: list[str], header: str,
                   entries: list[tuple[str, Reading] | None], fields: dict[str, Reading], unknown: dict[str, str],
                   invalid: dict[str, str], unknown_values: dict[str, Reading]) -> None:
-        """Keep this telegram as its meter's pattern, with a group for each line that changed since the last one."""
+        """Keep this telegram as its meter's template, its values in place of the lines that changed so far."""
         slots: list[tuple[str, Kind, Parser] | None] = [None]  # the identification line is never a value
         for entry in entries:
             if entry is None:
