@@ -438,7 +438,7 @@ def _read_value(kind: Kind, parser: Parser, inner: str, timestamps: TimestampPar
     if kind is _TIMESTAMP:
         # Every telegram's own time is new: skip the generic parser call. The lenient
         # parse reads every real stamp; only what it refuses is judged strictly.
-        moment = timestamps.parse(inner)
+        moment = timestamps.parse_new(inner)
         if moment is None:
             moment = timestamps.read(inner)
         return _new_reading(Reading, (moment, None, None))
@@ -562,8 +562,10 @@ class Decoder:
         self._unknown_cache: dict[str, tuple[str, str, Reading | None]] = {}
         # OBIS code -> (kind, parser), or _UNKNOWN for a code the table does not know.
         self._resolved: dict[str, tuple[Kind, Parser] | object] = {}
-        # Meter (identification line and equipment id) -> its last telegram; unused when caching is off.
+        # Meter (identification line and equipment id) -> its last telegrams; unused when caching is off.
         self._templates: dict[str, list[_Template]] = {}
+        # The same templates by the length of their text, those with values to read in place.
+        self._by_length: dict[int, list[_Template]] = {}
 
     def _resolve(self, obis: str) -> tuple[Kind, Parser] | object:
         found = self._resolved.get(obis)
@@ -577,27 +579,27 @@ class Decoder:
     def decode(self, body: bytes | str, crc_ok: bool | None = None, raw: bytes = b"") -> Telegram:
         """Decode one telegram.  Raises DecodeError only when it is not a telegram at all."""
         text = body.decode("ascii", "replace") if isinstance(body, (bytes, bytearray)) else body
-        key = None
-        if self.cache_lines:
-            key = text[: text.find("\n")]
-            for marker in _METER_ID_MARKERS:
-                start = text.find(marker)
-                if start >= 0:
-                    end = text.find(")", start, start + _MAX_METER_ID_CHARS)
-                    if end > 0:
-                        key += text[start:end]
-                    break
-            for template in self._templates.get(key, ()):
-                if template.length:
-                    telegram = self._decode_by_template(template, text, crc_ok, raw)
-                    if telegram is not None:
-                        return telegram
+        if not self.cache_lines:
+            return self._decode_lines(text, crc_ok, raw, None)
+        # Meters write their values at a fixed width: a telegram's length alone picks the templates to try.
+        for template in self._by_length.get(len(text), ()):
+            telegram = self._decode_by_template(template, text, crc_ok, raw)
+            if telegram is not None:
+                return telegram
+        key = text[: text.find("\n")]
+        for marker in _METER_ID_MARKERS:
+            start = text.find(marker)
+            if start >= 0:
+                end = text.find(")", start, start + _MAX_METER_ID_CHARS)
+                if end > 0:
+                    key += text[start:end]
+                break
         return self._decode_lines(text, crc_ok, raw, key)
 
     def _decode_by_template(self, template: _Template, text: str, crc_ok: bool | None, raw: bytes) -> Telegram | None:
         """The telegram read from its changing values alone, or None when it is not the template's text
         outside them or a value cannot be read that way (then every line is read)."""
-        if len(text) != template.length or template.literal_getter(text) != template.literals:
+        if template.literal_getter(text) != template.literals:
             return None
         values = template.value_getter(text)
         joined = "".join(values)
@@ -745,12 +747,25 @@ class Decoder:
             template.build(volatile, slots)
         if previous is not None and previous.size == template.size:
             templates.remove(previous)
+            self._forget(previous)
         # else: a value changed its width, or another meter has this key: keep both texts.
         templates.insert(0, template)
+        if template.length:
+            self._by_length.setdefault(template.length, []).insert(0, template)
+        for dropped in templates[_MAX_LAYOUTS:]:
+            self._forget(dropped)
         del templates[_MAX_LAYOUTS:]
         if len(self._templates) >= _MAX_METERS:
-            del self._templates[next(iter(self._templates))]
+            for dropped in self._templates.pop(next(iter(self._templates))):
+                self._forget(dropped)
         self._templates[key] = templates
+
+    def _forget(self, template: _Template) -> None:
+        same_length = self._by_length.get(template.length)
+        if same_length is not None and template in same_length:
+            same_length.remove(template)
+            if not same_length:
+                del self._by_length[template.length]
 
 
 def decode(body: bytes | str, timestamps: TimestampParser, crc_ok: bool | None = None, raw: bytes = b"") -> Telegram:

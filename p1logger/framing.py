@@ -124,8 +124,14 @@ class Framer:
                     nl -= last
                 self._header_checked = True
                 self._scan = nl
-            end = buf.find(b"\n!", self._scan)
-            restart = buf.find(b"\n/", self._scan, end if end >= 0 else len(buf))
+            # The "\n!" and "\n/" that end or cut a telegram, found by their rarer second byte: a
+            # single byte is found with memchr, a pair by a slower scan.
+            bang = buf.find(b"!", self._scan + 1)
+            while bang > 0 and buf[bang - 1] != 0x0A:
+                bang = buf.find(b"!", bang + 1)
+            end = bang - 1 if bang > 0 else -1
+            stop = end if end >= 0 else len(buf)
+            restart = buf.find(b"\n/", self._scan, stop) if buf.find(b"/", self._scan + 1, stop + 1) > 0 else -1
             if restart >= 0:
                 # A new telegram began before this one ended: the meter or the
                 # cable cut this one short.

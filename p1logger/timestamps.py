@@ -36,7 +36,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from p1logger.errors import ConfigError
 
 UTC = timezone.utc
-_SECONDS = tuple(timedelta(seconds=s) for s in range(60))
+# "00".."59" -> that many seconds: one lookup reads and checks the seconds of a stamp.
+_SECOND_OF = {f"{s:02d}": timedelta(seconds=s) for s in range(60)}
+_FLAG_CASE = {"S": "S", "s": "S", "W": "W", "w": "W"}
 DEFAULT_TIMEZONE = "Europe/Brussels"
 # Meters send these when their clock was never set or an entry is empty.
 PLACEHOLDER_PREFIXES = ("000101010000", "632525252525", "700101010000")
@@ -106,6 +108,8 @@ class TimestampParser:
         # Bounded caches: a telegram's own timestamp is new every second, but the
         # offset only changes per hour, and gas/peak/history times repeat a lot.
         self.parse = lru_cache(maxsize=2048)(self._parse)
+        # The same, uncached, for a stamp that is new every time (a telegram's own time).
+        self.parse_new = self._parse
         self.read = lru_cache(maxsize=2048)(self._read)
         self._offset = lru_cache(maxsize=512)(self._offset_uncached)
         # A telegram's own time is new every second but its minute repeats 60 times.
@@ -114,8 +118,8 @@ class TimestampParser:
     def _parse(self, text: str) -> datetime | None:
         n = len(text)
         if n == 13:
-            flag = text[12].upper()
-            if flag not in ("S", "W"):
+            flag = _FLAG_CASE.get(text[12])
+            if flag is None:
                 return None
         elif n == 12:
             flag = ""
@@ -123,13 +127,13 @@ class TimestampParser:
             return None
         digits = text[:12]
         # isdigit() alone also accepts digits int() cannot read ("²").
-        if not (digits.isascii() and digits.isdigit()) or digits in PLACEHOLDER_PREFIXES or digits[:6] in PLACEHOLDER_DATES:
+        if not (digits.isascii() and digits.isdigit()) or digits[:6] in PLACEHOLDER_DATES or digits in PLACEHOLDER_PREFIXES:
             return None
-        seconds = int(digits[10:12])
+        second = _SECOND_OF.get(digits[10:12])
         base = self._minute(digits[:10], flag)
-        if base is None or seconds > 59:
+        if base is None or second is None:
             return None
-        return base + _SECONDS[seconds]
+        return base + second
 
     def _read(self, text: str) -> datetime | None:
         """Strict: None for a placeholder, ValueError for text that is no readable time."""

@@ -162,3 +162,14 @@ def test_the_parse_cache_is_bounded() -> None:
     info = parser.parse.cache_info()  # type: ignore[attr-defined]
     assert info.maxsize == 2048
     assert info.currsize <= 2048
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["231102121548W", "231102121548w", "250330023000s", "251026023000S", "251026023000W", "251026023000", "250115120059W",
+     "250115120060W", "2501151200AAW", "000101010000W", "632525252525S", "700101010000W", "250230120000W", "²50115120000W",
+     "250115120000X", "250115120000ß", "25011512000W", ""],
+)
+def test_the_uncached_parse_for_a_telegram_clock_reads_every_stamp_as_the_cached_one(stamp: str) -> None:
+    parser = TimestampParser("Europe/Brussels")
+    assert parser.parse_new(stamp) == parser.parse(stamp) == TimestampParser("Europe/Brussels").parse(stamp)
