@@ -15,7 +15,9 @@ on, every result discarded as a logger would:
 
 The best of ``--repeat`` runs is reported for each, in CPU time (the
 process's, so that time spent waiting for a core on a busy machine does not
-count), the two parsers' runs interleaved so that both see the same load.
+count), the two parsers' runs interleaved so that both see the same load; the
+range of the runs' own ratios (each run of p1logger against the dsmr_parser
+run next to it) follows, so that a bad run is not hidden by the best one.
 """
 
 from __future__ import annotations
@@ -120,8 +122,10 @@ def main() -> None:
             ours_runs.append(p1logger_rate(blob, len(telegrams)))
             theirs_runs.append(dsmr_parser_rate(telegrams, len(telegrams)))
         ours, theirs = max(ours_runs), max(theirs_runs)
+        # Each run's own ratio too (the two parsers' runs side by side), so that a bad run shows.
+        each = sorted(o / t for o, t in zip(ours_runs, theirs_runs))
         print(f"{name:8} ({len(blob) // len(telegrams)} bytes/telegram)  p1logger {ours:8,.0f}/s  "
-              f"dsmr_parser {theirs:7,.0f}/s  ratio {ours / theirs:5.1f}x")
+              f"dsmr_parser {theirs:7,.0f}/s  ratio {ours / theirs:5.1f}x  (runs {each[0]:.1f}-{each[-1]:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -526,10 +526,10 @@ class _Template:
         self.length = offset - len(self.separator)
         self.literal_slices.append(slice(literal_start, self.length))
         text = self.separator.join(self.lines)
-        # itemgetter slices the whole text in one call; a last, empty slice makes it return a tuple even for one piece.
+        # itemgetter slices the whole text in one call; with two pieces or more it returns a tuple.
         self.literal_getter = itemgetter(*[*self.literal_slices, _NOTHING])
         self.literals = self.literal_getter(text)
-        self.value_getter = itemgetter(*[*self.value_slices, _NOTHING])
+        self.value_getter = itemgetter(*[*self.value_slices, _NOTHING, _NOTHING])
         self.float_mask = [how == "float" for how, *_ in values]
         self.float_keys = [obis for how, obis, *_ in values if how == "float"]
         self.float_units = [unit for how, _, _, _, unit in values if how == "float"]

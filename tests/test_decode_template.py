@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -45,13 +46,22 @@ def _spans(body: bytes) -> list[tuple[int, int]]:
 
 
 def evolve(body: bytes, rng: random.Random, share: float = 0.5) -> bytes:
-    """The telegram a second later: some numbers and the clock rewritten at the same width."""
+    """The telegram a little later: some numbers rewritten at the same width, and the clock moved on
+    (now and then garbled into no date at all)."""
     data = bytearray(body)
     for start, end in _spans(body):
         if rng.random() < share:
             for i in range(start, end):
                 if data[i] != ord("."):
                     data[i] = ord(rng.choice("0123456789"))
+    for found in _CLOCK.finditer(body):
+        try:
+            clock = datetime.strptime(found.group(1).decode(), "%y%m%d%H%M%S")
+        except ValueError:
+            continue  # a placeholder or garbled: rewritten above like any number
+        if rng.random() < 0.9:
+            data[found.start(1) : found.end(1)] = (clock + timedelta(seconds=rng.randint(1, 7200))).strftime(
+                "%y%m%d%H%M%S").encode()
     return bytes(data)
 
 
@@ -214,3 +224,33 @@ def test_a_value_that_changes_width_is_read_line_by_line_and_then_from_the_templ
         assert_same(decoder.decode(telegram), telegram)
     # The wider one is read line by line once, and then both widths are served from their templates.
     assert decoder.line_by_line == served + 1
+
+
+def test_a_telegram_sent_again_unchanged_is_served_from_its_template() -> None:
+    for name in ("ndokter_dsmr_parser__unpadded_crc_warmtelink.txt", "dsmrreader__luxembourg_smarty.txt"):
+        decoder = CountingDecoder()
+        for _ in range(4):
+            assert_same(decoder.decode(BODIES[name]), BODIES[name])
+        assert decoder.line_by_line == 1, name
+
+
+def test_invalid_and_unknown_lines_that_stay_the_same_are_kept_on_the_template_path() -> None:
+    body = BODIES["ndokter_dsmr_parser__fluvius_v171_alt.txt"]
+    # A meter with one value it always garbles, one object p1logger does not know, and a placeholder date.
+    odd = re.sub(rb"1-0:2\.8\.2\([0-9.]+", b"1-0:2.8.2(00x123.456", body)
+    odd = odd.replace(b"\r\n!", b"\r\n1-0:99.99.9(000123.4*kWh)\r\n0-4:24.2.1(000101000000W)(00000.000*m3)\r\n!")
+    assert odd.count(b"\r\n") == body.count(b"\r\n") + 2
+    rng = random.Random(19)
+    decoder = CountingDecoder()
+    for _ in range(8):
+        data = evolve(odd, rng, share=1.0)
+        telegram = decoder.decode(data)
+        assert_same(telegram, data)
+        assert set(telegram.invalid) == {"1-0:2.8.2"} and set(telegram.unknown) == {"1-0:99.99.9"}
+        assert telegram.unknown_values["1-0:99.99.9"] == (123.4, "kWh", None)
+        assert telegram.fields["0-4:24.2.1"] == (0.0, "m3", None)  # no time: the placeholder date
+    assert decoder.line_by_line == 2
+    # An unknown line whose value changes is read line by line every time, and still right.
+    for value in (b"1", b"2", b"3"):
+        data = evolve(odd, rng).replace(b"1-0:99.99.9(000123.4", b"1-0:99.99.9(000123." + value)
+        assert_same(decoder.decode(data), data)
