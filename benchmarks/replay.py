@@ -1,16 +1,26 @@
 """How fast ``p1logger replay`` backfills an archive, against a live meter's rate.
 
-    python benchmarks/replay.py [--telegrams 43200] [--batch-max-points 5000]
+    python benchmarks/replay.py [--telegrams 43200] [--stream both|corpus|belgian] [--batch-max-points 5000]
 
-Writes an archive of realistic telegrams (the valid fixtures, each evolving
-over time, one a second) with the real archive writer, so the days rotate and
-the finished ones are compressed, then replays it three ways:
+Writes an archive with the real archive writer, so the days rotate and the
+finished ones are compressed, of one of two streams (both by default):
+
+* ``corpus``: realistic telegrams of the valid fixtures (44 meters
+  interleaved, each evolving over time, one telegram a second);
+* ``belgian``: what a user replays: one simulated Belgian three-phase meter
+  (p1logger.simulate, profile be3, the week of the March DST change), one
+  telegram a second;
+
+then replays it three ways:
 
 * reading the records only (file, gzip, the archive format);
 * the full replay with a sink that takes the lines and stores nothing: the
   CPU cost of checking, decoding and making points, i.e. the ceiling;
 * the full replay into a private InfluxDB 1.x (``influxd`` on 127.0.0.1),
   when one is installed: what a user sees.
+
+Both replays run the builders ``p1logger replay`` makes with its defaults
+(points and the capacity tariff), through the same ``Replayer``.
 
 A live meter sends one telegram a second, so telegrams/s is also the ratio to
 real time: how many seconds of history one second of replay stores.
@@ -20,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import logging
+import os
 import platform
 import shlex
 import sys
@@ -27,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +47,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from stream import realistic_stream  # noqa: E402
 
+from p1logger import cli  # noqa: E402
+from p1logger.builders import create_builders  # noqa: E402
 from p1logger.inputs.archive import ArchiveReader, archive_files  # noqa: E402
 from p1logger.outputs.archive import ArchiveWriter  # noqa: E402
 from p1logger.pipeline import RecordMaker  # noqa: E402
 from p1logger.replay import Replayer, ReplayState  # noqa: E402
-from p1logger.points import PointBuilder  # noqa: E402
+from p1logger.simulate import PROFILES, MeterModel  # noqa: E402
 from p1logger.contracts import WriteKind, WriteResult  # noqa: E402
 from p1logger.outputs.influx.sink import InfluxSink  # noqa: E402
 from p1logger.outputs.influx.target import InfluxTarget  # noqa: E402
@@ -46,7 +61,10 @@ from p1logger.timestamps import TimestampParser  # noqa: E402
 
 ZONE = "Europe/Brussels"
 START_S = 1_714_579_200.0  # 1 May 2024, 18:00 local time: 12 hours span two daily files
+# 27 March 2025, 00:00 in Brussels: a week from here includes the change to summer time.
+BELGIAN_START = datetime(2025, 3, 26, 23, 0, tzinfo=timezone.utc)
 LIVE_TELEGRAMS_PER_S = 1.0
+WEEK_S = 7 * 86400
 
 
 class DiscardSink:
@@ -67,20 +85,27 @@ class DiscardSink:
         pass
 
 
-def make_archive(directory: Path, telegrams: int) -> None:
-    now = [START_S]
+def make_archive(directory: Path, telegrams: int, stream: str) -> None:
+    if stream == "corpus":
+        start_s, raws = START_S, realistic_stream(telegrams)
+    else:
+        model = MeterModel(PROFILES["be3"], BELGIAN_START)
+        start_s = BELGIAN_START.timestamp()
+        raws = (model.next_telegram() for _ in range(telegrams))
+    now = [start_s]
     writer = ArchiveWriter(directory, ZoneInfo(ZONE), max_bytes=0, clock=lambda: now[0], background=False)
     writer.open()
-    for n, raw in enumerate(realistic_stream(telegrams)):
-        now[0] = START_S + n
+    for n, raw in enumerate(raws):
+        now[0] = start_s + n + 0.25
         writer.write(raw, True, now[0])
     writer.close()
 
 
 def timed_replay(sink: InfluxSink | DiscardSink, paths: list[Path], batch_max_points: int) -> tuple[float, int, int]:
     timestamps = TimestampParser(ZONE)
-    replayer = Replayer(sink, RecordMaker([PointBuilder(timestamps.zone)]), timestamps, ReplayState(None, "benchmark"),
-                        batch_max_points=batch_max_points)
+    settings = cli.build_parser().parse_args(["replay", "archive"])
+    maker = RecordMaker(create_builders(settings, timestamps.zone, False))
+    replayer = Replayer(sink, maker, timestamps, ReplayState(None, "benchmark"), batch_max_points=batch_max_points)
     start = time.perf_counter()
     stats = replayer.run(paths)
     return time.perf_counter() - start, stats.telegrams, stats.points_written
@@ -89,23 +114,38 @@ def timed_replay(sink: InfluxSink | DiscardSink, paths: list[Path], batch_max_po
 def report(label: str, seconds: float, telegrams: int, points: int | None = None) -> None:
     rate = telegrams / seconds
     extra = f", {points / seconds:10,.0f} points/s" if points is not None else ""
+    week = f"; a week in {WEEK_S / rate:.0f} s" if points is not None else ""
     print(f"{label:<34} {rate:10,.0f} telegrams/s{extra}  = {rate / LIVE_TELEGRAMS_PER_S:,.0f}x real time "
-          f"({seconds:.2f} s)")
+          f"({seconds:.2f} s{week})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--telegrams", type=int, default=43200, help="how many (default: 12 hours' worth)")
+    parser.add_argument("--stream", choices=("both", "corpus", "belgian"), default="both",
+                        help="the fixtures' 44 meters interleaved, one simulated Belgian meter, or both (default)")
     parser.add_argument("--batch-max-points", type=int, default=5000)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the archive (default: a temp dir)")
     args = parser.parse_args()
+    # Meters' clock warnings (the corpus interleaves meters whose clocks disagree) and the capacity
+    # tariff's peak warnings are not news here.
+    logging.getLogger("p1logger").setLevel(logging.ERROR)
 
     print(f"command: python {shlex.join(sys.argv)}")
-    print(f"python {platform.python_version()}, {platform.machine()}, {platform.system()}")
+    print(f"python {platform.python_version()}, {platform.machine()}, {platform.system()}, {os.cpu_count()} cores; "
+          f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    streams = ("corpus", "belgian") if args.stream == "both" else (args.stream,)
+    for stream in streams:
+        bench_stream(stream, args)
+
+
+def bench_stream(stream: str, args: argparse.Namespace) -> None:
+    title = {"corpus": "the fixtures' meters, interleaved", "belgian": "one simulated Belgian three-phase meter"}
+    print(f"\n== stream: {stream} ({title[stream]})")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         archive = Path(tmp) / "archive"
         start = time.perf_counter()
-        make_archive(archive, args.telegrams)
+        make_archive(archive, args.telegrams, stream)
         write_s = time.perf_counter() - start
         paths = archive_files(archive)
         start = time.perf_counter()
