@@ -169,6 +169,8 @@ _PREFIXES_MAX = 512
 
 # What one OBIS code's reading becomes, kept with that reading (PointBuilder._field_specs).
 _FIELD_SPECS_MAX = 1024
+# And per (OBIS code, unit, value): about 300 kB; 93% of a simulated meter's new readings are found here.
+_VALUE_SPECS_MAX = 1024
 _ENERGY = ("energy", None)
 
 
@@ -334,6 +336,7 @@ class PointBuilder:
         # OBIS codes the decoder knows. reuse_readings=False works it all out every time (the plain path).
         self._reuse = reuse_readings
         self._field_specs: dict[str, tuple[Reading, _FieldSpec | None]] = {}
+        self._value_specs: dict[tuple[str, str | None, float | int], _FieldSpec | None] = {}
         self._last_mbus: list[Reading | None] | None = None
         self._last_peak_reading: Reading | None = None
         self._last_export_peak_reading: Reading | None = None
@@ -352,14 +355,28 @@ class PointBuilder:
         fields = telegram.fields
         # (measurement, phase) -> the specs of its fields, in the order they first appear.
         grouped: dict[tuple[str, str | None], list[_FieldSpec]] = {}
-        specs = self._field_specs if self._reuse else {}
+        specs, by_value = (self._field_specs, self._value_specs) if self._reuse else ({}, {})
         for obis, reading in fields.items():
             cached = specs.get(obis)
             if cached is None or cached[0] is not reading:
+                value = reading.value
+                cls = value.__class__
+                # A new reading of a value seen before: power and voltage take a few thousand values. Not
+                # bool (True == 1), nor zero (-0.0 == 0.0, yet they are written differently).
+                if (cls is float or cls is int) and value:
+                    value_key = (obis, reading.unit, value)
+                    spec = by_value.get(value_key)
+                    if spec is None:
+                        if len(by_value) >= _VALUE_SPECS_MAX:
+                            by_value.clear()
+                        spec = by_value[value_key] = _field_spec(obis, reading)
+                else:
+                    spec = _field_spec(obis, reading)
                 if len(specs) >= _FIELD_SPECS_MAX:
                     specs.clear()
-                cached = specs[obis] = (reading, _field_spec(obis, reading))
-            spec = cached[1]
+                specs[obis] = (reading, spec)
+            else:
+                spec = cached[1]
             if spec is None:
                 continue
             if spec[4]:
