@@ -336,7 +336,7 @@ class PointBuilder:
         # OBIS codes the decoder knows. reuse_readings=False works it all out every time (the plain path).
         self._reuse = reuse_readings
         self._field_specs: dict[str, tuple[Reading, _FieldSpec | None]] = {}
-        self._value_specs: dict[tuple[str, str | None, float | int], _FieldSpec | None] = {}
+        self._value_specs: dict[tuple[str, str | None, object], _FieldSpec | None] = {}
         self._last_mbus: list[Reading | None] | None = None
         self._last_peak_reading: Reading | None = None
         self._last_export_peak_reading: Reading | None = None

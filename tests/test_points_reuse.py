@@ -78,11 +78,12 @@ def test_simulated_meters_across_a_dst_change_write_what_the_plain_path_writes(p
 
 def test_equal_values_that_are_written_differently_are_kept_apart() -> None:
     base = decoded([(FIXTURES / "ndokter_dsmr_parser__fluvius_v171.txt").read_bytes()])[0]
-    assert base.timestamp is not None
+    start = base.timestamp
+    assert start is not None
 
     def with_power(n: int, value: object) -> Telegram:
         fields = {**base.fields, "1-0:1.7.0": Reading(value, "kW")}  # type: ignore[arg-type]
-        return dataclasses.replace(base, fields=fields, timestamp=base.timestamp + timedelta(seconds=n))
+        return dataclasses.replace(base, fields=fields, timestamp=start + timedelta(seconds=n))
 
     # -0.0 == 0.0 and True == 1 == 1.0, but each is written (or left out) its own way.
     values = [0.0, -0.0, 0.0, 1, 1.0, True, 1.0, -0.0, 2.5, 2.5]
