@@ -338,6 +338,9 @@ class PointBuilder:
         self._field_specs: dict[str, tuple[Reading, _FieldSpec | None]] = {}
         self._value_specs: dict[tuple[str, str | None, object], _FieldSpec | None] = {}
         self._last_mbus: list[Reading | None] | None = None
+        self._last_energy: tuple[list[_FieldSpec], list[_FieldSpec]] = ([], [])  # (fields sent, totals added)
+        self._last_history_reading: Reading | None = None
+        self._last_tariff: tuple[Reading, _FieldSpec] | None = None
         self._last_peak_reading: Reading | None = None
         self._last_export_peak_reading: Reading | None = None
 
@@ -388,10 +391,20 @@ class PointBuilder:
                 group.append(spec)
         energy = grouped.get(_ENERGY)
         if energy is not None:
-            self._add_totals(energy)
+            if self._reuse and energy == self._last_energy[0]:
+                energy += self._last_energy[1]
+            else:
+                parts = energy[:]
+                self._add_totals(energy)
+                self._last_energy = (parts, energy[len(parts):])
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
-            grouped.setdefault(_ENERGY, []).append(_computed_spec("active_tariff", tariff.value))
+            last = self._last_tariff
+            if last is None or last[0] is not tariff:
+                last = (tariff, _computed_spec("active_tariff", tariff.value))
+                if self._reuse:
+                    self._last_tariff = last
+            grouped.setdefault(_ENERGY, []).append(last[1])
 
         lines: list[str] = []
         suffix = f",clock_fallback=1i {time_s}" if fallback else f" {time_s}"
@@ -475,6 +488,10 @@ class PointBuilder:
                     self._last_export_peak = current
                     lines.append(line("capacity", {"meter": meter}, {"export_month_peak_kw": value}, current[0]))
         history = fields.get(PEAK_HISTORY_OBIS)
+        if self._reuse:
+            if history is self._last_history_reading:
+                return  # compared with the last history (and noted, when it differed) then
+            self._last_history_reading = history
         if history is None or not isinstance(history.value, tuple) or history.value == self._last_history:
             return
         self._last_history = history.value  # type: ignore[assignment]
