@@ -444,8 +444,7 @@ class PointBuilder:
         if self._reuse:
             # Made only of these readings: when they are the last telegram's, so are their capture times,
             # which were all noted then, so there is nothing to write.
-            fields = telegram.fields
-            current = [fields.get(key) for key in _MBUS_ALL_KEYS]
+            current = list(map(telegram.fields.get, _MBUS_ALL_KEYS))
             last = self._last_mbus
             if last is not None and all(map(operator.is_, current, last)):
                 return
