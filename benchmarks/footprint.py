@@ -192,7 +192,7 @@ def main() -> None:
             env.update(P1_SOURCE=str(meter.link), INFLUX_BUCKET="p1", P1_SPOOL_DIR=str(root / "spool"),
                        P1_INSTANCE="footprint", PYTHONPATH=str(REPO))
             if args.api == "v2":
-                proxy = V2Proxy(influxd, token=V2_TOKEN, org="home")
+                proxy = V2Proxy(influxd, token=V2_TOKEN, org="home", keep_alive=True)
                 proxy.start()
                 env.update(INFLUX_API="v2", INFLUX_URL=proxy.url, INFLUX_ORG="home", INFLUX_TOKEN=V2_TOKEN)
             else:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +42,7 @@ from p1logger.timestamps import TimestampParser
 logger = logging.getLogger(__name__)
 
 _END = None  # queue marker: the source is exhausted
+HEALTH_SLACK_S = 2.0  # longer than a DSMR 5 meter's beat, far shorter than the health interval
 NOISE_LOG_INTERVAL_S = 60.0
 
 
@@ -105,6 +108,39 @@ class _Throttle:
         return False
 
 
+class Doorbell:
+    """Wakes the writer from the reader, ringing only once the reader has let go of the interpreter.
+
+    A queue's own wait wakes the writer while the reader still runs Python to get back to sleep; the
+    writer then finds the interpreter lock held and sleeps a second time for it, two wake-ups per
+    telegram instead of one. A byte on a socket pair is sent with the lock released, so the writer
+    wakes to a free lock (docs/performance.md, wake-ups).
+    """
+
+    def __init__(self) -> None:
+        self._receiver, self._sender = socket.socketpair()
+        self._sender.setblocking(False)
+        self._receiver.setblocking(False)
+
+    def ring(self) -> None:
+        try:
+            self._sender.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: it is ringing already; closed: the writer is gone
+
+    def wait(self, timeout_s: float) -> None:
+        """Until rung or ``timeout_s`` passed; every ring so far is then answered."""
+        try:
+            if select.select([self._receiver], [], [], timeout_s)[0]:
+                self._receiver.recv(4096)
+        except (BlockingIOError, OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        self._sender.close()
+        self._receiver.close()
+
+
 @dataclass
 class Pipeline:
     """Wires the stages together and runs them in two threads (plus one per output)."""
@@ -122,6 +158,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.health = Health(clock=self.wall_clock)
         self.queue: queue.Queue[tuple[Telegram, float] | None] = queue.Queue(self.settings.queue_max_telegrams)
+        self._doorbell = Doorbell()
         self.maker = RecordMaker(self.builders, use_receive_time=self.settings.use_receive_time,
                                  want_figures=any(getattr(o, "wants_figures", False) for o in self.outputs))
         self.failure: BaseException | None = None
@@ -177,6 +214,7 @@ class Pipeline:
             # the outputs before the process exits.
             if loop == self._write_loop:
                 self._writer_done.set()
+                self._doorbell.close()
 
     # ------------------------------------------------------------------ reader
 
@@ -218,6 +256,7 @@ class Pipeline:
                     continue
                 received_at = self.wall_clock()
                 bytes_since_valid += len(data)
+                valid: list[Telegram] = []
                 for item in self.reader.feed(data):
                     if isinstance(item, Telegram):
                         last_valid_at = self.clock()
@@ -228,7 +267,7 @@ class Pipeline:
                         self.health.telegrams_ok += 1
                         self.health.last_telegram_at = received_at
                         self._notify(item.raw, True, received_at)
-                        self._enqueue(item, received_at, blocking=not live)
+                        valid.append(item)
                     else:
                         self.health.telegrams_rejected += 1
                         self._reject_summary.add(item)
@@ -247,6 +286,10 @@ class Pipeline:
                     source.close()
                     source = None
                     self.reader.reset()
+                # Last, just before the next read sleeps: the writer then wakes to a free interpreter lock
+                # instead of waking a second time for it (docs/performance.md, wake-ups).
+                for telegram in valid:
+                    self._enqueue(telegram, received_at, blocking=not live)
         finally:
             if source is not None:
                 source.close()
@@ -256,11 +299,17 @@ class Pipeline:
             while not self._writer_done.is_set():
                 try:
                     self.queue.put(_END, timeout=0.5)
+                    self._doorbell.ring()
                     break
                 except queue.Full:
+                    self._doorbell.ring()
                     continue
 
     def _enqueue(self, telegram: Telegram, received_at: float, blocking: bool) -> None:
+        self._put(telegram, received_at, blocking)
+        self._doorbell.ring()
+
+    def _put(self, telegram: Telegram, received_at: float, blocking: bool) -> None:
         if blocking:
             # A file can wait for the writer; nothing is lost by waiting.
             while not self.stop_event.is_set():
@@ -268,6 +317,7 @@ class Pipeline:
                     self.queue.put((telegram, received_at), timeout=0.5)
                     return
                 except queue.Full:
+                    self._doorbell.ring()
                     continue
             return
         try:
@@ -309,9 +359,14 @@ class Pipeline:
     def _write_loop(self) -> None:
         while True:
             try:
-                item = self.queue.get(timeout=max(0.0, self._next_health_at - self.clock()))
+                item = self.queue.get_nowait()
             except queue.Empty:
-                item = ()  # type: ignore[assignment]
+                # While telegrams come, the health tick rides on them; the timeout fires only when none does.
+                self._doorbell.wait(max(0.0, self._next_health_at - self.clock()) + HEALTH_SLACK_S)
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    item = ()  # type: ignore[assignment]
             if item is _END:
                 break
             if item:
@@ -448,7 +503,7 @@ def build_pipeline(
             output.close(0.0)
         raise ConfigError(f"cannot create the spool directory {spool_dir} ({exc.strerror}): fix P1_SPOOL_DIR") from None
     pipeline = Pipeline(
-        open_source=lambda: open_source(args.source, settings, realtime=args.realtime),
+        open_source=lambda: open_source(args.source, settings, realtime=args.realtime, sleep=shutdown.wait),
         reader=TelegramReader(timestamps, args.max_telegram_bytes, keys=keys),
         builders=builders,
         outputs=outputs,

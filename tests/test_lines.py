@@ -194,3 +194,34 @@ def test_a_stop_while_the_output_hangs_in_a_write_keeps_the_queued_batches_for_t
         assert (out.counters.spool_points, out.counters.memory_points, out.counters.points_dropped) == (10, 5, 0)
     finally:
         pipe.release.set()
+
+
+def test_the_flush_tick_keeps_a_fixed_beat_half_a_beat_from_the_telegrams(tmp_path: Path) -> None:
+    """The output thread's tick runs on a fixed beat (a late wake does not shift it), and when lines come
+    close to a tick it moves half a beat earlier: the writer's hand-over and the output's cut then never
+    meet on the lock, and neither thread wakes twice (docs/performance.md, wake-ups). Driven by hand,
+    with a manual clock and no thread."""
+    now = [100.0]
+    out = LineOutput("test", Destination(), LineOutputSettings(spool_dir=None, flush_interval_s=1.0),
+                     clock=lambda: now[0])
+    out.submit_lines([point(0)])
+    with out._cond:
+        out._tick_locked(now[0])  # the thread's first look: half an interval early
+        assert out._next_tick_at == 100.5
+        now[0] = 100.53  # a late wake
+        out._tick_locked(now[0])
+        assert out._next_tick_at == 101.5  # the beat, not 101.53
+        assert out.counters.memory_points == 1  # cut at the tick
+    now[0] = 101.0
+    out.submit_lines([point(1)])  # half a beat from the tick: nothing moves
+    assert out._next_tick_at == 101.5
+    now[0] = 101.4
+    out.submit_lines([point(2)])  # a meter whose beat drifted to within 0.2 s of the tick
+    assert out._next_tick_at == 101.0  # half a beat earlier: due now, so the thread cuts at once
+    with out._cond:
+        out._tick_locked(now[0])
+        assert out._next_tick_at == 102.0
+        assert out.counters.memory_points == 3
+    now[0] = 102.4
+    out.submit_lines([point(3)])  # the next telegram, a beat later: clear of the tick
+    assert out._next_tick_at == 102.0

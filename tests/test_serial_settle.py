@@ -8,20 +8,17 @@ import pytest
 from helpers.fake_meter import BELGIAN_3PH, fixture
 
 from p1logger.config import SerialSettings
-from p1logger.inputs import serial as serial_input
 from p1logger.inputs.serial import TELEGRAM_SETTLE_MAX_S, TELEGRAM_SETTLE_S, SerialSource
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    recorded: list[float] = []
-    monkeypatch.setattr(serial_input.time, "sleep", recorded.append)
-    return recorded
+def sleeps() -> list[float]:
+    return []
 
 
 def test_the_wait_is_as_long_as_the_last_telegram_took_on_the_line(sleeps: list[float]) -> None:
     telegram = fixture(BELGIAN_3PH)
-    source = SerialSource("loop://", SerialSettings(), read_timeout_s=0.1)
+    source = SerialSource("loop://", SerialSettings(), read_timeout_s=0.1, sleep=sleeps.append)
     try:
         for _ in range(2):
             source._port.write(telegram)
@@ -34,7 +31,7 @@ def test_the_wait_is_as_long_as_the_last_telegram_took_on_the_line(sleeps: list[
 
 def test_a_slow_line_waits_longer_within_bounds(sleeps: list[float]) -> None:
     telegram = fixture(BELGIAN_3PH)
-    source = SerialSource("loop://", SerialSettings.dsmr22(), read_timeout_s=0.1)  # 9600 baud, 7E1: 10 bits a byte
+    source = SerialSource("loop://", SerialSettings.dsmr22(), read_timeout_s=0.1, sleep=sleeps.append)  # 9600 baud, 7E1: 10 bits a byte
     try:
         for _ in range(2):
             source._port.write(telegram)

@@ -41,7 +41,7 @@ class OpenOptions:
     serial: SerialSettings
     realtime: bool = False
     read_timeout_s: float = 1.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] = time.sleep
 
 
 def _file(spec: str, options: OpenOptions) -> Source:
@@ -60,7 +60,7 @@ def _simulator(spec: str, options: OpenOptions) -> Source:
 def _serial(spec: str, options: OpenOptions) -> Source:
     from p1logger.inputs.serial import SerialSource
 
-    return SerialSource(spec, options.serial, options.read_timeout_s)
+    return SerialSource(spec, options.serial, options.read_timeout_s, sleep=options.sleep)
 
 
 # (does this spec name the input?, opener, is it live?) in the order they are tried; serial takes the rest.
@@ -100,7 +100,7 @@ def open_source(
     *,
     realtime: bool = False,
     read_timeout_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> Source:
     """Open what P1_SOURCE names. SourceError (a message saying what to fix) when it cannot be opened."""
     if not spec:

@@ -22,7 +22,7 @@ class FileSource:
         path: str,
         realtime: bool = False,
         interval_s: float = 1.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         stdin_wait_s: float = 1.0,
     ) -> None:
         self.description = "stdin" if path == "-" else path

@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 
 import serial
 
@@ -57,10 +58,115 @@ def describe_os_error(target: str, exc: BaseException) -> str:
     return f"cannot open {target}: {reason}"
 
 
+TAIL_EMPTY, TAIL_PARTIAL, TAIL_COMPLETE = "empty", "partial", "complete"
+PACED_PERIOD_RANGE_S = (0.5, 30.0)  # a meter sends every 1 s (DSMR 5) to 10 s (DSMR 4); others stay blocking
+PACED_PERIOD_CHANGE = 0.1  # a measured period this far off the estimate starts a new estimate
+PROBE_S = 0.002  # how much earlier each paced read comes than the last
+EARLY_RUN_S = 0.06  # and this much more, over n: a beat measured over n beats errs by up to 2 jitters (30 ms) / n
+
+
+def tail_state(data: bytes) -> str:
+    """Whether bytes read end with a whole telegram (its ``!`` line and CRC), part of one, or nothing."""
+    if not data:
+        return TAIL_EMPTY
+    end = data.rfind(b"!")
+    if end < 0 or not data.endswith(b"\n") or data[end + 1:].strip(b"0123456789ABCDEFabcdef\r\n"):
+        return TAIL_PARTIAL
+    return TAIL_COMPLETE
+
+
+def telegram_ends(data: bytes) -> int:
+    return data.count(b"\n!") + data.startswith(b"!")
+
+
+class LinePacer:
+    """When to read a line that carries one telegram per period, so that each telegram costs one wake-up.
+
+    A meter sends on a steady beat (1 s, or 10 s on DSMR 4). Once the beat is measured, the reader sleeps
+    until just after the next telegram should have ended and takes it whole in one read. The beat is
+    measured from telegram starts over a growing run of telegrams, so its error shrinks as the run grows;
+    each paced read comes a little earlier than the last, by more while the run is short, so that a beat
+    measured too long never lets the reads fall behind. When a read lands inside a telegram, it waits for
+    the rest and starts the beat again from that telegram. Anything unexpected (nothing there, two
+    telegrams at once) goes back to blocking reads. Pure: the caller reads and sleeps.
+    """
+
+    def __init__(self, s_per_byte: float) -> None:
+        self.s_per_byte = s_per_byte
+        self.settle_s = TELEGRAM_SETTLE_S  # how long a telegram takes on the line after its first byte
+        self.period_s: float | None = None
+        self.next_read_at: float | None = None
+        self._run_start_at: float | None = None  # when the first telegram of the current run started
+        self._run_telegrams = 0  # telegrams ended since that one
+        self._measured_over = 1  # beats in the span that measured period_s
+
+    def rest_s(self, partial: bytes) -> float:
+        """How long the rest of a telegram, of which ``partial`` has arrived, still takes."""
+        start = partial.rfind(b"/")
+        have = len(partial) - start if start >= 0 else 0
+        return max(TELEGRAM_SETTLE_S, self.settle_s - have * self.s_per_byte * 1.1)
+
+    def started_at(self, partial: bytes, now: float) -> float | None:
+        """When the telegram of which ``partial`` has arrived by ``now`` started, if it can be told."""
+        start = partial.rfind(b"/")
+        return None if start < 0 else now - (len(partial) - start) * self.s_per_byte
+
+    def anchored(self, data: bytes, start_at: float | None) -> None:
+        """A read waited on the line and returned ``data``, whose last telegram started at ``start_at``."""
+        ends = telegram_ends(data)
+        self._run_telegrams += ends
+        self.next_read_at = None
+        if tail_state(data) != TAIL_COMPLETE:
+            return
+        end = data.rfind(b"!")
+        start = data.rfind(b"/", 0, end)
+        if start >= 0:
+            self.settle_s = min(TELEGRAM_SETTLE_MAX_S,
+                                max(TELEGRAM_SETTLE_S, (len(data) - start) * self.s_per_byte * 1.1 + 0.02))
+        if start_at is None or ends != 1:
+            return
+        if self._run_start_at is None or self._run_telegrams < 2:
+            self._restart_run(start_at)
+            return
+        measured = (start_at - self._run_start_at) / (self._run_telegrams - 1)
+        low, high = PACED_PERIOD_RANGE_S
+        if not low <= measured <= high or (
+                self.period_s is not None and abs(measured - self.period_s) > PACED_PERIOD_CHANGE * self.period_s):
+            # A pause, a new meter, a dongle that batches: measure afresh from this telegram.
+            self.period_s = None
+            self._restart_run(start_at)
+            return
+        self.period_s = measured
+        self._measured_over = self._run_telegrams - 1
+        self.next_read_at = start_at + measured + self.settle_s
+
+    def _restart_run(self, start_at: float) -> None:
+        self._run_start_at = start_at
+        self._run_telegrams = 1
+
+    def paced(self, data: bytes) -> None:
+        """A paced read found whole telegrams (``data``): plan the next one, a little earlier on the beat."""
+        ends = telegram_ends(data)
+        self._run_telegrams += ends
+        if ends != 1 or self.period_s is None or self.next_read_at is None:
+            # Two at once: the reader fell behind; read blocking and find the beat again.
+            self.next_read_at = None
+            return
+        # A beat measured over a short span may be a jitter's worth too long: come earlier by more then, so
+        # that the next read inside a telegram soon measures it over a longer span.
+        self.next_read_at += self.period_s - EARLY_RUN_S / self._measured_over - PROBE_S
+
+    def lost(self) -> None:
+        """Nothing came where a telegram was due: read blocking until the beat is found again."""
+        self.next_read_at = None
+
+
 class SerialSource:
     """A serial port or a pyserial URL (ser2net, ESP dongles)."""
 
-    def __init__(self, target: str, settings: SerialSettings, read_timeout_s: float = 1.0) -> None:
+    def __init__(self, target: str, settings: SerialSettings, read_timeout_s: float = 1.0, *,
+                 sleep: Callable[[float], object] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.description = target
         try:
             if target.startswith(URL_SCHEMES):
@@ -79,9 +185,12 @@ class SerialSource:
             raise SourceError(describe_os_error(target, exc)) from None
         self._port = port
         self._read_timeout_s = read_timeout_s
+        # The pipeline's sleep ends at once on shutdown, so a paced wait of a DSMR 4 meter's 10 s never delays a stop.
+        self._sleep = sleep
+        self._clock = clock
         # Start, data, parity and stop bits of one character on the line.
-        self._s_per_byte = (2 + settings.bytesize + (settings.parity != "N") + settings.stopbits - 1) / settings.baudrate
-        self._settle_s = TELEGRAM_SETTLE_S
+        self.pacer = LinePacer((2 + settings.bytesize + (settings.parity != "N") + settings.stopbits - 1)
+                               / settings.baudrate)
         # pyserial's socket:// port reports in_waiting as 0 or 1 (readable or
         # not), which would take the rest of a telegram two bytes per read; its
         # timeout can be changed freely (rfc2217's cannot: that talks to the server).
@@ -89,23 +198,50 @@ class SerialSource:
 
     def read(self) -> bytes:
         try:
-            first = self._port.read(1)  # blocks up to the read timeout
-            if not first:
-                return b""
-            # Let the rest of the telegram arrive before reading it, so that a Raspberry Pi wakes twice per
-            # telegram (its first byte, then all the rest), not once per byte or once per part of it: the wait
-            # is as long as the last whole telegram took on the line (126 ms for 1455 bytes at 115200 baud).
-            time.sleep(self._settle_s)
-            data = bytes(first) + self._read_waiting()
-            end = data.rfind(b"!")
-            start = data.rfind(b"/", 0, end)
-            if start >= 0:
-                self._settle_s = min(TELEGRAM_SETTLE_MAX_S,
-                                     max(TELEGRAM_SETTLE_S, (len(data) - start) * self._s_per_byte * 1.1 + 0.02))
-            return data
+            return self._read()
         except (serial.SerialException, OSError, TypeError) as exc:
             # pyserial raises TypeError from a port whose USB adapter was just unplugged.
             raise SourceError(f"lost {self.description}: {exc}") from None
+
+    def _read(self) -> bytes:
+        pacer = self.pacer
+        if pacer.next_read_at is not None:
+            # One wake-up per telegram: sleep past its expected end and take it whole.
+            self._sleep(max(0.0, pacer.next_read_at - self._clock()))
+            data = self._read_waiting()
+            state = tail_state(data)
+            if state == TAIL_COMPLETE:
+                pacer.paced(data)
+                return data
+            if state == TAIL_PARTIAL:
+                start_at = pacer.started_at(data, self._clock())
+                self._sleep(pacer.rest_s(data))
+                data += self._read_waiting()
+                pacer.anchored(data, start_at)
+                return data
+            pacer.lost()
+        first = self._port.read(1)  # blocks up to the read timeout
+        if not first:
+            pacer.lost()
+            return b""
+        start_at = self._clock() if first == b"/" else None
+        # Let the rest of the telegram arrive before reading it, so that even an unpaced read wakes twice per
+        # telegram (its first byte, then all the rest), not once per byte or once per part of it: the wait
+        # is as long as the last whole telegram took on the line (126 ms for 1455 bytes at 115200 baud).
+        self._sleep(pacer.settle_s)
+        data = bytes(first) + self._read_waiting()
+        waited_s = pacer.settle_s
+        while start_at is not None and tail_state(data) == TAIL_PARTIAL and waited_s < TELEGRAM_SETTLE_MAX_S:
+            # Longer than the last telegram (or the first one): wait for its end once, then the wait is known.
+            rest_s = pacer.rest_s(data)
+            self._sleep(rest_s)
+            waited_s += rest_s
+            more = self._read_waiting()
+            if not more:
+                break
+            data += more
+        pacer.anchored(data, start_at)
+        return data
 
     def _read_waiting(self) -> bytes:
         """Whatever has arrived, up to READ_BYTES, without waiting for more."""

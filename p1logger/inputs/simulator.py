@@ -32,7 +32,7 @@ class SimulatorSource:
         speed: float = 1.0,
         start: datetime | None = None,
         seed: int = 1,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
         count: int | None = None,
         keys: Keys | None = None,
@@ -78,7 +78,7 @@ class SimulatorSource:
         pass
 
 
-def simulator_from_env(sleep: Callable[[float], None] = time.sleep) -> SimulatorSource:
+def simulator_from_env(sleep: Callable[[float], object] = time.sleep) -> SimulatorSource:
     """``P1_SOURCE=simulator``, tuned by P1_SIMULATOR_PROFILE, _SPEED, _COUNT and _START."""
     from p1logger import settings
 

@@ -46,6 +46,7 @@ DEFAULT_RETRY_INITIAL_S = 1.0
 DEFAULT_RETRY_MAX_S = 10.0  # also how often a dead destination is asked again
 _RECENT_MAX_BATCHES = 8
 _EMPTY_TICKS_BEFORE_REST = 3
+TICK_CLEARANCE = 0.2  # of the flush interval: how close to a tick lines may arrive before it moves
 SPOOL_REOPEN_INTERVAL_S = 60.0  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
 DROP_LOG_INTERVAL_S = 60.0
 RETRY_AFTER_MAX_S = 60.0
@@ -245,7 +246,15 @@ class LineOutput:
                 # (A waiting thread cuts on its own tick, due about now.)
                 self._enqueue_locked(self._batcher.take())
                 full = full or [[]]
-            if full or self._next_tick_at is None:
+            tick_at = self._next_tick_at
+            moved = False
+            if tick_at is not None and abs(tick_at - self._clock()) < TICK_CLEARANCE * self.settings.flush_interval_s:
+                # A tick due just as lines arrive would take the lock (and the spool) while the writer
+                # hands them over, and one of the two threads would wake twice: move it half a beat
+                # earlier (never later, so no line waits longer than the flush interval).
+                self._next_tick_at = tick_at - self.settings.flush_interval_s / 2
+                moved = True
+            if full or moved or self._next_tick_at is None:
                 # Only a full batch, or the first lines after a quiet spell, wake the thread: while
                 # lines keep coming it wakes by itself once per flush interval.
                 self._cond.notify()
@@ -393,7 +402,12 @@ class LineOutput:
             else:
                 self._empty_ticks += 1
             if self._empty_ticks < _EMPTY_TICKS_BEFORE_REST:
-                self._next_tick_at = now + self.settings.flush_interval_s
+                # On a fixed beat, not from the (late) moment this tick ran, so that it stays clear of
+                # the meter's telegrams, which submit_lines keeps it away from.
+                interval_s = self.settings.flush_interval_s
+                self._next_tick_at += interval_s
+                if self._next_tick_at <= now:
+                    self._next_tick_at = now + interval_s
             else:
                 self._next_tick_at = None
         if self._next_tick_at is None:

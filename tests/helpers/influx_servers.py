@@ -308,10 +308,13 @@ class V2Proxy:
 
     ORG_ID = "0a1b2c3d4e5f6071"
 
-    def __init__(self, influxd: InfluxServer, *, token: str, org: str) -> None:
+    def __init__(self, influxd: InfluxServer, *, token: str, org: str, keep_alive: bool = False) -> None:
         self.influxd = influxd
         self.token = token
         self.org = org
+        # Tests keep one request per connection, so that refuse() cuts every client off; a benchmark keeps
+        # connections open, as InfluxDB 2 itself does.
+        self.keep_alive = keep_alive
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.requests: list[RequestRecord] = []
@@ -374,7 +377,8 @@ class V2Proxy:
         if self._server is not None:
             return
         self._closing.clear()
-        handler = type("Handler", (_ProxyHandler,), {"proxy": self})
+        handler = type("Handler", (_ProxyHandler,),
+                       {"proxy": self, "protocol_version": "HTTP/1.1" if self.keep_alive else "HTTP/1.0"})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         server.daemon_threads = True
         self._server = server

@@ -1,0 +1,204 @@
+"""Paced reads: once the meter's beat is measured, each telegram costs the reader one wake-up.
+
+A virtual serial line delivers each telegram byte by byte at the line's rate, starting on the meter's
+beat; its clock moves only when the reader sleeps or blocks, so these tests run in no real time and
+count every wake-up exactly. Whatever the beat does (drifts, jitters, stops), every byte must come
+through in order: pacing may cost wake-ups, never data.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from helpers.fake_meter import BELGIAN_3PH, fixture
+
+from p1logger.config import SerialSettings
+from p1logger.inputs.serial import (
+    TAIL_COMPLETE,
+    TAIL_EMPTY,
+    TAIL_PARTIAL,
+    LinePacer,
+    SerialSource,
+    tail_state,
+    telegram_ends,
+)
+
+S_PER_BYTE = 10 / 115200
+TELEGRAM = fixture(BELGIAN_3PH)
+
+
+@dataclass
+class VirtualLine:
+    """A serial port whose bytes arrive on a schedule, against a clock that only the reader moves."""
+
+    telegrams: Sequence[bytes]
+    starts_s: Sequence[float]
+    s_per_byte: float = S_PER_BYTE
+    timeout: float = 1.0
+    now_s: float = 0.0
+    taken: int = 0
+    wakeups: int = 0
+    returned_at: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes taken so far)
+
+    def __post_init__(self) -> None:
+        self.stream = b"".join(self.telegrams)
+        self.arrival_s: list[float] = []
+        for telegram, start in zip(self.telegrams, self.starts_s):
+            self.arrival_s.extend(start + (i + 1) * self.s_per_byte for i in range(len(telegram)))
+
+    def arrived(self) -> int:
+        low, high = self.taken, len(self.arrival_s)
+        while low < high:  # the first byte not yet arrived
+            mid = (low + high) // 2
+            if self.arrival_s[mid] <= self.now_s:
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.wakeups += 1
+            self.now_s += seconds
+
+    def clock(self) -> float:
+        return self.now_s
+
+    @property
+    def in_waiting(self) -> int:
+        return self.arrived() - self.taken
+
+    def read(self, size: int = 1) -> bytes:
+        if size == 0:
+            return b""
+        if self.timeout and self.in_waiting == 0:
+            # A blocking read sleeps until the next byte or the timeout.
+            self.wakeups += 1
+            nxt = self.arrival_s[self.taken] if self.taken < len(self.arrival_s) else None
+            if nxt is None or nxt > self.now_s + self.timeout:
+                self.now_s += self.timeout
+                return b""
+            self.now_s = nxt
+        size = min(size, self.in_waiting)
+        data = self.stream[self.taken:self.taken + size]
+        self.taken += size
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def read_all(line: VirtualLine, until_s: float) -> bytes:
+    source = SerialSource("loop://", SerialSettings(), read_timeout_s=line.timeout, sleep=line.sleep, clock=line.clock)
+    source._port.close()
+    source._port = line  # type: ignore[assignment]
+    got = bytearray()
+    while line.now_s < until_s and line.taken < len(line.stream):
+        got += source.read()
+        line.returned_at.append((line.now_s, line.taken))
+    return bytes(got)
+
+
+def latencies_s(line: VirtualLine) -> list[float]:
+    """For each telegram, how long after its last byte arrived the reader returned it."""
+    ends, total = [], 0
+    for telegram in line.telegrams:
+        total += len(telegram)
+        ends.append((total, line.arrival_s[total - 1]))
+    result = []
+    for end, arrived_at in ends:
+        returned = next((t for t, taken in line.returned_at if taken >= end), None)
+        if returned is not None:
+            result.append(returned - arrived_at)
+    return result
+
+
+def beat(count: int, period_s: float, jitter_s: float = 0.0, first_s: float = 0.3, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [first_s + k * period_s + rng.uniform(-jitter_s, jitter_s) for k in range(count)]
+
+
+def run_line(starts: Sequence[float], telegram: bytes = TELEGRAM, **line_options: float) -> tuple[VirtualLine, bytes]:
+    line = VirtualLine([telegram] * len(starts), starts, **line_options)
+    return line, read_all(line, until_s=starts[-1] + 5.0)
+
+
+def test_a_steady_one_second_meter_costs_one_wakeup_per_telegram() -> None:
+    short, _ = run_line(beat(100, 1.0))
+    line, got = run_line(beat(300, 1.0))
+    assert got == line.stream
+    # Measuring the beat costs the first telegrams two or three wake-ups; then one each, plus a read
+    # inside a telegram every dozen or so (each paced read comes 2 ms earlier than the last) that
+    # measures the beat again. The same first 100 telegrams cost the same: the difference is steady state.
+    assert (line.wakeups - short.wakeups) / 200 <= 1.1, (short.wakeups, line.wakeups)
+    assert line.wakeups <= 300 * 1.15
+    assert max(latencies_s(line)) < 0.05
+
+
+@pytest.mark.parametrize("period_s", [0.999, 1.001, 10.0, 9.99])
+def test_a_beat_that_drifts_from_the_estimate_still_loses_nothing(period_s: float) -> None:
+    line, got = run_line(beat(200, period_s))
+    assert got == line.stream
+    assert line.wakeups <= 200 * 1.2, line.wakeups
+    assert max(latencies_s(line)) < 0.05 + 0.002 * period_s
+
+
+def test_a_jittery_dongle_costs_wakeups_not_data() -> None:
+    line, got = run_line(beat(300, 1.0, jitter_s=0.03))
+    assert got == line.stream
+    assert line.wakeups <= 300 * 1.2, line.wakeups
+    # A beat first measured over one jittery second is trusted less: reads come earlier until it is
+    # measured over more, so no telegram waits for the next.
+    assert max(latencies_s(line)) < 0.1
+
+
+def test_a_meter_that_pauses_is_read_blocking_until_its_beat_returns() -> None:
+    starts = beat(30, 1.0) + [t + 60.0 for t in beat(30, 1.0, first_s=30.0)]
+    line, got = run_line(starts)
+    assert got == line.stream
+    # During the 60 s pause the reader wakes once per read timeout, as an unpaced one would.
+    assert line.wakeups <= 60 * 1.3 + 60, line.wakeups
+    assert max(latencies_s(line)) < 0.05
+
+
+def test_a_beat_faster_than_half_a_second_is_not_paced() -> None:
+    line, got = run_line(beat(100, 0.2))
+    assert got == line.stream
+    assert line.wakeups == 201  # first byte, then the rest, as before pacing (the first telegram waits once more)
+
+
+def test_tail_state_tells_whole_partial_and_nothing() -> None:
+    assert tail_state(b"") == TAIL_EMPTY
+    assert tail_state(TELEGRAM) == TAIL_COMPLETE
+    assert tail_state(TELEGRAM[:-3]) == TAIL_PARTIAL  # the CRC line cut short
+    assert tail_state(TELEGRAM + TELEGRAM[:40]) == TAIL_PARTIAL
+    assert tail_state(b"/ISK5\\2M550T-1012\r\n\r\n1-3:0.2.8(50)\r\n!\r\n") == TAIL_COMPLETE  # DSMR 2.2: no CRC
+    assert telegram_ends(TELEGRAM + TELEGRAM) == 2
+
+
+def test_the_pacer_learns_the_beat_from_anchored_reads() -> None:
+    pacer = LinePacer(S_PER_BYTE)
+    pacer.anchored(TELEGRAM, 10.0)  # the telegram started at 10.0 (its first byte's read returned then)
+    assert pacer.period_s is None and pacer.next_read_at is None
+    settle_s = len(TELEGRAM) * S_PER_BYTE * 1.1 + 0.02
+    assert pacer.settle_s == pytest.approx(settle_s)
+    pacer.anchored(TELEGRAM, 11.0)
+    assert pacer.period_s == pytest.approx(1.0)
+    assert pacer.next_read_at == pytest.approx(12.0 + settle_s)  # just after the next one should have ended
+    pacer.paced(TELEGRAM)  # measured over one beat: 60 ms earlier, and the 2 ms probe
+    assert pacer.next_read_at == pytest.approx(12.0 + settle_s + 1.0 - 0.06 - 0.002)
+    pacer.anchored(TELEGRAM, 13.0)  # a read inside a telegram: three beats since the first
+    assert pacer.period_s == pytest.approx(1.0)
+    assert pacer.next_read_at == pytest.approx(14.0 + settle_s)
+    pacer.paced(TELEGRAM)
+    assert pacer.next_read_at == pytest.approx(14.0 + settle_s + 1.0 - 0.06 / 3 - 0.002)
+    pacer.anchored(TELEGRAM, 16.5)  # a new beat, or a pause: measure it afresh
+    assert pacer.period_s is None and pacer.next_read_at is None
+    pacer.paced(TELEGRAM + TELEGRAM)  # two at once: measure again
+    assert pacer.next_read_at is None
+    assert pacer.rest_s(TELEGRAM[:200]) == pytest.approx(pacer.settle_s - 200 * S_PER_BYTE * 1.1)
+
+
