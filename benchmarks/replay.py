@@ -209,8 +209,8 @@ def bench_stream(stream: str, args: argparse.Namespace) -> None:
             report(f"replay into influxd ({detail.split()[1]})", seconds, telegrams, points)
             # On a shared machine the wall time follows the load; the CPU each side needs does not.
             print(f"  CPU: this process {cpu_s:.1f} s = {cpu_s / telegrams * 1e6:.0f} us/telegram, influxd "
-                  f"{influxd_cpu_s:.1f} s = {influxd_cpu_s / telegrams * 1e6:.0f} us/telegram; on two idle cores, at best "
-                  f"{telegrams / max(cpu_s, influxd_cpu_s):,.0f} telegrams/s")
+                  f"{influxd_cpu_s:.1f} s = {influxd_cpu_s / telegrams * 1e6:.0f} us/telegram; on two idle cores, "
+                  f"at best {telegrams / max(cpu_s, influxd_cpu_s):,.0f} telegrams/s")
             # Some fixtures share a meter id and a clock: their points overwrite each other, as they should.
             print(f"  energy points stored: {stored}, expected {len(discard.energy_keys)}")
         finally:

@@ -138,7 +138,8 @@ def main() -> None:
     )
     print(f"fill  (put):          {total_points / fill_s:12,.0f} points/s  ({fill_s:.2f} s)")
     print(f"drain (oldest+ack):   {drain_rate:12,.0f} points/s  ({drain_s:.2f} s); first half "
-          f"{total_points / 2 / half_s:,.0f}/s, second half {total_points / 2 / (drain_s - half_s - last_ack_s):,.0f}/s "
+          f"{total_points / 2 / half_s:,.0f}/s, second half "
+          f"{total_points / 2 / (drain_s - half_s - last_ack_s):,.0f}/s "
           f"(linear: equal) + {last_ack_s:.2f} s at the end to give the file's pages back; memory grew "
           f"{(rss_peak - rss_before) / 1e6:.1f} MB while draining (flat: about 0)")
     print(f"baseline, in memory:  {memory_rate:12,.0f} points/s; drain/in-memory = {drain_rate / memory_rate:.3f}")

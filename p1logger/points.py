@@ -201,7 +201,8 @@ def _field_spec(obis: str, reading: Reading) -> _FieldSpec | None:
     name = target[1]
     limits = PLAUSIBLE.get(name)
     bad = limits is not None and not limits[0] <= value <= limits[1]  # type: ignore[operator]
-    return _FieldSpec((target[0], target[2]), name, value, f"{name}={format_field(value)}", bad)  # type: ignore[arg-type]
+    text = f"{name}={format_field(value)}"  # type: ignore[arg-type]
+    return _FieldSpec((target[0], target[2]), name, value, text, bad)  # type: ignore[arg-type]
 
 
 def _computed_spec(name: str, value: float | int) -> _FieldSpec:
