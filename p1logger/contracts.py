@@ -112,6 +112,20 @@ class LineWriter(Protocol):
 
 
 @runtime_checkable
+class SplitLineWriter(LineWriter, Protocol):
+    """A `LineWriter` that can send a batch now and read its answer later (InfluxDB's HTTP).
+
+    ``begin`` sends one attempt and returns at once; ``finish`` then reports it as
+    ``write(lines, max_attempts=1)`` would. `LineOutput` uses it for a live second's
+    batch, whose answer it reads at the next flush instead of waking to wait for it.
+    """
+
+    def begin(self, lines: Sequence[str]) -> None: ...
+
+    def finish(self) -> WriteResult: ...
+
+
+@runtime_checkable
 class Output(Protocol):
     """Where records go. Each output runs on its own; a slow or dead one never delays another.
 

@@ -225,3 +225,58 @@ def test_the_flush_tick_keeps_a_fixed_beat_half_a_beat_from_the_telegrams(tmp_pa
     now[0] = 102.4
     out.submit_lines([point(3)])  # the next telegram, a beat later: clear of the tick
     assert out._next_tick_at == 102.0
+
+
+class SplitDestination(Destination):
+    """A destination whose answer can be read later (InfluxDB's HTTP), recording the order of events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self._sent: list[str] | None = None
+
+    def write(self, lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
+        self.events.append(f"write {times([list(lines)])}")
+        return super().write(lines, max_attempts)
+
+    def begin(self, lines: Sequence[str]) -> None:
+        assert self._sent is None, "a second batch sent before the first one's answer was read"
+        self.events.append(f"begin {times([list(lines)])}")
+        self._sent = list(lines)
+
+    def finish(self) -> WriteResult:
+        assert self._sent is not None
+        lines, self._sent = self._sent, None
+        self.events.append("finish")
+        return super().write(lines, 1)
+
+
+def test_a_live_batch_is_answered_at_the_next_flush_and_an_outage_backlog_is_sent_plainly(tmp_path: Path) -> None:
+    destination = SplitDestination()
+    out = output(tmp_path, destination)
+    out.counters.state = "up"  # as after the first write of a run
+    out.start()
+    for n in range(3):  # one batch per flush interval, each sent once the one before it was answered
+        out.submit_lines([point(n)])
+        wait_for(lambda: f"begin [{n}]" in destination.events, f"batch {n} sent")
+    destination.down.set()
+    out.submit_lines([point(3)])
+    wait_for(lambda: destination.refused >= 1, "an answer that says the destination is down")
+    for n in range(4, 8):
+        out.submit_lines([point(n)])
+    wait_for(lambda: destination.refused >= 2, "a retry refused")
+    destination.down.clear()
+    wait_for(lambda: sum(map(len, destination.taken)) == 8, "everything delivered")
+    out.close(None)
+    assert times(destination.taken) == list(range(8))
+    assert out.counters.points_written == 8 and out.counters.state == "up"
+    begun = [event for event in destination.events if event.startswith("begin")]
+    assert begun[:4] == ["begin [0]", "begin [1]", "begin [2]", "begin [3]"]
+    # Each answer is read before anything else is sent; while the destination was down, and while
+    # a backlog drained, batches went plainly, one answer at a time.
+    for before, after in zip(destination.events, destination.events[1:]):
+        if before.startswith("begin"):
+            assert after == "finish"
+    assert any(event.startswith("write") for event in destination.events)
+    with Spool(tmp_path / "test" / "spool.db") as spool:
+        assert spool.backlog_points == 0

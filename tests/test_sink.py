@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy
+from helpers.influx_servers import V2_ORG, V2_TOKEN, InfluxServer, V2Proxy, free_port
 from helpers.fake_meter import Sleeps
 
 from p1logger.errors import ConfigError
@@ -866,3 +866,46 @@ def test_no_secret_in_any_log_result_or_error(
     for secret in (SECRET_TOKEN, SECRET_PASSWORD, WRONG_PASSWORD, basic):
         assert secret not in everything
     assert SECRET_PASSWORD not in (tmp_path / "dl.lp").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ a write sent now, its answer read later
+
+
+def test_begin_then_finish_stores_a_live_write_and_reports_it_as_a_plain_write(
+    influxd: InfluxServer, influx_db: str, v2_proxy: V2Proxy
+) -> None:
+    with v1_sink(influxd, influx_db, None, Sleeps()) as sink:
+        for second in range(3):  # one kept-alive connection, each answer read before the next write
+            sink.begin(power_lines(12, start=T0 + 12 * second))
+            assert_all_stored(sink.finish(), 12)
+        assert sink.transport.connections_opened == 1
+    assert influxd.count(influx_db, "power") == 36
+    # The v2 proxy closes each connection after its answer: the next write opens another.
+    with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:
+        for second in range(2):
+            sink.begin(power_lines(12, start=T0 + 100 + 12 * second))
+            assert_all_stored(sink.finish(), 12)
+        assert sink.transport.connections_opened == 2
+    assert [(w.status, w.lines) for w in v2_proxy.writes()] == [(204, 12), (204, 12)]
+    assert influxd.count(influx_db, "power") == 60
+
+
+def test_an_answer_read_later_that_refuses_or_never_comes_keeps_the_data(
+    influxd: InfluxServer, influx_db: str, v2_proxy: V2Proxy
+) -> None:
+    lines = power_lines(5)
+    with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:
+        v2_proxy.fail_with(503, retry_after_s=7)
+        sink.begin(lines)
+        result = sink.finish()
+        assert_all_kept(result, lines, WriteKind.TRANSIENT)
+        assert result.retry_after_s == 7
+        v2_proxy.fail_with(400)  # a write the server will never take, line by line: dead letters
+        sink.begin(lines[:1])
+        assert (sink.finish().points_rejected, influxd.count(influx_db, "power")) == (1, 0)
+    nobody = InfluxTarget(url=f"http://127.0.0.1:{free_port()}", api="v1", org="", bucket=influx_db)
+    with InfluxSink(nobody, dead_letter_path=None, sleep=Sleeps()) as sink:
+        sink.begin(lines)  # refused at once: the answer is that no one listens, read as late as any
+        result = sink.finish()
+    assert_all_kept(result, lines, WriteKind.TRANSIENT)
+    assert "connection refused" in result.message

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p1logger.errors import ConfigError
-from p1logger.spool import Spool, SpoolBatch
+from p1logger.spool import SMALL_PAYLOAD_BYTES, Spool, SpoolBatch, compress
 
 
 class FakeClock:
@@ -37,7 +37,7 @@ def lines(start: int, count: int, meter: str = "E0043007017512345") -> list[str]
 
 
 def stored_size(batch: list[str]) -> int:
-    return len(zlib.compress("\n".join(batch).encode("utf-8")))
+    return len(compress("\n".join(batch).encode("utf-8")))
 
 
 def spool_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -537,7 +537,7 @@ def test_a_sent_batch_whose_removal_failed_is_not_evicted_as_backlog(tmp_path: P
         assert spool.ack(ids[0]) is True  # sent: its removal is remembered and retried later
         del spool._transaction
         fourth = lines(150, 50)
-        spool.max_bytes = spool.backlog_bytes + len(zlib.compress("\n".join(fourth).encode())) - 1
+        spool.max_bytes = spool.backlog_bytes + len(compress("\n".join(fourth).encode())) - 1
         assert spool.put(fourth) is not None
         counted = (spool.backlog_batches, spool.backlog_points, spool.backlog_bytes)
         assert (counted[:2], spool.dropped_points, spool.dropped_points_total) == ((2, 100), 50, 50)
@@ -546,3 +546,16 @@ def test_a_sent_batch_whose_removal_failed_is_not_evicted_as_backlog(tmp_path: P
     with Spool(path) as reopened:
         assert (reopened.backlog_batches, reopened.backlog_points, reopened.backlog_bytes) == counted
         assert reopened.dropped_points_total == 50
+
+
+def test_small_and_large_batches_compress_to_what_zlib_reads_back() -> None:
+
+    live = "\n".join(f"power,meter=M,phase=l{n % 3 + 1} import_w={n}.0 {1_700_000_000 + n}" for n in range(12)).encode()
+    backlog = "\n".join(f"power,meter=M import_w={n}.0 {1_700_000_000 + n}" for n in range(2000)).encode()
+    assert len(live) < SMALL_PAYLOAD_BYTES <= len(backlog)
+    for data in (live, backlog):
+        stored = compress(data)
+        assert zlib.decompress(stored) == data
+        assert len(stored) < len(data) / 3
+    # The small state loses little on a live batch against zlib's default.
+    assert len(compress(live)) <= len(zlib.compress(live)) * 1.1

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p1logger.batch import Batcher
-from p1logger.contracts import LineWriter, Record, WriteResult
+from p1logger.contracts import LineWriter, Record, SplitLineWriter, WriteResult
 from p1logger.spool import Spool, SpoolUnavailable
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ DEFAULT_RETRY_INITIAL_S = 1.0
 DEFAULT_RETRY_MAX_S = 10.0  # also how often a dead destination is asked again
 _RECENT_MAX_BATCHES = 8
 _EMPTY_TICKS_BEFORE_REST = 3
+class _Finish:
+    """From _wait_for_batch_locked: read the answer to the batch sent with begin() first."""
+
+
+_FINISH = _Finish()
 TICK_CLEARANCE = 0.2  # of the flush interval: how close to a tick lines may arrive before it moves
 SPOOL_REOPEN_INTERVAL_S = 60.0  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
 DROP_LOG_INTERVAL_S = 60.0
@@ -137,6 +142,10 @@ class LineOutput:
         self.failure: BaseException | None = None
         self._reopen_at: float | None = None
         self._in_flight: _Batch | None = None  # the batch the output thread is sending (lock released)
+        self._split_writer = writer if isinstance(writer, SplitLineWriter) else None
+        self._answered: _Batch | None = None  # sent with begin(); its answer not read yet (still in flight)
+        self._answer_due_at = 0.0
+        self._flushing = 0  # flush() calls waiting: they want answers now, not at the next tick
         if settings.spool_dir is not None and (settings.durable or (settings.spool_dir / SPOOL_FILE).exists()):
             # A non-durable output opens its spool only to send what an earlier run left in it.
             try:
@@ -208,13 +217,17 @@ class LineOutput:
         deadline = None if budget_s is None else self._clock() + budget_s
         with self._cond:
             self._cut_locked()
+            self._flushing += 1
             self._cond.notify_all()
-            while (self._has_work_locked() and self.counters.state != "down" and not self._closing
-                   and self._thread is not None and self._thread.is_alive()):
-                remaining = None if deadline is None else deadline - self._clock()
-                if remaining is not None and remaining <= 0:
-                    return
-                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+            try:
+                while (self._has_work_locked() and self.counters.state != "down" and not self._closing
+                       and self._thread is not None and self._thread.is_alive()):
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+            finally:
+                self._flushing -= 1
 
     # ------------------------------------------------------------------ the writer thread's side
 
@@ -344,20 +357,55 @@ class LineOutput:
 
     def _loop(self) -> None:
         while True:
+            answered: _Batch | None = None
+            split = False
             with self._cond:
                 batch = self._wait_for_batch_locked()
-                self._in_flight = batch
+                if isinstance(batch, _Finish):
+                    answered = self._answered
+                    self._answered = None
+                else:
+                    self._in_flight = batch
+                    # A live second's batch, nothing behind it: its answer is read at the next flush.
+                    split = (self._split_writer is not None and batch is not None and not self._closing
+                             and not self._flushing and self._queued_batches_locked() <= 1
+                             and self.counters.state == "up")
+            if isinstance(batch, _Finish):
+                assert answered is not None and self._split_writer is not None
+                self._settle(answered, self._split_writer.finish())
+                continue
             if batch is None:
                 return
-            self._send(batch)
+            if split:
+                self._begin(batch)
+            else:
+                self._send(batch)
 
-    def _wait_for_batch_locked(self) -> _Batch | None:
-        """The next batch to send, once it is time; None when the output is to stop."""
+    def _begin(self, batch: _Batch) -> None:
+        assert self._split_writer is not None
+        self._split_writer.begin(batch.lines)
+        with self._cond:
+            self._answered = batch
+            self._answer_due_at = self._clock() + self.settings.flush_interval_s
+
+    def _wait_for_batch_locked(self) -> _Batch | _Finish | None:
+        """The next batch to send, once it is time; _FINISH to read a sent batch's answer; None to stop."""
         while True:
             now = self._clock()
             if self._reopen_at is not None and now >= self._reopen_at:
                 self._reopen_spool_locked(now)
             self._tick_locked(now)
+            if self._answered is not None:
+                due_at = min(self._answer_due_at, self._next_tick_at or self._answer_due_at)
+                if (self._closing or self._flushing or now >= due_at
+                        or self._queued_batches_locked() > 1):
+                    return _FINISH
+                self._waiting = True
+                try:
+                    self._cond.wait(due_at - now)
+                finally:
+                    self._waiting = False
+                continue
             has_work = self._has_work_locked()
             if self._closing:
                 deadline = self._close_deadline
@@ -448,7 +496,9 @@ class LineOutput:
         return None
 
     def _send(self, batch: _Batch) -> None:
-        result = self.writer.write(batch.lines, max_attempts=1)
+        self._settle(batch, self.writer.write(batch.lines, max_attempts=1))
+
+    def _settle(self, batch: _Batch, result: WriteResult) -> None:
         with self._cond:
             self._in_flight = None
             self._account(result, batch)

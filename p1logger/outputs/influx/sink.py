@@ -130,6 +130,7 @@ class InfluxSink:
         self._rejection_reason = ""
         self._dead_letter_window_at = clock()
         self._dead_lettered = 0
+        self._begun: tuple[list[str], float] = ([], 0.0)
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._shutdown.wait(seconds)
@@ -175,6 +176,33 @@ class InfluxSink:
         self._log(result, tally)
         return result
 
+    def begin(self, lines: Sequence[str]) -> None:
+        """Send one attempt of a write and return at once; ``finish`` reads the answer and reports.
+
+        For a live second's write: its answer is read at the next flush, when it has long arrived, so
+        the output thread does not wake a second time each second to wait for it.
+        """
+        self._begun = (list(lines), self._clock())
+        self._transport.begin_post(lines)
+
+    def finish(self) -> WriteResult:
+        """What became of the write ``begin`` sent, as ``write(lines, max_attempts=1)`` would report it."""
+        lines, started = self._begun
+        self._begun = ([], 0.0)
+        self._call_attempts = 1
+        tally = _Tally()
+        try:
+            first: Reply | TransientError = self._checked(self._transport.finish_post())
+        except TransientError as exc:
+            first = exc
+        self._store(lines, tally, first)
+        saved_note = self._dead_letter(tally.rejected, tally.uncopied) if tally.rejected_count else ""
+        waited_s = self._clock() - started
+        latency_ms = max(0.0, waited_s - self._transport.last_reply_age_s) * 1000.0
+        result = self._result(len(lines), tally, saved_note, latency_ms)
+        self._log(result, tally)
+        return result
+
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after_s is not None:
@@ -193,7 +221,10 @@ class InfluxSink:
         )
 
     def _post_once(self, lines: Sequence[str]) -> Reply:
-        reply = self._transport.post(lines)
+        return self._checked(self._transport.post(lines))
+
+    @staticmethod
+    def _checked(reply: Reply) -> Reply:
         if reply.status == 429 or reply.status >= 500:
             raise TransientError(http_text(reply.status, reply.reason), reply.retry_after_s)
         return reply
@@ -213,13 +244,16 @@ class InfluxSink:
             exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise
 
-    def _store(self, lines: list[str], tally: _Tally) -> None:
+    def _store(self, lines: list[str], tally: _Tally, first: Reply | TransientError | None = None) -> None:
+        """Write ``lines``, or judge ``first``, the answer to a write of them already sent."""
         if tally.keep_kind is not None:
             # The server already said it cannot take data now; asking again per half would only wait longer.
             tally.keep(lines, tally.keep_kind, tally.keep_message)
             return
         try:
-            reply = self._post(lines)
+            if isinstance(first, TransientError):
+                raise first
+            reply = first if first is not None else self._post(lines)
         except TransientError as exc:
             tally.retry_after_s = exc.retry_after_s
             tries = "1 attempt" if exc.attempts == 1 else f"{exc.attempts} attempts"

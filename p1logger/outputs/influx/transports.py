@@ -19,6 +19,8 @@ import base64
 import gzip
 import http.client
 import json
+import socket
+import struct
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,9 @@ _REASON_MAX_CHARS = 300
 GZIP_MIN_BYTES = 16384
 # Level 1: a backfill sends megabytes a second, and level 6 costs 2.4 times the CPU for a body 1.4 times smaller.
 GZIP_LEVEL = 1
+# struct tcp_info (linux/tcp.h): eight one-byte fields, then 32-bit ones; tcpi_last_data_recv (ms) is the twelfth.
+_TCP_INFO_LAST_DATA_RECV_OFFSET = 8 + 11 * 4
+_TCP_INFO_BYTES = 104
 
 
 class TransientError(SinkError):
@@ -103,6 +108,21 @@ def describe_io_error(exc: BaseException) -> str:
     return type(chain[-1]).__name__
 
 
+def reply_age_s(conn: http.client.HTTPConnection) -> float:
+    """How long ago the connection last received data (Linux's TCP_INFO), 0 where that cannot be told.
+
+    A write whose answer is read a second after it came took the answer's time, not the second.
+    """
+    sock = conn.sock
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return 0.0
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+        return float(struct.unpack_from("I", info, _TCP_INFO_LAST_DATA_RECV_OFFSET)[0]) / 1000.0
+    except (OSError, struct.error):
+        return 0.0
+
+
 def http_text(status: int, reason: str) -> str:
     return f"HTTP {status}" + (f": {reason}" if reason else "")
 
@@ -126,6 +146,8 @@ class HttpTransport:
         self._prefix = parts.path.rstrip("/")
         self._headers = self.auth_headers(target)
         self._conn: http.client.HTTPConnection | None = None
+        self._begun: tuple[bytes, dict[str, str]] = (b"", {})
+        self.last_reply_age_s = 0.0  # how long the answer finish_post read had waited for it
         self.connections_opened = 0
         self._write_url = self._url(self.write_path, self.write_params(target))
 
@@ -211,12 +233,52 @@ class HttpTransport:
                 raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
         raise AssertionError("unreachable")
 
-    def post(self, lines: Sequence[str]) -> Reply:
+    def _write_body(self, lines: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         body = "\n".join(lines).encode("utf-8")
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.target.gzip and len(body) >= GZIP_MIN_BYTES:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
+        return body, headers
+
+    def post(self, lines: Sequence[str]) -> Reply:
+        body, headers = self._write_body(lines)
+        status, data, resp_headers = self.request("POST", self.write_path, {}, body, headers, url=self._write_url)
+        return Reply(status, reason_from_body(data), retry_after_s(resp_headers.get("Retry-After")))
+
+    def begin_post(self, lines: Sequence[str]) -> None:
+        """Send a write without waiting for the answer, which ``finish_post`` reads.
+
+        A live second's write is answered in milliseconds; reading that answer only at the next flush,
+        when it has long arrived, saves the output thread a wake-up a second (docs/performance.md).
+        """
+        body, headers = self._write_body(lines)
+        self._begun = (body, headers)
+        conn = self._connection()
+        try:
+            conn.request("POST", self._write_url, body=body, headers={**self._headers, **headers})
+        except (OSError, http.client.HTTPException):
+            # Sent again, on a fresh connection, by finish_post.
+            self.close()
+
+    def finish_post(self) -> Reply:
+        """The answer to the write ``begin_post`` sent (sent again at once if the kept-alive connection had gone)."""
+        body, headers = self._begun
+        conn = self._conn
+        if conn is not None:
+            try:
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.will_close:
+                    self.close()
+                self.last_reply_age_s = reply_age_s(conn)
+                return Reply(resp.status, reason_from_body(data), retry_after_s(resp.headers.get("Retry-After")))
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if not isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                    why = describe_io_error(exc)
+                    raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
+        self.last_reply_age_s = 0.0
         status, data, resp_headers = self.request("POST", self.write_path, {}, body, headers, url=self._write_url)
         return Reply(status, reason_from_body(data), retry_after_s(resp_headers.get("Retry-After")))
 
