@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal, Mapping, NamedTuple
+from typing import Literal, Mapping
 from zoneinfo import ZoneInfo
 
 from p1logger.decode import _MBUS_KEYS, HistoryEntry, Reading, Telegram
@@ -162,29 +162,27 @@ _MBUS_FIELDS: dict[str, tuple[str, Mapping[str, float]]] = {
     "cooling": ("energy_gj", _TO_GJ),
 }
 _MBUS_BY_UNIT = {"m3": "gas", "GJ": "heat", "MJ": "heat"}  # older meters send no device type
-# Meters whose series prefixes (about ten each) are kept, so a replay of many meters' archives at once
-# (or the benchmarks' 44 interleaved meters) does not rebuild them for every telegram.
-_PREFIXES_MAX = 512
-
-
-# What one OBIS code's reading becomes, kept with that reading (PointBuilder._field_specs).
-_FIELD_SPECS_MAX = 1024
+# Meters whose series prefixes (about ten each) and field specs (about 40) are kept, so a replay of many
+# meters' archives at once (or the benchmarks' 44 interleaved meters) does not redo them for every telegram.
+_METERS_MAX = 256
 # And per (OBIS code, unit, value): about 300 kB; 93% of a simulated meter's new readings are found here.
 _VALUE_SPECS_MAX = 1024
 _ENERGY = ("energy", None)
 
 
-class _FieldSpec(NamedTuple):
-    group: tuple[str, str | None]  # (measurement, phase)
-    name: str
-    value: float | int
-    text: str  # "name=value", as format_field writes it
-    implausible: bool
+# What one reading becomes in its point: ((measurement, phase), field, value, "field=value" as format_field
+# writes it, implausible). A plain tuple: one is made for every reading that changed.
+_FieldSpec = tuple[tuple[str, "str | None"], str, "float | int", str, bool]
+# INSTANT_MAP ready for use: OBIS -> ((measurement, phase), field, unit conversions, plausible (low, high)).
+_INSTANT: dict[str, tuple[tuple[str, str | None], str, Mapping[str, float], tuple[float, float] | None]] = {
+    obis: ((measurement, phase), field, units, PLAUSIBLE.get(field))
+    for obis, (measurement, field, phase, units) in INSTANT_MAP.items()
+}
 
 
 def _field_spec(obis: str, reading: Reading) -> _FieldSpec | None:
     """What an instantaneous reading becomes in its point, or None when it is not one we write."""
-    target = INSTANT_MAP.get(obis)
+    target = _INSTANT.get(obis)
     if target is None:
         return None
     value = reading.value
@@ -193,20 +191,18 @@ def _field_spec(obis: str, reading: Reading) -> _FieldSpec | None:
             return None  # None, text or a list: nothing to write
         value = float(value)  # type: ignore[arg-type]
     unit = reading.unit
-    factor = 1.0 if unit is None else target[3].get(unit)
+    factor = 1.0 if unit is None else target[2].get(unit)
     if factor is None:
         return None  # a unit we cannot convert is left out, never stored as something else
     if factor != 1.0:
         value = round(value * factor, 9)  # type: ignore[operator]
-    name = target[1]
-    limits = PLAUSIBLE.get(name)
+    limits = target[3]
     bad = limits is not None and not limits[0] <= value <= limits[1]  # type: ignore[operator]
-    text = f"{name}={format_field(value)}"  # type: ignore[arg-type]
-    return _FieldSpec((target[0], target[2]), name, value, text, bad)  # type: ignore[arg-type]
+    return (target[0], target[1], value, f"{target[1]}={format_field(value)}", bad)  # type: ignore[arg-type]
 
 
 def _computed_spec(name: str, value: float | int) -> _FieldSpec:
-    return _FieldSpec(_ENERGY, name, value, f"{name}={format_field(value)}", False)
+    return (_ENERGY, name, value, f"{name}={format_field(value)}", False)
 
 
 def escape_tag(value: str) -> str:
@@ -328,18 +324,21 @@ class PointBuilder:
         self._last_peak: tuple[int, float] | None = None
         self._last_export_peak: tuple[int, float] | None = None
         self._last_history: tuple[HistoryEntry, ...] | None = None
-        self._prefixes: dict[str, dict[tuple[str, str | None], str]] = {}
+        # meter -> ((measurement, phase) -> its series prefix, OBIS code -> (reading, what it became),
+        # [the energy fields of its last telegram, the totals added to them])
+        self._meters: dict[str, tuple[dict[tuple[str, str | None], str],
+                                      dict[str, tuple[Reading, _FieldSpec | None]],
+                                      list[list[_FieldSpec]]]] = {}
         self.clock = MeterClock()
         self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
         # The decoder hands out the same Reading object while a line repeats, so what a field's reading
-        # becomes (its group, value and formatted text) is kept per OBIS code with the reading it came
-        # from; a field that did not change is neither converted nor formatted again. Bounded by the
+        # becomes (its group, value and formatted text) is kept per meter and OBIS code with the reading it
+        # came from; a field that did not change is neither converted nor formatted again. Bounded by the
         # OBIS codes the decoder knows. reuse_readings=False works it all out every time (the plain path).
         self._reuse = reuse_readings
-        self._field_specs: dict[str, tuple[Reading, _FieldSpec | None]] = {}
         self._value_specs: dict[tuple[str, str | None, object], _FieldSpec | None] = {}
         self._last_mbus: list[Reading | None] | None = None
-        self._last_energy: tuple[list[_FieldSpec], list[_FieldSpec]] = ([], [])  # (fields sent, totals added)
+        self._last_mbus_meter: str | None = None
         self._last_history_reading: Reading | None = None
         self._last_tariff: tuple[Reading, _FieldSpec] | None = None
         self._last_peak_reading: Reading | None = None
@@ -359,15 +358,25 @@ class PointBuilder:
         fields = telegram.fields
         # (measurement, phase) -> the specs of its fields, in the order they first appear.
         grouped: dict[tuple[str, str | None], list[_FieldSpec]] = {}
-        specs, by_value = (self._field_specs, self._value_specs) if self._reuse else ({}, {})
+        known = self._meters.get(meter)
+        if known is None:
+            if len(self._meters) >= _METERS_MAX:
+                self._meters.clear()
+            known = self._meters[meter] = ({}, {}, [[], []])
+        prefixes, specs, last_energy = known
+        by_value = self._value_specs
+        if not self._reuse:
+            specs, by_value = {}, {}
         for obis, reading in fields.items():
             cached = specs.get(obis)
             if cached is None or cached[0] is not reading:
                 value = reading.value
                 cls = value.__class__
+                if obis not in _INSTANT:
+                    spec = None
                 # A new reading of a value seen before: power and voltage take a few thousand values. Not
                 # bool (True == 1), nor zero (-0.0 == 0.0, yet they are written differently).
-                if (cls is float or cls is int) and value:
+                elif (cls is float or cls is int) and value:
                     value_key = (obis, reading.unit, value)
                     spec = by_value.get(value_key)
                     if spec is None:
@@ -376,9 +385,7 @@ class PointBuilder:
                         spec = by_value[value_key] = _field_spec(obis, reading)
                 else:
                     spec = _field_spec(obis, reading)
-                if len(specs) >= _FIELD_SPECS_MAX:
-                    specs.clear()
-                specs[obis] = (reading, spec)
+                specs[obis] = (reading, spec)  # bounded by the OBIS codes the decoder knows
             else:
                 spec = cached[1]
             if spec is None:
@@ -392,12 +399,13 @@ class PointBuilder:
                 group.append(spec)
         energy = grouped.get(_ENERGY)
         if energy is not None:
-            if self._reuse and energy == self._last_energy[0]:
-                energy += self._last_energy[1]
+            if self._reuse and energy == last_energy[0]:
+                energy += last_energy[1]
             else:
                 parts = energy[:]
                 self._add_totals(energy)
-                self._last_energy = (parts, energy[len(parts):])
+                if self._reuse:
+                    last_energy[:] = parts, energy[len(parts):]
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
             last = self._last_tariff
@@ -409,7 +417,6 @@ class PointBuilder:
 
         lines: list[str] = []
         suffix = f",clock_fallback=1i {time_s}" if fallback else f" {time_s}"
-        prefixes = self._meter_prefixes(meter)
         for key, values in grouped.items():
             prefix = prefixes.get(key)
             if prefix is None:
@@ -432,24 +439,18 @@ class PointBuilder:
                 if present:
                     energy.append(_computed_spec(total, round(sum(present), 6)))
 
-    def _meter_prefixes(self, meter: str) -> dict[tuple[str, str | None], str]:
-        """(measurement, phase) -> ``measurement,tags `` of the instantaneous points, per meter (bounded)."""
-        prefixes = self._prefixes.get(meter)
-        if prefixes is None:
-            if len(self._prefixes) >= _PREFIXES_MAX:
-                self._prefixes.clear()
-            prefixes = self._prefixes[meter] = {}
-        return prefixes
-
     def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
-        if self._reuse:
+        if self._reuse and meter == self._last_mbus_meter:
             # Made only of these readings: when they are the last telegram's, so are their capture times,
-            # which were all noted then, so there is nothing to write.
+            # which were all noted then, so there is nothing to write. (Meters that take turns on one
+            # stream share the capture times, hence "the last telegram's", and only the same meter's.)
             current = list(map(telegram.fields.get, _MBUS_ALL_KEYS))
             last = self._last_mbus
             if last is not None and all(map(operator.is_, current, last)):
                 return
             self._last_mbus = current
+        else:
+            self._last_mbus_meter, self._last_mbus = meter, None
         for reading in mbus_readings(telegram):
             capture_s = _epoch_s(reading.time)
             key = (reading.measurement, reading.channel)
