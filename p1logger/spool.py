@@ -142,6 +142,7 @@ class Spool:
         """Where a damaged spool file was kept, when one was found at start."""
         # Batches sent and acknowledged whose removal failed (a full disk): skipped, removed later.
         self._acked: set[int] = set()
+        self.evicted_up_to = 0  # the newest batch id a full spool has dropped, with every older one
         self.storage_errors = 0
         """Reads, removals or writes the storage refused (counted; logged at a bounded rate)."""
         self._conn: sqlite3.Connection | None = self._open()
@@ -352,6 +353,7 @@ class Spool:
                     self._storage_trouble("write", what)
                 return None
             self._acked = {batch_id for batch_id in self._acked if batch_id > evicted_up_to}
+            self.evicted_up_to = max(self.evicted_up_to, evicted_up_to)
             self.backlog_batches += 1 - evicted_batches
             self.backlog_points += points - evicted_points
             self.backlog_bytes += stored_bytes - evicted_bytes

@@ -26,6 +26,7 @@ QUICK: dict[str, tuple[list[str], str]] = {
     "replay.py": (["--telegrams", "300"], r"energy points stored: (\d+), expected \1"),
     "spool_drain.py": (["--batches", "3", "--points-per-batch", "200"], r"drain/in-memory = \d+\.\d{3}"),
     "capacity_warnings.py": (["--days", "1"], r"recall +\d+\.\d%.*\n.*precision +\d+\.\d%"),
+    "handoff.py": (["--items", "5", "--period-s", "0.05", "--runs", "1"], r"ratio: the writer wakes \d+\.\d\d times"),
 }
 
 

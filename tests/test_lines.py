@@ -280,3 +280,37 @@ def test_a_live_batch_is_answered_at_the_next_flush_and_an_outage_backlog_is_sen
     assert any(event.startswith("write") for event in destination.events)
     with Spool(tmp_path / "test" / "spool.db") as spool:
         assert spool.backlog_points == 0
+
+
+def test_batches_a_full_spool_drops_during_an_outage_are_forgotten_as_waiting(tmp_path: Path) -> None:
+    destination = Destination()
+    destination.down.set()
+    tried: set[str] = set()
+    refuse = destination.write
+
+    def write(lines: Sequence[str], max_attempts: int | None = None) -> WriteResult:
+        tried.add(lines[0])
+        return refuse(lines, max_attempts)
+
+    destination.write = write  # type: ignore[method-assign]
+    out = output(tmp_path, destination, spool_max_bytes=400)  # room for about three batches
+    out.start()
+    spool = out.spool
+    assert spool is not None
+
+    def oldest_tried() -> bool:
+        oldest = spool.oldest()
+        return oldest is not None and oldest.lines[0] in tried
+
+    for batch in range(40):
+        for n in range(5 * batch, 5 * batch + 5):
+            out.submit_lines([point(n)])
+        # Once the spool is full, each batch put drops its oldest: the next try is of another batch.
+        wait_for(lambda: spool.backlog_points > 0 and oldest_tried(), f"the oldest tried after batch {batch}")
+    assert out.spool is not None
+    assert out.spool.dropped_points >= 150 and len(tried) >= 30
+    # Only batches still in the spool can still be waiting.
+    assert len(out._waited) <= out.spool.backlog_batches
+    destination.down.clear()
+    out.close(None)
+    assert out.counters.points_written + out.spool.dropped_points == 200

@@ -4,6 +4,7 @@ TLS, passwords, ACLs and the bounded backlog."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -406,3 +407,20 @@ def test_a_dead_worker_says_so_in_its_health_without_stopping_the_logger(
     health = output.health()
     assert (health["dropping"], health["last_write_error"]) == (True, "the output failed: AttributeError")
     assert getattr(output, "failure", None) is None  # the pipeline stops the logger on `failure`: MQTT must not
+
+
+def test_two_loggers_with_one_client_id_say_so_once_instead_of_logging_every_reconnect(
+        mosquitto: MosquittoServer, outputs: list[MqttOutput], caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_for(mosquitto, reconnect_min_s=1.0, reconnect_max_s=1.0)
+    caplog.set_level(logging.INFO, logger="p1logger.outputs.mqtt")
+    first = start(outputs, settings)
+    second = start(outputs, settings)
+    wait_until(lambda: first.taken_over >= 1 and second.taken_over >= 1, what="the fight seen", timeout_s=30.0)
+    said = [record.getMessage() for record in caplog.records]
+    wait_until(lambda: first.taken_over + second.taken_over >= 8, what="more of the fight", timeout_s=30.0)
+    # Up to the second short connection each output logs its state changes; from then on, only one
+    # warning a minute, naming the setting to change: the six reconnects since added nothing.
+    assert [record.getMessage() for record in caplog.records] == said
+    takeovers = [message for message in said if "is another client connected with the same client id" in message]
+    assert len(takeovers) == 2, said  # one per output
+    assert all(f"{settings.client_id!r}? Give each logger its own P1_MQTT_CLIENT_ID" in m for m in takeovers)

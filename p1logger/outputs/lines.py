@@ -329,6 +329,11 @@ class LineOutput:
         assert self._spool is not None
         dropped = self._spool.dropped_points - getattr(self, "_spool_dropped_seen", 0)
         self._spool_dropped_seen = self._spool.dropped_points
+        if dropped and self._waited:
+            # Batches a full spool dropped wait no more: forget them, or a long outage grows this without bound.
+            evicted = self._spool.evicted_up_to
+            for key in [key for key in self._waited if 0 < key <= evicted]:
+                del self._waited[key]
         return dropped
 
     def _drop(self, points: int) -> None:

@@ -45,6 +45,8 @@ _LOG_EVERY_S = 60.0
 _STALL_S = 10.0  # at exit, a broker that acknowledges nothing for this long is given up on
 # CONNACK reason codes that mean the user name or password is wrong (v5 134, 135; v3 4, 5).
 _AUTH_FAILURES = {134, 135, 4, 5}
+_SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason code
+_FLAP_S = 30.0  # a connection dropped sooner than this counts as short
 
 
 class _Throttled:
@@ -160,6 +162,10 @@ class MqttOutput:
         self.states_published = 0
         self._drop_log = _Throttled()
         self._refuse_log = _Throttled()
+        self._takeover_log = _Throttled()
+        self.taken_over = 0  # disconnects right after connecting, one after another: another client with this id?
+        self._connected_at = 0.0
+        self._short_connections = 0
         self._state_log = ""
         self.worker_error: BaseException | None = None  # the worker died (not `failure`: that stops the logger)
 
@@ -283,7 +289,9 @@ class MqttOutput:
             self._connack.event.set()
             return
         self.connected = True
-        self._set_state(f"connected to {self.settings.describe()}", logging.INFO)
+        self._connected_at = time.monotonic()
+        if self._short_connections < 2:
+            self._set_state(f"connected to {self.settings.describe()}", logging.INFO)
         subscriptions = [(self.topics.birth, QOS)]
         if self.settings.discovery_prefix and not self._cleaned:
             # Only until the leftovers are cleaned up: a persistent session would otherwise collect every
@@ -305,9 +313,21 @@ class MqttOutput:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         self.connected = False
-        if not self._stop.is_set():
-            self.last_error = f"disconnected: {reason_code}"
-            self._set_state(f"disconnected ({reason_code}); reconnecting", logging.WARNING)
+        if self._stop.is_set():
+            return
+        self.last_error = f"disconnected: {reason_code}"
+        lasted_s = time.monotonic() - self._connected_at
+        self._short_connections = self._short_connections + 1 if lasted_s < _FLAP_S else 0
+        if _reason(reason_code)[0] == _SESSION_TAKEN_OVER or self._short_connections >= 2:
+            # Two loggers with one client id push each other off the broker every second or so (a broker
+            # may say so, or just close): say why, once a minute, not every disconnect and reconnect.
+            self.taken_over += 1
+            self._takeover_log.log(
+                logging.WARNING, "MQTT broker %s keeps dropping this connection right after it is made (%s): is "
+                "another client connected with the same client id %r? Give each logger its own "
+                "P1_MQTT_CLIENT_ID", self.settings.describe(), reason_code, self.settings.client_id)
+            return
+        self._set_state(f"disconnected ({reason_code}); reconnecting", logging.WARNING)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
