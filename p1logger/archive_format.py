@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from p1logger.dlms import CipherFramer
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer
@@ -45,9 +45,8 @@ def _parse_header(line: bytes) -> tuple[float, bool, int] | None:
     return received_at_s, parts[2] == b"ok", length
 
 
-@dataclass(frozen=True, slots=True)
-class ArchivedTelegram:
-    """One telegram read back from an archive or a plain capture."""
+class ArchivedTelegram(NamedTuple):
+    """One telegram read back from an archive or a plain capture (a tuple: one per telegram, made cheaply)."""
 
     raw: bytes
     valid: bool | None  # None: a plain capture, checked by nobody yet

@@ -55,10 +55,15 @@ class RecordMaker:
         self.use_receive_time = use_receive_time
         self.want_figures = want_figures
 
-    def make(self, telegram: Telegram, received_at_s: float) -> Record:
+    def lines(self, telegram: Telegram, received_at_s: float) -> list[str]:
+        """Every builder's lines for one telegram, in builder order: what ``make`` packs into its Record."""
         lines: list[str] = []
         for builder in self.builders:
-            lines.extend(builder.build(telegram, received_at_s))
+            lines += builder.build(telegram, received_at_s)
+        return lines
+
+    def make(self, telegram: Telegram, received_at_s: float) -> Record:
+        lines = self.lines(telegram, received_at_s)
         figures: dict[str, Figures] = {}
         if self.want_figures:
             for builder in self.builders:

@@ -10,12 +10,13 @@ is written only when its own capture time changes, not once per telegram.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Mapping
 from zoneinfo import ZoneInfo
 
-from p1logger.decode import HistoryEntry, Reading, Telegram
+from p1logger.decode import _MBUS_KEYS, HistoryEntry, Reading, Telegram
 from p1logger.guards import PLAUSIBLE, MeterClock
 from p1logger.obis import MBUS_DEVICE_TYPES
 
@@ -152,6 +153,8 @@ _TOTALS = {
 }
 # M-Bus readings, best first: the temperature-corrected value, then the others.
 _MBUS_READING_SUFFIXES = (":24.2.1", ":24.2.3", ":24.3.0")
+# Every field mbus_readings() looks at: each channel's device type, ids and readings.
+_MBUS_ALL_KEYS = tuple(key for _, keys in _MBUS_KEYS for key in keys)
 _MBUS_FIELDS: dict[str, tuple[str, Mapping[str, float]]] = {
     "gas": ("volume_m3", _TO_M3),
     "water": ("volume_m3", _TO_M3),
@@ -159,9 +162,47 @@ _MBUS_FIELDS: dict[str, tuple[str, Mapping[str, float]]] = {
     "cooling": ("energy_gj", _TO_GJ),
 }
 _MBUS_BY_UNIT = {"m3": "gas", "GJ": "heat", "MJ": "heat"}  # older meters send no device type
-# Series prefixes kept per (measurement, meter, phase): about ten a meter, so a replay of many meters'
-# archives at once (or the benchmarks' 41 interleaved meters) does not rebuild them for every telegram.
-_PREFIXES_MAX = 4096
+# Meters whose series prefixes (about ten each) and field specs (about 40) are kept, so a replay of many
+# meters' archives at once (or the benchmarks' 44 interleaved meters) does not redo them for every telegram.
+_METERS_MAX = 256
+# And per (OBIS code, unit, value): about 300 kB; 93% of a simulated meter's new readings are found here.
+_VALUE_SPECS_MAX = 1024
+_ENERGY = ("energy", None)
+
+
+# What one reading becomes in its point: ((measurement, phase), field, value, "field=value" as format_field
+# writes it, implausible). A plain tuple: one is made for every reading that changed.
+_FieldSpec = tuple[tuple[str, "str | None"], str, "float | int", str, bool]
+# INSTANT_MAP ready for use: OBIS -> ((measurement, phase), field, unit conversions, plausible (low, high)).
+_INSTANT: dict[str, tuple[tuple[str, str | None], str, Mapping[str, float], tuple[float, float] | None]] = {
+    obis: ((measurement, phase), field, units, PLAUSIBLE.get(field))
+    for obis, (measurement, field, phase, units) in INSTANT_MAP.items()
+}
+
+
+def _field_spec(obis: str, reading: Reading) -> _FieldSpec | None:
+    """What an instantaneous reading becomes in its point, or None when it is not one we write."""
+    target = _INSTANT.get(obis)
+    if target is None:
+        return None
+    value = reading.value
+    if value.__class__ is not float:
+        if value.__class__ is not int:
+            return None  # None, text or a list: nothing to write
+        value = float(value)  # type: ignore[arg-type]
+    unit = reading.unit
+    factor = 1.0 if unit is None else target[2].get(unit)
+    if factor is None:
+        return None  # a unit we cannot convert is left out, never stored as something else
+    if factor != 1.0:
+        value = round(value * factor, 9)  # type: ignore[operator]
+    limits = target[3]
+    bad = limits is not None and not limits[0] <= value <= limits[1]  # type: ignore[operator]
+    return (target[0], target[1], value, f"{target[1]}={format_field(value)}", bad)  # type: ignore[arg-type]
+
+
+def _computed_spec(name: str, value: float | int) -> _FieldSpec:
+    return (_ENERGY, name, value, f"{name}={format_field(value)}", False)
 
 
 def escape_tag(value: str) -> str:
@@ -275,7 +316,7 @@ class PointBuilder:
 
     name = "points"
 
-    def __init__(self, zone: ZoneInfo, use_receive_time: bool = False) -> None:
+    def __init__(self, zone: ZoneInfo, use_receive_time: bool = False, *, reuse_readings: bool = True) -> None:
         self.zone = zone
         self.use_receive_time = use_receive_time
         # Bounded by construction: one entry per M-Bus channel (at most 4) and per peak kind.
@@ -283,10 +324,25 @@ class PointBuilder:
         self._last_peak: tuple[int, float] | None = None
         self._last_export_peak: tuple[int, float] | None = None
         self._last_history: tuple[HistoryEntry, ...] | None = None
-        self._prefixes: dict[tuple[str, str, str | None], str] = {}
-        self._factors: dict[tuple[str, str | None], float] = {}
+        # meter -> ((measurement, phase) -> its series prefix, OBIS code -> (reading, what it became),
+        # [the energy fields of its last telegram, the totals added to them])
+        self._meters: dict[str, tuple[dict[tuple[str, str | None], str],
+                                      dict[str, tuple[Reading, _FieldSpec | None]],
+                                      list[list[_FieldSpec]]]] = {}
         self.clock = MeterClock()
         self.implausible_values = 0  # stored as sent, but counted (guards.PLAUSIBLE)
+        # The decoder hands out the same Reading object while a line repeats, so what a field's reading
+        # becomes (its group, value and formatted text) is kept per meter and OBIS code with the reading it
+        # came from; a field that did not change is neither converted nor formatted again. Bounded by the
+        # OBIS codes the decoder knows. reuse_readings=False works it all out every time (the plain path).
+        self._reuse = reuse_readings
+        self._value_specs: dict[tuple[str, str | None, object], _FieldSpec | None] = {}
+        self._last_mbus: list[Reading | None] | None = None
+        self._last_mbus_meter: str | None = None
+        self._last_history_reading: Reading | None = None
+        self._last_tariff: tuple[Reading, _FieldSpec] | None = None
+        self._last_peak_reading: Reading | None = None
+        self._last_export_peak_reading: Reading | None = None
 
     def figures(self) -> None:
         """The readings themselves are the record's telegram; nothing is derived here."""
@@ -300,66 +356,101 @@ class PointBuilder:
         else:
             time_s = int(received_at_s)
         fields = telegram.fields
-        grouped: dict[tuple[str, str | None], dict[str, float | int]] = {}
-        factors = self._factors
+        # (measurement, phase) -> the specs of its fields, in the order they first appear.
+        grouped: dict[tuple[str, str | None], list[_FieldSpec]] = {}
+        known = self._meters.get(meter)
+        if known is None:
+            if len(self._meters) >= _METERS_MAX:
+                self._meters.clear()
+            known = self._meters[meter] = ({}, {}, [[], []])
+        prefixes, specs, last_energy = known
+        by_value = self._value_specs
+        if not self._reuse:
+            specs, by_value = {}, {}
         for obis, reading in fields.items():
-            target = INSTANT_MAP.get(obis)
-            if target is None:
+            cached = specs.get(obis)
+            if cached is None or cached[0] is not reading:
+                value = reading.value
+                cls = value.__class__
+                if obis not in _INSTANT:
+                    spec = None
+                # A new reading of a value seen before: power and voltage take a few thousand values. Not
+                # bool (True == 1), nor zero (-0.0 == 0.0, yet they are written differently).
+                elif (cls is float or cls is int) and value:
+                    value_key = (obis, reading.unit, value)
+                    spec = by_value.get(value_key)
+                    if spec is None:
+                        if len(by_value) >= _VALUE_SPECS_MAX:
+                            by_value.clear()
+                        spec = by_value[value_key] = _field_spec(obis, reading)
+                else:
+                    spec = _field_spec(obis, reading)
+                specs[obis] = (reading, spec)  # bounded by the OBIS codes the decoder knows
+            else:
+                spec = cached[1]
+            if spec is None:
                 continue
-            value = reading.value
-            if value.__class__ is not float:
-                if value.__class__ is not int:
-                    continue  # None, text or a list: nothing to write
-                value = float(value)  # type: ignore[arg-type]
-            unit = reading.unit
-            factor = factors.get((obis, unit))
-            if factor is None:
-                factor = 1.0 if unit is None else target[3].get(unit)
-                if factor is None:
-                    continue  # a unit we cannot convert is left out, never stored as something else
-                factors[(obis, unit)] = factor
-            if factor != 1.0:
-                value = round(value * factor, 9)  # type: ignore[operator]
-            limits = PLAUSIBLE.get(target[1])
-            if limits is not None and not limits[0] <= value <= limits[1]:  # type: ignore[operator]
+            if spec[4]:
                 self.implausible_values += 1
-            key = (target[0], target[2])
-            group = grouped.get(key)
+            group = grouped.get(spec[0])
             if group is None:
-                group = grouped[key] = {}
-            group[target[1]] = value  # type: ignore[assignment]
-        energy = grouped.get(("energy", None))
+                grouped[spec[0]] = [spec]
+            else:
+                group.append(spec)
+        energy = grouped.get(_ENERGY)
         if energy is not None:
-            fill_totals(energy)
+            if self._reuse and energy == last_energy[0]:
+                energy += last_energy[1]
+            else:
+                parts = energy[:]
+                self._add_totals(energy)
+                if self._reuse:
+                    last_energy[:] = parts, energy[len(parts):]
         tariff = fields.get(TARIFF_OBIS)
         if tariff is not None and isinstance(tariff.value, int):
-            grouped.setdefault(("energy", None), {})["active_tariff"] = tariff.value
+            last = self._last_tariff
+            if last is None or last[0] is not tariff:
+                last = (tariff, _computed_spec("active_tariff", tariff.value))
+                if self._reuse:
+                    self._last_tariff = last
+            grouped.setdefault(_ENERGY, []).append(last[1])
 
-        if fallback:
-            for values in grouped.values():
-                values["clock_fallback"] = 1
         lines: list[str] = []
-        suffix = f" {time_s}"
-        for (measurement, phase), values in grouped.items():
-            prefix = self._prefix(measurement, meter, phase)
-            lines.append(prefix + ",".join([f"{key}={format_field(value)}" for key, value in values.items()]) + suffix)
+        suffix = f",clock_fallback=1i {time_s}" if fallback else f" {time_s}"
+        for key, values in grouped.items():
+            prefix = prefixes.get(key)
+            if prefix is None:
+                prefix = prefixes[key] = series(key[0], {"meter": meter, "phase": key[1]} if key[1] else
+                                                {"meter": meter}) + " "
+            if len(values) == 1:
+                lines.append(prefix + values[0][3] + suffix)
+            else:
+                lines.append(prefix + ",".join([spec[3] for spec in values]) + suffix)
         self._mbus_lines(telegram, meter, lines)
         self._peak_lines(fields, meter, lines)
         return lines
 
-    def _prefix(self, measurement: str, meter: str, phase: str | None) -> str:
-        """``measurement,tags `` for the instantaneous points, remembered (bounded) per meter."""
-        key = (measurement, meter, phase)
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            tags = {"meter": meter, "phase": phase} if phase else {"meter": meter}
-            prefix = series(measurement, tags) + " "
-            if len(self._prefixes) >= _PREFIXES_MAX:
-                self._prefixes.clear()
-            self._prefixes[key] = prefix
-        return prefix
+    def _add_totals(self, energy: list[_FieldSpec]) -> None:
+        """fill_totals, on specs: the totals a meter does not send, from the tariffs it does send."""
+        names = {spec[1]: spec[2] for spec in energy}
+        for total, parts in _TOTALS.items():
+            if total not in names:
+                present = [names[p] for p in parts if p in names]
+                if present:
+                    energy.append(_computed_spec(total, round(sum(present), 6)))
 
     def _mbus_lines(self, telegram: Telegram, meter: str, lines: list[str]) -> None:
+        if self._reuse and meter == self._last_mbus_meter:
+            # Made only of these readings: when they are the last telegram's, so are their capture times,
+            # which were all noted then, so there is nothing to write. (Meters that take turns on one
+            # stream share the capture times, hence "the last telegram's", and only the same meter's.)
+            current = list(map(telegram.fields.get, _MBUS_ALL_KEYS))
+            last = self._last_mbus
+            if last is not None and all(map(operator.is_, current, last)):
+                return
+            self._last_mbus = current
+        else:
+            self._last_mbus_meter, self._last_mbus = meter, None
         for reading in mbus_readings(telegram):
             capture_s = _epoch_s(reading.time)
             key = (reading.measurement, reading.channel)
@@ -371,6 +462,12 @@ class PointBuilder:
 
     def _peak_lines(self, fields: Mapping[str, Reading], meter: str, lines: list[str]) -> None:
         peak = fields.get(MONTH_PEAK_OBIS)
+        if self._reuse:
+            # The same reading as last time gives the same (time, value), already written or skipped then.
+            if peak is self._last_peak_reading:
+                peak = None
+            else:
+                self._last_peak_reading = peak
         if peak is not None and peak.time is not None:
             value = convert_reading(peak, _TO_KW)
             if value is not None:
@@ -379,6 +476,11 @@ class PointBuilder:
                     self._last_peak = current
                     lines.append(line("capacity", {"meter": meter}, {"month_peak_kw": value}, current[0]))
         export_peak = fields.get(EXPORT_MONTH_PEAK_OBIS)
+        if self._reuse:
+            if export_peak is self._last_export_peak_reading:
+                export_peak = None
+            else:
+                self._last_export_peak_reading = export_peak
         if export_peak is not None and export_peak.time is not None:
             value = convert_reading(export_peak, _TO_KW)
             if value is not None:
@@ -387,6 +489,10 @@ class PointBuilder:
                     self._last_export_peak = current
                     lines.append(line("capacity", {"meter": meter}, {"export_month_peak_kw": value}, current[0]))
         history = fields.get(PEAK_HISTORY_OBIS)
+        if self._reuse:
+            if history is self._last_history_reading:
+                return  # compared with the last history (and noted, when it differed) then
+            self._last_history_reading = history
         if history is None or not isinstance(history.value, tuple) or history.value == self._last_history:
             return
         self._last_history = history.value  # type: ignore[assignment]

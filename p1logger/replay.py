@@ -317,7 +317,8 @@ class Replayer:
                 stats.untimed += 1  # a wall-clock time would differ on every replay
                 continue
             stats.telegrams += 1
-            lines.extend(self.maker.make(item, record.received_at_s or 0.0).lines)
+            # Only the lines: a replay writes no figures (MQTT state), so no Record is packed.
+            lines += self.maker.lines(item, record.received_at_s or 0.0)
         return lines
 
     def _write(self, lines: list[str], commits: _Commits, path: Path, identity: FileIdentity) -> None:

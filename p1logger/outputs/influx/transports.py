@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 _REASON_MAX_CHARS = 300
 GZIP_MIN_BYTES = 16384
+# Level 1: a backfill sends megabytes a second, and level 6 costs 2.4 times the CPU for a body 1.4 times smaller.
+GZIP_LEVEL = 1
 # struct tcp_info (linux/tcp.h): eight one-byte fields, then 32-bit ones; tcpi_last_data_recv (ms) is the twelfth.
 _TCP_INFO_LAST_DATA_RECV_OFFSET = 8 + 11 * 4
 _TCP_INFO_BYTES = 104
@@ -235,7 +237,7 @@ class HttpTransport:
         body = "\n".join(lines).encode("utf-8")
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.target.gzip and len(body) >= GZIP_MIN_BYTES:
-            body = gzip.compress(body, compresslevel=6)
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
         return body, headers
 
