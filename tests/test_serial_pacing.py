@@ -202,3 +202,21 @@ def test_the_pacer_learns_the_beat_from_anchored_reads() -> None:
     assert pacer.rest_s(TELEGRAM[:200]) == pytest.approx(pacer.settle_s - 200 * S_PER_BYTE * 1.1)
 
 
+
+
+@pytest.mark.parametrize(("period_s", "missing"), [(1.0, 50), (10.0, 30)])
+def test_a_skipped_telegram_does_not_leave_the_reads_late(period_s: float, missing: int) -> None:
+    # A meter that skips one telegram (or a dongle that drops one): the beat is measured again, not
+    # over a run that counts the skipped beat as none (which read ever later, up to a whole beat).
+    starts = beat(400 if period_s == 1.0 else 200, period_s)
+    del starts[missing]
+    line, got = run_line(starts)
+    assert got == line.stream
+    assert max(latencies_s(line)) < 0.05 + 0.002 * period_s
+
+
+def test_a_meter_whose_phase_moves_is_read_on_its_new_phase() -> None:
+    starts = beat(100, 1.0) + [t + 0.5 for t in beat(300, 1.0, first_s=100.3)]
+    line, got = run_line(starts)
+    assert got == line.stream
+    assert max(latencies_s(line)) < 0.05

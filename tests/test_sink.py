@@ -909,3 +909,45 @@ def test_an_answer_read_later_that_refuses_or_never_comes_keeps_the_data(
         result = sink.finish()
     assert_all_kept(result, lines, WriteKind.TRANSIENT)
     assert "connection refused" in result.message
+
+
+def test_a_write_sent_early_that_times_out_is_reported_not_sent_again(
+    influxd: InfluxServer, influx_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that stops answering: the send times out. Sending again when the answer is due would
+    # hold the output thread for a second timeout (20 s by default) before it reports the outage.
+    import http.client
+
+    connects: list[int] = []
+
+    def connect(self: http.client.HTTPConnection) -> None:
+        connects.append(1)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(http.client.HTTPConnection, "connect", connect)
+    lines = power_lines(3)
+    with v1_sink(influxd, influx_db, None, Sleeps()) as sink:
+        sink.begin(lines)
+        result = sink.finish()
+    assert_all_kept(result, lines, WriteKind.TRANSIENT)
+    assert "no answer within the timeout" in result.message
+    assert len(connects) == 1
+
+
+def test_the_answer_time_is_read_from_the_socket_before_a_closing_server_takes_it(
+    v2_proxy: V2Proxy, influxd: InfluxServer, influx_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p1logger.outputs.influx import transports
+
+    asked: list[bool] = []
+    real = transports.reply_age_s
+
+    def reply_age_s(sock: Any) -> float:
+        asked.append(sock is not None and sock.fileno() >= 0)
+        return real(sock)
+
+    monkeypatch.setattr(transports, "reply_age_s", reply_age_s)
+    with v2_sink(v2_proxy, influx_db, None, Sleeps()) as sink:  # the proxy closes each connection
+        sink.begin(power_lines(2))
+        assert_all_stored(sink.finish(), 2)
+    assert asked == [True]

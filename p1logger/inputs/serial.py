@@ -157,8 +157,17 @@ class LinePacer:
         self.next_read_at += self.period_s - EARLY_RUN_S / self._measured_over - PROBE_S
 
     def lost(self) -> None:
-        """Nothing came where a telegram was due: read blocking until the beat is found again."""
+        """A blocking read found nothing: read blocking until the beat is found again."""
         self.next_read_at = None
+
+    def missed(self) -> None:
+        """A paced read found nothing: the meter skipped a telegram, paused or moved its phase.
+
+        The beat is measured afresh: a run of telegrams across the gap would count beats that passed
+        without a telegram as none, measure the beat too long, and the reads would fall ever later.
+        """
+        self.next_read_at = None
+        self._run_start_at = None
 
 
 class SerialSource:
@@ -219,7 +228,7 @@ class SerialSource:
                 data += self._read_waiting()
                 pacer.anchored(data, start_at)
                 return data
-            pacer.lost()
+            pacer.missed()
         first = self._port.read(1)  # blocks up to the read timeout
         if not first:
             pacer.lost()

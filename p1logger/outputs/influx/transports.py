@@ -108,12 +108,11 @@ def describe_io_error(exc: BaseException) -> str:
     return type(chain[-1]).__name__
 
 
-def reply_age_s(conn: http.client.HTTPConnection) -> float:
-    """How long ago the connection last received data (Linux's TCP_INFO), 0 where that cannot be told.
+def reply_age_s(sock: socket.socket | None) -> float:
+    """How long ago a connection's socket last received data (Linux's TCP_INFO), 0 where that cannot be told.
 
     A write whose answer is read a second after it came took the answer's time, not the second.
     """
-    sock = conn.sock
     if sock is None or not hasattr(socket, "TCP_INFO"):
         return 0.0
     try:
@@ -121,6 +120,11 @@ def reply_age_s(conn: http.client.HTTPConnection) -> float:
         return float(struct.unpack_from("I", info, _TCP_INFO_LAST_DATA_RECV_OFFSET)[0]) / 1000.0
     except (OSError, struct.error):
         return 0.0
+
+
+def _stale(exc: BaseException) -> bool:
+    """A kept-alive connection the server closed while it was idle: not an outage."""
+    return isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
 
 
 def http_text(status: int, reason: str) -> str:
@@ -147,6 +151,7 @@ class HttpTransport:
         self._headers = self.auth_headers(target)
         self._conn: http.client.HTTPConnection | None = None
         self._begun: tuple[bytes, dict[str, str]] = (b"", {})
+        self._begin_failure: TransientError | None = None
         self.last_reply_age_s = 0.0  # how long the answer finish_post read had waited for it
         self.connections_opened = 0
         self._write_url = self._url(self.write_path, self.write_params(target))
@@ -226,8 +231,7 @@ class HttpTransport:
                 self.close()
                 # A kept-alive connection the server closed while idle fails at once on reuse:
                 # that is not an outage, so it gets one fresh connection (never after a timeout).
-                stale = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
-                if attempt == 1 and stale:
+                if attempt == 1 and _stale(exc):
                     continue
                 why = describe_io_error(exc)
                 raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
@@ -254,28 +258,39 @@ class HttpTransport:
         """
         body, headers = self._write_body(lines)
         self._begun = (body, headers)
+        self._begin_failure = None
         conn = self._connection()
         try:
             conn.request("POST", self._write_url, body=body, headers={**self._headers, **headers})
-        except (OSError, http.client.HTTPException):
-            # Sent again, on a fresh connection, by finish_post.
+        except (OSError, http.client.HTTPException) as exc:
             self.close()
+            if not _stale(exc):
+                # Reported by finish_post as it is: sending again would wait out a timeout twice.
+                why = describe_io_error(exc)
+                self._begin_failure = TransientError(f"no answer from {self.target.url}: {why}", detail=why)
+            # A kept-alive connection the server had closed: finish_post sends again on a fresh one.
 
     def finish_post(self) -> Reply:
         """The answer to the write ``begin_post`` sent (sent again at once if the kept-alive connection had gone)."""
         body, headers = self._begun
+        if self._begin_failure is not None:
+            failure, self._begin_failure = self._begin_failure, None
+            raise failure
         conn = self._conn
         if conn is not None:
+            # Kept: a server that closes after answering makes getresponse() drop the connection's socket,
+            # whose TCP_INFO tells when the answer came (the response still holds it open).
+            sock = conn.sock
             try:
                 resp = conn.getresponse()
+                self.last_reply_age_s = reply_age_s(sock)
                 data = resp.read()
                 if resp.will_close:
                     self.close()
-                self.last_reply_age_s = reply_age_s(conn)
                 return Reply(resp.status, reason_from_body(data), retry_after_s(resp.headers.get("Retry-After")))
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                if not isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                if not _stale(exc):
                     why = describe_io_error(exc)
                     raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
         self.last_reply_age_s = 0.0
