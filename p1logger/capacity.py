@@ -270,19 +270,49 @@ class CapacityTracker:
         self._now = (time_s, power, demand)
         if power is not None:
             self._sustained.add(time_s, power)
-        quarter = self._quarter_now()
-        self._warn_once(quarter)
+        # The rule is judged on every telegram (a warning may start on any); the quarter's other figures
+        # only when a line is due or a warning starts, about one telegram in ten.
+        warning = self._peak_warning_now()
+        quarter: QuarterNow | None = None
+        current = self._quarter
+        if warning == 1 and current is not None and not current.warned:
+            quarter = self._quarter_now()
+            self._warn_once(quarter)
         due = (
             closed
             or self._last_status_s is None
             or time_s - self._last_status_s >= self.write_interval_s
-            or quarter.peak_warning != self._last_warning
+            or warning != self._last_warning
         )
         if due:
-            lines.append(self._status_line(quarter, time_s))
+            lines.append(self._status_line(quarter or self._quarter_now(), time_s))
             self._last_status_s = time_s
-            self._last_warning = quarter.peak_warning
+            self._last_warning = warning
         return lines
+
+    def _peak_warning_now(self) -> int | None:
+        """``_quarter_now().peak_warning``, without the figures it does not need.
+
+        When even the current power held to the quarter's end stays within the limit and its margin,
+        the rule, which projects at most that power, cannot warn: the held power is not worked out.
+        """
+        assert self._quarter is not None and self._now is not None
+        quarter = self._quarter
+        time_s, power, _ = self._now
+        if quarter.opening is None or self._last is None or self._last.time_s != time_s or power is None:
+            return None
+        if quarter.warned:
+            return 1
+        energy = round(self._last.import_kwh - quarter.opening.import_kwh, 6)
+        elapsed = time_s - quarter.opening.time_s
+        remaining = quarter.end_s - time_s
+        limit = billed_kw(self.running_peak_kw(self._month_of(time_s)))
+        if remaining >= 0 and elapsed + remaining > 0 and \
+                projected_kw(energy, elapsed, power, remaining) <= limit + self.margin_kw:
+            return 0
+        held = self._sustained.kw(hold_s(remaining))
+        call = warning_call(energy, elapsed, remaining, power, held, limit, self.margin_kw)
+        return int(call is not None and call.warn)
 
     def _month_of(self, time_s: int) -> str:
         # Asked several times per telegram; the answer only changes at a local midnight on the 1st.
