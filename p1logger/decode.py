@@ -468,7 +468,7 @@ class _Template:
 
     __slots__ = ("separator", "lines", "size", "volatile", "length", "literal_slices", "literals", "value_slices", "literal_getter", "value_getter",
                  "header", "fields", "unknown", "invalid", "unknown_values", "float_mask", "float_keys", "float_units",
-                 "int_mask", "int_keys", "int_units", "others")
+                 "int_mask", "int_keys", "int_units", "others", "other_texts")
 
     def __init__(self, separator: str, lines: list[str], header: str, fields: dict[str, Reading],
                  unknown: dict[str, str], invalid: dict[str, str], unknown_values: dict[str, Reading]) -> None:
@@ -495,6 +495,9 @@ class _Template:
         self.int_units: list[str | None] = []
         # Values read one by one: (index in the values, OBIS, kind, parser).
         self.others: list[tuple[int, str, Kind, Parser]] = []
+        # The text each of those was last read from: an M-Bus reading with its capture time changes once an
+        # hour or every five minutes, and read again unchanged it would be a new Reading every telegram.
+        self.other_texts: list[str | None] = []
 
     def build(self, volatile: frozenset[int], slots: list[tuple[str, Kind, Parser] | None]) -> None:
         """Find the values in the text: ``slots`` gives, per line, its OBIS code, kind and parser (None when no field)."""
@@ -537,6 +540,7 @@ class _Template:
         self.int_keys = [obis for how, obis, *_ in values if how == "int"]
         self.int_units = [unit for how, _, _, _, unit in values if how == "int"]
         self.others = [(i, obis, kind, parser) for i, (how, obis, kind, parser, _) in enumerate(values) if how == "other"]
+        self.other_texts = [None] * len(self.others)
 
 
 class Decoder:
@@ -618,10 +622,18 @@ class Decoder:
                 fields.update(zip(template.int_keys,
                                   map(_new_reading, repeat(Reading), zip(integers, template.int_units, repeat(None)))))
             timestamps = self.timestamps
-            for index, obis, kind, parser in template.others:
-                fields[obis] = _read_value(kind, parser, values[index], timestamps)
+            texts = template.other_texts
+            read: list[tuple[int, str]] = []
+            for slot, (index, obis, kind, parser) in enumerate(template.others):
+                value = values[index]
+                if value != texts[slot]:
+                    # Unchanged text keeps its Reading, as the line cache of the other path does.
+                    fields[obis] = _read_value(kind, parser, value, timestamps)
+                    read.append((slot, value))
         except (ValueError, IndexError, DecodeError):
             return None
+        for slot, value in read:
+            texts[slot] = value
         template.fields = fields
         stamp = fields.get(TIMESTAMP_OBIS)
         timestamp = stamp.value if stamp is not None and isinstance(stamp.value, datetime) else None
