@@ -321,11 +321,11 @@ class MqttOutput:
         if _reason(reason_code)[0] == _SESSION_TAKEN_OVER or self._short_connections >= 2:
             # Two loggers with one client id push each other off the broker every second or so (a broker
             # may say so, or just close): say why, once a minute, not every disconnect and reconnect.
-            self.taken_over += 1
             self._takeover_log.log(
                 logging.WARNING, "MQTT broker %s keeps dropping this connection right after it is made (%s): is "
                 "another client connected with the same client id %r? Give each logger its own "
                 "P1_MQTT_CLIENT_ID", self.settings.describe(), reason_code, self.settings.client_id)
+            self.taken_over += 1  # after the warning: whoever sees the count sees what was said
             return
         self._set_state(f"disconnected ({reason_code}); reconnecting", logging.WARNING)
 
