@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.processes import log_tail, stop_process
+from helpers.processes import log_tail, start_server, stop_process
 
 REQUIRE_SERVERS_ENV = "P1_TEST_REQUIRE_SERVERS"
 INFLUXD_ENV = "P1_INFLUXD"
@@ -173,17 +173,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
     def start(self) -> None:
         if self.running:
             return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        try:
-            self._proc = subprocess.Popen(
-                [self.binary, "-config", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        self._proc = start_server([self.binary, "-config", str(self.config_path)], self.log_path)
         self._wait_ready()
         if self.admin and not self._admin_created:
             # With auth on and no user yet, 1.x lets exactly this query through.

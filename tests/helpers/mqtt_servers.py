@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers.processes import log_tail, stop_process
+from helpers.processes import log_tail, start_server, stop_process
 
 MOSQUITTO_ENV = "P1_MOSQUITTO"
 
@@ -204,17 +204,7 @@ class MosquittoServer:
     def start(self) -> None:
         if self.running:
             return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        try:
-            self._proc = subprocess.Popen(
-                [self.binary, "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
+        self._proc = start_server([self.binary, "-c", str(self.config_path)], self.log_path)
         self._wait_ready()
 
     def _wait_ready(self) -> None:

@@ -33,6 +33,16 @@ def log_tail(path: Path, chars: int = 2000) -> str:
         return "(no log)"
 
 
+def start_server(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A server started in its own session, its output appended to ``log_path`` (read by ``log_tail``)."""
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+    try:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        log.close()
+
+
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGTERM (a server saves its state and exits), then SIGKILL if it has not gone within 10 s."""
     if proc is None or proc.poll() is not None:
