@@ -177,22 +177,18 @@ def test_values_that_float_or_int_would_read_but_the_line_by_line_path_does_not(
     body = BODIES["ndokter_dsmr_parser__fluvius_v171_alt.txt"].decode("ascii")
     power, tariff = re.compile(r"1-0:1\.7\.0\((\d\d\.\d{3})\*kW\)"), re.compile(r"0-0:96\.14\.0\((\d{4})\)")
     rng = random.Random(18)
-    for value in ("   nan", "   inf", "-1e999", "   1\r\n", "1\r\n0-0", " 1_0.0", "\u0663\u0663.000", "      ", "1)(2.3"):
-        decoder = Decoder(PARSER)
-        for _ in range(3):
-            warm = evolve(body.encode(), rng, share=1.0).decode("ascii")
-            decoder.decode(warm)
-        found = power.search(warm)
-        assert found is not None and len(value) == 6
-        _assert_same_or_same_error(decoder, warm[: found.start(1)] + value + warm[found.end(1) :])
-    for value in ("01\r\n", " 7\t\n", "+1_0", "\u0663\u0663\u0663\u0663", "    ", "1.00"):
-        decoder = Decoder(PARSER)
-        for _ in range(3):
-            warm = evolve(body.encode(), rng, share=1.0).decode("ascii")
-            decoder.decode(warm)
-        found = tariff.search(warm)
-        assert found is not None and len(value) == 4
-        _assert_same_or_same_error(decoder, warm[: found.start(1)] + value + warm[found.end(1) :])
+    cases = [(power, 6, ("   nan", "   inf", "-1e999", "   1\r\n", "1\r\n0-0", " 1_0.0", "\u0663\u0663.000", "      ",
+                         "1)(2.3")),
+             (tariff, 4, ("01\r\n", " 7\t\n", "+1_0", "\u0663\u0663\u0663\u0663", "    ", "1.00"))]
+    for line, width, values in cases:
+        for value in values:
+            decoder = Decoder(PARSER)
+            for _ in range(3):
+                warm = evolve(body.encode(), rng, share=1.0).decode("ascii")
+                decoder.decode(warm)
+            found = line.search(warm)
+            assert found is not None and len(value) == width
+            _assert_same_or_same_error(decoder, warm[: found.start(1)] + value + warm[found.end(1) :])
 
 
 def test_what_the_caller_does_with_a_telegram_cannot_reach_the_next_one() -> None:
