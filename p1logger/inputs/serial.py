@@ -62,6 +62,7 @@ TAIL_EMPTY, TAIL_PARTIAL, TAIL_COMPLETE = "empty", "partial", "complete"
 PACED_PERIOD_RANGE_S = (0.5, 30.0)  # a meter sends every 1 s (DSMR 5) to 10 s (DSMR 4); others stay blocking
 PACED_PERIOD_CHANGE = 0.1  # a measured period this far off the estimate starts a new estimate
 PROBE_S = 0.002  # how much earlier each paced read comes than the last
+LINE_SLACK = 1.1  # a meter may leave gaps between characters: a telegram takes up to a tenth longer
 EARLY_RUN_S = 0.06  # and this much more, over n: a beat measured over n beats errs by up to 2 jitters (30 ms) / n
 
 
@@ -87,8 +88,9 @@ class LinePacer:
     measured from telegram starts over a growing run of telegrams, so its error shrinks as the run grows;
     each paced read comes a little earlier than the last, by more while the run is short, so that a beat
     measured too long never lets the reads fall behind. When a read lands inside a telegram, it waits for
-    the rest and starts the beat again from that telegram. Anything unexpected (nothing there, two
-    telegrams at once) goes back to blocking reads. Pure: the caller reads and sleeps.
+    the rest and measures the beat again, over the longer run. A paced read that finds nothing starts the
+    run afresh; that, or two telegrams at once, goes back to blocking reads. Pure: the caller reads and
+    sleeps.
     """
 
     def __init__(self, s_per_byte: float) -> None:
@@ -100,16 +102,21 @@ class LinePacer:
         self._run_telegrams = 0  # telegrams ended since that one
         self._measured_over = 1  # beats in the span that measured period_s
 
+    @staticmethod
+    def _arrived(partial: bytes) -> int | None:
+        """How many bytes of the telegram under way ``partial`` holds; None when its start is not in it."""
+        start = partial.rfind(b"/")
+        return None if start < 0 else len(partial) - start
+
     def rest_s(self, partial: bytes) -> float:
         """How long the rest of a telegram, of which ``partial`` has arrived, still takes."""
-        start = partial.rfind(b"/")
-        have = len(partial) - start if start >= 0 else 0
-        return max(TELEGRAM_SETTLE_S, self.settle_s - have * self.s_per_byte * 1.1)
+        have = self._arrived(partial) or 0
+        return max(TELEGRAM_SETTLE_S, self.settle_s - have * self.s_per_byte * LINE_SLACK)
 
     def started_at(self, partial: bytes, now: float) -> float | None:
         """When the telegram of which ``partial`` has arrived by ``now`` started, if it can be told."""
-        start = partial.rfind(b"/")
-        return None if start < 0 else now - (len(partial) - start) * self.s_per_byte
+        have = self._arrived(partial)
+        return None if have is None else now - have * self.s_per_byte
 
     def anchored(self, data: bytes, start_at: float | None) -> None:
         """A read waited on the line and returned ``data``, whose last telegram started at ``start_at``."""
@@ -122,7 +129,7 @@ class LinePacer:
         start = data.rfind(b"/", 0, end)
         if start >= 0:
             self.settle_s = min(TELEGRAM_SETTLE_MAX_S,
-                                max(TELEGRAM_SETTLE_S, (len(data) - start) * self.s_per_byte * 1.1 + 0.02))
+                                max(TELEGRAM_SETTLE_S, (len(data) - start) * self.s_per_byte * LINE_SLACK + 0.02))
         if start_at is None or ends != 1:
             return
         if self._run_start_at is None or self._run_telegrams < 2:
