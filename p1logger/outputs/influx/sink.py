@@ -170,9 +170,12 @@ class InfluxSink:
         tally = _Tally()
         if lines:
             self._store(list(lines), tally)
+        return self._report(len(lines), tally, (self._clock() - started) * 1000.0)
+
+    def _report(self, total: int, tally: _Tally, latency_ms: float) -> WriteResult:
+        """The result of a write and its log lines, once every line is judged."""
         saved_note = self._dead_letter(tally.rejected, tally.uncopied) if tally.rejected_count else ""
-        latency_ms = (self._clock() - started) * 1000.0
-        result = self._result(len(lines), tally, saved_note, latency_ms)
+        result = self._result(total, tally, saved_note, latency_ms)
         self._log(result, tally)
         return result
 
@@ -196,12 +199,8 @@ class InfluxSink:
         except TransientError as exc:
             first = exc
         self._store(lines, tally, first)
-        saved_note = self._dead_letter(tally.rejected, tally.uncopied) if tally.rejected_count else ""
         waited_s = self._clock() - started
-        latency_ms = max(0.0, waited_s - self._transport.last_reply_age_s) * 1000.0
-        result = self._result(len(lines), tally, saved_note, latency_ms)
-        self._log(result, tally)
-        return result
+        return self._report(len(lines), tally, max(0.0, waited_s - self._transport.last_reply_age_s) * 1000.0)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -122,6 +122,10 @@ def reply_age_s(sock: socket.socket | None) -> float:
         return 0.0
 
 
+def _reply(status: int, data: bytes, headers: http.client.HTTPMessage) -> Reply:
+    return Reply(status, reason_from_body(data), retry_after_s(headers.get("Retry-After")))
+
+
 def _stale(exc: BaseException) -> bool:
     """A kept-alive connection the server closed while it was idle: not an outage."""
     return isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
@@ -222,20 +226,33 @@ class HttpTransport:
             conn = self._connection()
             try:
                 conn.request(method, target_url, body=body, headers=all_headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.will_close:
-                    self.close()
-                return resp.status, data, resp.headers
+                return self._answer(conn)
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 # A kept-alive connection the server closed while idle fails at once on reuse:
                 # that is not an outage, so it gets one fresh connection (never after a timeout).
                 if attempt == 1 and _stale(exc):
                     continue
-                why = describe_io_error(exc)
-                raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
+                raise self._no_answer(exc) from None
         raise AssertionError("unreachable")
+
+    def _answer(self, conn: http.client.HTTPConnection, *, timed: bool = False
+                ) -> tuple[int, bytes, http.client.HTTPMessage]:
+        """The answer to what was sent on ``conn``; ``timed``: also how long it waited (``last_reply_age_s``)."""
+        # Kept: a server that closes after answering makes getresponse() drop the connection's socket,
+        # whose TCP_INFO tells when the answer came (the response still holds it open).
+        sock = conn.sock
+        resp = conn.getresponse()
+        if timed:
+            self.last_reply_age_s = reply_age_s(sock)
+        data = resp.read()
+        if resp.will_close:
+            self.close()
+        return resp.status, data, resp.headers
+
+    def _no_answer(self, exc: BaseException) -> TransientError:
+        why = describe_io_error(exc)
+        return TransientError(f"no answer from {self.target.url}: {why}", detail=why)
 
     def _write_body(self, lines: Sequence[str]) -> tuple[bytes, dict[str, str]]:
         body = "\n".join(lines).encode("utf-8")
@@ -246,9 +263,10 @@ class HttpTransport:
         return body, headers
 
     def post(self, lines: Sequence[str]) -> Reply:
-        body, headers = self._write_body(lines)
-        status, data, resp_headers = self.request("POST", self.write_path, {}, body, headers, url=self._write_url)
-        return Reply(status, reason_from_body(data), retry_after_s(resp_headers.get("Retry-After")))
+        return self._post_body(*self._write_body(lines))
+
+    def _post_body(self, body: bytes, headers: dict[str, str]) -> Reply:
+        return _reply(*self.request("POST", self.write_path, {}, body, headers, url=self._write_url))
 
     def begin_post(self, lines: Sequence[str]) -> None:
         """Send a write without waiting for the answer, which ``finish_post`` reads.
@@ -266,36 +284,24 @@ class HttpTransport:
             self.close()
             if not _stale(exc):
                 # Reported by finish_post as it is: sending again would wait out a timeout twice.
-                why = describe_io_error(exc)
-                self._begin_failure = TransientError(f"no answer from {self.target.url}: {why}", detail=why)
+                self._begin_failure = self._no_answer(exc)
             # A kept-alive connection the server had closed: finish_post sends again on a fresh one.
 
     def finish_post(self) -> Reply:
         """The answer to the write ``begin_post`` sent (sent again at once if the kept-alive connection had gone)."""
-        body, headers = self._begun
         if self._begin_failure is not None:
             failure, self._begin_failure = self._begin_failure, None
             raise failure
         conn = self._conn
         if conn is not None:
-            # Kept: a server that closes after answering makes getresponse() drop the connection's socket,
-            # whose TCP_INFO tells when the answer came (the response still holds it open).
-            sock = conn.sock
             try:
-                resp = conn.getresponse()
-                self.last_reply_age_s = reply_age_s(sock)
-                data = resp.read()
-                if resp.will_close:
-                    self.close()
-                return Reply(resp.status, reason_from_body(data), retry_after_s(resp.headers.get("Retry-After")))
+                return _reply(*self._answer(conn, timed=True))
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 if not _stale(exc):
-                    why = describe_io_error(exc)
-                    raise TransientError(f"no answer from {self.target.url}: {why}", detail=why) from None
+                    raise self._no_answer(exc) from None
         self.last_reply_age_s = 0.0
-        status, data, resp_headers = self.request("POST", self.write_path, {}, body, headers, url=self._write_url)
-        return Reply(status, reason_from_body(data), retry_after_s(resp_headers.get("Retry-After")))
+        return self._post_body(*self._begun)
 
     def close(self) -> None:
         if self._conn is not None:
