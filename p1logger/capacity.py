@@ -299,14 +299,14 @@ class CapacityTracker:
         assert self._quarter is not None and self._now is not None
         quarter = self._quarter
         time_s, power, _ = self._now
-        if quarter.opening is None or self._last is None or self._last.time_s != time_s or power is None:
+        used = self._used_so_far(time_s)
+        if used is None or power is None:
             return None
         if quarter.warned:
             return 1
-        energy = round(self._last.import_kwh - quarter.opening.import_kwh, 6)
-        elapsed = time_s - quarter.opening.time_s
+        energy, elapsed = used
         remaining = quarter.end_s - time_s
-        limit = billed_kw(self.running_peak_kw(self._month_of(time_s)))
+        limit = self._limit_kw(time_s)
         if remaining >= 0 and elapsed + remaining > 0 and \
                 projected_kw(energy, elapsed, power, remaining) <= limit + self.margin_kw:
             return 0
@@ -482,16 +482,26 @@ class CapacityTracker:
                 used.append(MonthPeak(name, seen, billed_kw(seen), "logger", None))
         return used, missing
 
+    def _used_so_far(self, time_s: int) -> tuple[float, int] | None:
+        """The running quarter's energy (kWh) and the seconds it took, when the quarter opened and the last
+        reading is of ``time_s``."""
+        quarter = self._quarter
+        if quarter is None or quarter.opening is None or self._last is None or self._last.time_s != time_s:
+            return None
+        return round(self._last.import_kwh - quarter.opening.import_kwh, 6), time_s - quarter.opening.time_s
+
+    def _limit_kw(self, time_s: int) -> float:
+        return billed_kw(self.running_peak_kw(self._month_of(time_s)))
+
     def _quarter_now(self) -> QuarterNow:
         assert self._quarter is not None and self._now is not None
         quarter = self._quarter
         time_s, power, demand = self._now
-        month = self._month_of(time_s)
-        limit = billed_kw(self.running_peak_kw(month))
+        limit = self._limit_kw(time_s)
         energy = elapsed = average = projected = shed = warning = sustained = rule_projected = None
-        if quarter.opening is not None and self._last is not None and self._last.time_s == time_s:
-            energy = round(self._last.import_kwh - quarter.opening.import_kwh, 6)
-            elapsed = time_s - quarter.opening.time_s
+        used = self._used_so_far(time_s)
+        if used is not None:
+            energy, elapsed = used
             if elapsed > 0:
                 average = round_kw(average_kw(energy, elapsed))
             if power is not None:
