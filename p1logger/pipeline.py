@@ -299,11 +299,11 @@ class Pipeline:
             while not self._writer_done.is_set():
                 try:
                     self.queue.put(_END, timeout=0.5)
-                    self._doorbell.ring()
                     break
                 except queue.Full:
-                    self._doorbell.ring()
                     continue
+                finally:
+                    self._doorbell.ring()
 
     def _enqueue(self, telegram: Telegram, received_at: float, blocking: bool) -> None:
         self._put(telegram, received_at, blocking)

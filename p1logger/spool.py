@@ -44,8 +44,6 @@ from p1logger.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-
-
 SMALL_PAYLOAD_BYTES = 16384
 
 
@@ -59,6 +57,7 @@ def compress(data: bytes) -> bytes:
         small = zlib.compressobj(6, zlib.DEFLATED, 15, 1)
         return small.compress(data) + small.flush()
     return zlib.compress(data)
+
 
 class SpoolUnavailable(ConfigError):
     """The spool file cannot be opened for now (a full disk, an I/O error), though nothing is misconfigured."""

@@ -46,16 +46,18 @@ DEFAULT_RETRY_INITIAL_S = 1.0
 DEFAULT_RETRY_MAX_S = 10.0  # also how often a dead destination is asked again
 _RECENT_MAX_BATCHES = 8
 _EMPTY_TICKS_BEFORE_REST = 3
+TICK_CLEARANCE = 0.2  # of the flush interval: how close to a tick lines may arrive before it moves
+SPOOL_REOPEN_INTERVAL_S = 60.0  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
+DROP_LOG_INTERVAL_S = 60.0
+RETRY_AFTER_MAX_S = 60.0  # a server's Retry-After is honoured up to this
+CLOSE_ATTEMPTS_AT_END = 3  # tries left for a destination that fails when a file is done
+
+
 class _Finish:
     """From _wait_for_batch_locked: read the answer to the batch sent with begin() first."""
 
 
 _FINISH = _Finish()
-TICK_CLEARANCE = 0.2  # of the flush interval: how close to a tick lines may arrive before it moves
-SPOOL_REOPEN_INTERVAL_S = 60.0  # just-spooled batches kept in memory too, so a healthy drain reads nothing back
-DROP_LOG_INTERVAL_S = 60.0
-RETRY_AFTER_MAX_S = 60.0
-CLOSE_ATTEMPTS_AT_END = 3  # tries left for a destination that fails when a file is done  # a server's Retry-After is honoured up to this
 
 
 @dataclass
