@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import threading
 from pathlib import Path
 
 import pytest
+
+from helpers.fake_meter import flooded_pty
 
 from p1logger.cli import main
 from p1logger.inputs import GARBAGE_HINT
@@ -151,28 +151,9 @@ def test_permission_and_busy_messages_say_what_to_do() -> None:
 
 def test_only_garbage_on_a_serial_line_says_wrong_baud_or_cable(capsys: pytest.CaptureFixture[str]) -> None:
     """A real pseudo-terminal fed noise, as a meter read at the wrong baud rate looks."""
-    controller, device = os.openpty()
-    path = os.ttyname(device)
-    stop = threading.Event()
-
-    def noise() -> None:
-        chunk = bytes(range(128, 256)) * 8  # no '/' at all, like bytes at the wrong baud rate
-        while not stop.is_set():
-            try:
-                os.write(controller, chunk)
-            except OSError:
-                return
-            stop.wait(0.01)
-
-    writer = threading.Thread(target=noise, daemon=True)
-    writer.start()
-    try:
+    noise = bytes(range(128, 256)) * 8  # no '/' at all, like bytes at the wrong baud rate
+    with flooded_pty(noise, gap_s=0.01) as path:
         status = main(["dump", path])
-    finally:
-        stop.set()
-        writer.join()
-        os.close(controller)
-        os.close(device)
     assert status == 2
     err = capsys.readouterr().err
     assert err == f"p1logger dump: {GARBAGE_HINT}\n"

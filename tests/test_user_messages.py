@@ -7,10 +7,10 @@ import errno
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from helpers.fake_meter import flooded_pty
 from helpers.influx_servers import InfluxServer, http_request
 
 from p1logger.cli import main
@@ -47,28 +47,8 @@ def test_the_hint_follows_what_was_rejected() -> None:
 
 def test_a_serial_line_whose_telegrams_fail_only_their_crc_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     """A real pseudo-terminal fed whole telegrams with a wrong CRC: the line settings are right."""
-    controller, device = os.openpty()
-    path = os.ttyname(device)
-    stop = threading.Event()
-    telegram = BAD_CRC.read_bytes()
-
-    def meter() -> None:
-        while not stop.is_set():
-            try:
-                os.write(controller, telegram)
-            except OSError:
-                return
-            stop.wait(0.005)
-
-    writer = threading.Thread(target=meter, daemon=True)
-    writer.start()
-    try:
+    with flooded_pty(BAD_CRC.read_bytes(), gap_s=0.005) as path:
         status = main(["dump", path])
-    finally:
-        stop.set()
-        writer.join()
-        os.close(controller)
-        os.close(device)
     assert status == 2
     assert capsys.readouterr().err == f"p1logger dump: {CRC_HINT}\n"
 

@@ -142,6 +142,43 @@ class PtyMeter:
         self.unplug()
 
 
+@contextmanager
+def flooded_pty(chunk: bytes, gap_s: float) -> Iterator[str]:
+    """A pseudo-terminal fed ``chunk`` every ``gap_s`` until the block ends; yields the device path.
+
+    The feeder never blocks: a reader that stops early leaves the pty's buffer full, and a blocking write
+    into it would never return, so the feeder could never be joined (this hung CI once).
+    """
+    controller, device = os.openpty()
+    tty.setraw(device)
+    os.set_blocking(controller, False)
+    stop = threading.Event()
+
+    def feed() -> None:
+        pending = b""
+        while not stop.is_set():
+            # The rest of a chunk that did not fit goes first, so the line never carries a cut telegram.
+            pending = pending or chunk
+            try:
+                pending = pending[os.write(controller, pending):]
+            except BlockingIOError:
+                pass  # full: the reader is behind, or done
+            except OSError:
+                return
+            stop.wait(gap_s)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        yield os.ttyname(device)
+    finally:
+        stop.set()
+        feeder.join(timeout=10)
+        os.close(controller)
+        os.close(device)
+        assert not feeder.is_alive(), "the pty feeder did not stop"
+
+
 class SocketMeter:
     """A TCP server on 127.0.0.1 that sends telegrams to the one client that connects (ser2net-like)."""
 
