@@ -62,6 +62,15 @@ class RecordMaker:
             lines += builder.build(telegram, received_at_s)
         return lines
 
+    def lines_each(self, telegrams: Sequence[tuple[Telegram, float]]) -> list[list[str]]:
+        """``lines`` of each (telegram, receive time), in order; each builder goes over all of them in turn."""
+        made: list[list[str]] = [[] for _ in telegrams]
+        for builder in self.builders:
+            build = builder.build
+            for lines, (telegram, received_at_s) in zip(made, telegrams):
+                lines += build(telegram, received_at_s)
+        return made
+
     def make(self, telegram: Telegram, received_at_s: float) -> Record:
         lines = self.lines(telegram, received_at_s)
         figures: dict[str, Figures] = {}

@@ -10,6 +10,7 @@ values that change every second) and must write the same lines.
 from __future__ import annotations
 
 import dataclasses
+import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -93,3 +94,33 @@ def test_equal_values_that_are_written_differently_are_kept_apart() -> None:
                      "import_w=1000.0,export_w=0.0", "import_w=1000.0,export_w=0.0", "export_w=0.0",
                      "import_w=1000.0,export_w=0.0", "import_w=-0.0,export_w=0.0", "import_w=2500.0,export_w=0.0",
                      "import_w=2500.0,export_w=0.0"]
+
+
+def test_readings_that_come_and_go_from_their_points_write_what_the_plain_path_writes() -> None:
+    """Random telegrams of one meter: powers, voltages and the tariff turning into text, None, bools, odd units
+    and implausible values and back, and lines dropped: the plan is moved on, or made afresh, never stale."""
+    base = decoded([(FIXTURES / "ndokter_dsmr_parser__fluvius_v171.txt").read_bytes()])[0]
+    start = base.timestamp
+    assert start is not None and "0-0:96.14.0" in base.fields and "1-0:32.7.0" in base.fields
+    choices: dict[str, list[Reading]] = {
+        "1-0:1.7.0": [Reading(v, u) for v in (0.0, -0.0, 1.25, 1.5, True, None, "x") for u in ("kW", "W", "V")],
+        "1-0:32.7.0": [Reading(v, "V") for v in (229.5, 231.0, 1e6, None)] + [Reading(230.0, None)],
+        "1-0:2.8.1": [Reading(v, "kWh") for v in (100.5, 100.75, None)],
+        "0-0:96.14.0": [Reading(1), Reading(2), Reading("2"), Reading(None)],
+    }
+    rng = random.Random(13)
+    fields = dict(base.fields)
+    telegrams = []
+    for n in range(3000):
+        for obis in rng.sample(sorted(choices), rng.randint(0, 2)):
+            fields[obis] = rng.choice(choices[obis])
+        sent = dict(fields)
+        if rng.random() < 0.05:
+            del sent[rng.choice(sorted(choices))]  # a line missing from one telegram
+        telegrams.append(dataclasses.replace(base, fields=sent, timestamp=start + timedelta(seconds=n)))
+    lines, reusing, plain = both_ways(telegrams)
+    assert reusing.implausible_values == plain.implausible_values > 0
+    energy = [line for line in lines if line.startswith("energy,")]
+    assert len(energy) == 3000
+    assert {"active_tariff=1i", "active_tariff=2i"} <= {part for line in energy for part in line.split(" ")[1].split(",")}
+    assert any("active_tariff" not in line for line in energy)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from p1logger.archive_format import FILE_NAME, MAGIC, ArchivedTelegram, ArchiveParser, CaptureParser
 from p1logger.errors import SourceError
@@ -29,11 +29,12 @@ class ArchiveReader:
         self.path = path
         self._chunk_bytes = chunk_bytes
         try:
-            self._raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self._raw: io.BufferedReader = open(path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as exc:
             raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
         self.size_bytes = os.fstat(self._raw.fileno()).st_size
-        self._stream: BinaryIO = gzip.GzipFile(fileobj=self._raw) if path.name.endswith(".gz") else self._raw  # type: ignore[assignment]
+        self._stream: io.BufferedReader | gzip.GzipFile = (
+            gzip.GzipFile(fileobj=self._raw) if path.name.endswith(".gz") else self._raw)
         try:
             self.is_archive = self._stream.read(len(MAGIC)) == MAGIC
             self._stream.seek(start_offset)
@@ -57,7 +58,9 @@ class ArchiveReader:
     def __iter__(self) -> Iterator[ArchivedTelegram]:
         while True:
             try:
-                data = self._stream.read(self._chunk_bytes)
+                # read1: what one read of the file gives; read() would drop the bytes it had gathered from a
+                # .gz when the damage comes, and with them the records just before it.
+                data = self._stream.read1(self._chunk_bytes)
             except (OSError, EOFError, zlib.error) as exc:
                 # A truncated or damaged .gz: what came before it has been read.
                 raise SourceError(f"{self.path} is damaged after {self.position_bytes} bytes: {exc}") from None
