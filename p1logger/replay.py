@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import gc
 import json
 import logging
 import os
@@ -50,6 +51,9 @@ STATE_VERSION = 1
 STATE_SAVE_INTERVAL_S = 1.0
 # Records decoded and built together (see Replayer._made): a few hundred keep the stages in the CPU's caches.
 STAGE_RECORDS = 256
+# A replay makes millions of short-lived objects and no reference cycles: at the collector's default pace (a
+# pass every 700 new container objects) the passes take 5-8% of its CPU. Raised while it runs, then restored.
+GC_THRESHOLD_OBJECTS = 20_000
 
 
 class Progress(Protocol):
@@ -241,6 +245,8 @@ class Replayer:
     def run(self, paths: Sequence[Path]) -> ReplayStats:
         """Replay every file in order. SinkError when InfluxDB stops taking points (progress is saved)."""
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="p1-replay-write")
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], GC_THRESHOLD_OBJECTS), *thresholds[1:])
         try:
             plan: list[tuple[Path, FileIdentity, int | None]] = []
             for path in paths:
@@ -268,6 +274,7 @@ class Replayer:
                     self._replay_file(path, identity, start)
                 self._done_bytes += identity.size_bytes
         finally:
+            gc.set_threshold(*thresholds)
             self._settle_in_flight()
             self._pool.shutdown()
             self._pool = None

@@ -6,6 +6,7 @@ No database here: a sink that keeps what it is given. The replay into influxd is
 
 from __future__ import annotations
 
+import gc
 import gzip
 import threading
 import zlib
@@ -20,7 +21,7 @@ from p1logger.cli import build_parser
 from p1logger.contracts import WriteKind, WriteResult
 from p1logger.pipeline import RecordMaker
 from p1logger.reader import TelegramReader
-from p1logger.replay import STAGE_RECORDS, Replayer, ReplayState
+from p1logger.replay import GC_THRESHOLD_OBJECTS, STAGE_RECORDS, Replayer, ReplayState
 from p1logger.timestamps import TimestampParser
 
 RECEIVED_0 = 1_483_395_600.25  # 2017-01-02 23:20 in Brussels
@@ -146,3 +147,19 @@ def test_a_compressed_file_damaged_part_way_replays_every_record_before_the_dama
     assert (stats.files_failed, stats.files_done) == (1, 0)
     assert stats.telegrams == whole_records
     assert sink.lines == as_run(items[:whole_records])
+
+
+def test_the_collector_runs_less_often_during_a_replay_and_as_before_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "p1-2017-01-02.txt"
+    path.write_bytes(archive_bytes(records(10)))
+    before = gc.get_threshold()
+
+    class Watching(KeepingSink):
+        def write(self, lines: Sequence[str]) -> WriteResult:
+            self.seen = gc.get_threshold()
+            return super().write(lines)
+
+    sink = Watching()
+    replayer(sink).run([path])
+    assert sink.seen == (max(before[0], GC_THRESHOLD_OBJECTS), *before[1:])
+    assert gc.get_threshold() == before
