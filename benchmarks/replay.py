@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import logging
 import os
 import platform
@@ -49,6 +50,7 @@ from stream import realistic_stream  # noqa: E402
 
 from p1logger import cli  # noqa: E402
 from p1logger.builders import create_builders  # noqa: E402
+from p1logger.commands.replay import ProgressReport  # noqa: E402
 from p1logger.inputs.archive import ArchiveReader, archive_files  # noqa: E402
 from p1logger.outputs.archive import ArchiveWriter  # noqa: E402
 from p1logger.pipeline import RecordMaker  # noqa: E402
@@ -117,7 +119,10 @@ def timed_replay(sink: InfluxSink | DiscardSink, paths: list[Path], batch_max_po
     timestamps = TimestampParser(ZONE)
     settings = cli.build_parser().parse_args(["replay", "archive"])
     maker = RecordMaker(create_builders(settings, timestamps.zone, False))
-    replayer = Replayer(sink, maker, timestamps, ReplayState(None, "benchmark"), batch_max_points=batch_max_points)
+    # As `p1logger replay` runs it when its output is not a terminal: a progress line every 10 s.
+    progress = ProgressReport(sum(path.stat().st_size for path in paths), io.StringIO(), bar=False)
+    replayer = Replayer(sink, maker, timestamps, ReplayState(None, "benchmark"), batch_max_points=batch_max_points,
+                        progress=progress)
     cpu_s = process_cpu_s()
     start = time.perf_counter()
     stats = replayer.run(paths)

@@ -313,15 +313,16 @@ class Replayer:
             first_position = archive.position_bytes
             try:
                 for chunk in _staged(archive):
+                    position = archive.position_bytes  # a system call: once a chunk, not once a record
+                    done_bytes = self._done_bytes + position
+                    read_bytes = self.stats.read_bytes + position - first_position
                     for record, (tally, lines) in zip(chunk, self._made(reader, chunk)):
                         self._count(tally)
                         commits.add(len(lines), record.end_offset)
                         for batch in self.batcher.add(lines):
                             self._write(batch, commits, path, identity)
                         if self.progress is not None:
-                            self.progress.update(self._done_bytes + archive.position_bytes,
-                                                 self.stats.read_bytes + archive.position_bytes - first_position,
-                                                 self.stats.telegrams)
+                            self.progress.update(done_bytes, read_bytes, self.stats.telegrams)
                         if self.stop.is_set():
                             # The builders have seen the rest of the chunk; nothing of it is written or counted.
                             break
