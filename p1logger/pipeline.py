@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 
 _END = None  # queue marker: the source is exhausted
 HEALTH_SLACK_S = 2.0  # longer than a DSMR 5 meter's beat, far shorter than the health interval
+# A paced source says when its next read comes; the writer wakes this long after it, by when the reader has
+# handed the telegram over and gone back to sleep (it takes a few ms).
+HANDOFF_SLACK_S = 0.03
+# The reader rings anyway when it hands over later than this before the writer wakes by itself.
+HANDOFF_MARGIN_S = 0.01
 NOISE_LOG_INTERVAL_S = 60.0
 
 
@@ -150,6 +155,44 @@ class Doorbell:
         self._receiver.close()
 
 
+class Handoff:
+    """Whether the reader rings the writer's doorbell for a telegram, or the writer wakes by itself to take it.
+
+    With a paced source (a meter's beat measured, inputs/serial.py) the reader knows when its next telegram
+    comes. The writer, going to sleep, then sets itself to wake a little after that, by when the reader has
+    handed the telegram over and gone back to sleep, and says so here; the reader rings only when it hands
+    over later than that. A ring wakes the writer while the reader still needs the interpreter lock to get
+    back to sleep, and one of the two then wakes a second time for the lock (docs/performance.md, wake-ups).
+    Pure: the caller passes the time (its clock), the threads only read and write two floats.
+    """
+
+    def __init__(self) -> None:
+        self._expected_at: float | None = None  # when the next telegram should reach the writer
+        self._writer_wakes_at: float | None = None  # when the sleeping writer looks by itself; None: only if rung
+
+    def expect(self, now: float, next_read_in_s: float | None) -> None:
+        """The reader read; its source's next read is due in ``next_read_in_s`` (None: unknown)."""
+        self._expected_at = None if next_read_in_s is None else now + next_read_in_s + HANDOFF_SLACK_S
+
+    def should_ring(self, now: float) -> bool:
+        """The reader has queued a telegram: ring, unless the writer wakes by itself well after ``now``."""
+        wakes_at = self._writer_wakes_at
+        return wakes_at is None or now >= wakes_at - HANDOFF_MARGIN_S
+
+    def writer_sleeps(self, now: float, timeout_s: float) -> float:
+        """The writer found nothing queued and sleeps at most ``timeout_s``: how long it sleeps.
+
+        Set before the sleep begins, so a telegram queued before the writer wakes by itself is either
+        found then or rung for.
+        """
+        expected_at = self._expected_at
+        if expected_at is not None and now < expected_at < now + timeout_s:
+            self._writer_wakes_at = expected_at
+            return expected_at - now
+        self._writer_wakes_at = None
+        return timeout_s
+
+
 @dataclass
 class Pipeline:
     """Wires the stages together and runs them in two threads (plus one per output)."""
@@ -168,6 +211,7 @@ class Pipeline:
         self.health = Health(clock=self.wall_clock)
         self.queue: queue.Queue[tuple[Telegram, float] | None] = queue.Queue(self.settings.queue_max_telegrams)
         self._doorbell = Doorbell()
+        self._handoff = Handoff()
         self.maker = RecordMaker(self.builders, use_receive_time=self.settings.use_receive_time,
                                  want_figures=any(getattr(o, "wants_figures", False) for o in self.outputs))
         self.failure: BaseException | None = None
@@ -295,6 +339,8 @@ class Pipeline:
                     source.close()
                     source = None
                     self.reader.reset()
+                paced = getattr(source, "next_data_in_s", None)
+                self._handoff.expect(self.clock(), paced() if paced is not None else None)
                 # Last, just before the next read sleeps: the writer then wakes to a free interpreter lock
                 # instead of waking a second time for it (docs/performance.md, wake-ups).
                 for telegram in valid:
@@ -316,7 +362,8 @@ class Pipeline:
 
     def _enqueue(self, telegram: Telegram, received_at: float, blocking: bool) -> None:
         self._put(telegram, received_at, blocking)
-        self._doorbell.ring()
+        if self._handoff.should_ring(self.clock()):
+            self._doorbell.ring()
 
     def _put(self, telegram: Telegram, received_at: float, blocking: bool) -> None:
         if blocking:
@@ -371,7 +418,9 @@ class Pipeline:
                 item = self.queue.get_nowait()
             except queue.Empty:
                 # While telegrams come, the health tick rides on them; the timeout fires only when none does.
-                self._doorbell.wait(max(0.0, self._next_health_at - self.clock()) + HEALTH_SLACK_S)
+                now = self.clock()
+                self._doorbell.wait(self._handoff.writer_sleeps(now, max(0.0, self._next_health_at - now)
+                                                                + HEALTH_SLACK_S))
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:

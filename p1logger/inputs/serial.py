@@ -212,6 +212,11 @@ class SerialSource:
         # timeout can be changed freely (rfc2217's cannot: that talks to the server).
         self._nonblocking_rest = target.startswith("socket://")
 
+    def next_data_in_s(self) -> float | None:
+        """How long until the next paced read (a telegram due then), or None while reads block."""
+        next_read_at = self.pacer.next_read_at
+        return None if next_read_at is None else max(0.0, next_read_at - self._clock())
+
     def read(self) -> bytes:
         try:
             return self._read()

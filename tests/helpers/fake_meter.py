@@ -133,10 +133,15 @@ class PtyMeter:
         """One telegram, dribbled in chunks as a UART delivers it."""
         if self._master is None:
             raise RuntimeError("not plugged in")
-        for start in range(0, len(telegram), self.chunk_bytes):
+        began = time.monotonic()
+        for n, start in enumerate(range(0, len(telegram), self.chunk_bytes), 1):
             os.write(self._master, telegram[start : start + self.chunk_bytes])
             if self.chunk_gap_s:
-                time.sleep(self.chunk_gap_s)
+                # Against the telegram's own start, as a UART keeps the line rate: a sleep that overruns on a
+                # busy machine must not stretch the telegram by the overrun of every chunk after it.
+                delay_s = began + n * self.chunk_gap_s - time.monotonic()
+                if delay_s > 0:
+                    time.sleep(delay_s)
 
     def close(self) -> None:
         self.unplug()
