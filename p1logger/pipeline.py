@@ -163,7 +163,9 @@ class Handoff:
     handed the telegram over and gone back to sleep, and says so here; the reader rings only when it hands
     over later than that. A ring wakes the writer while the reader still needs the interpreter lock to get
     back to sleep, and one of the two then wakes a second time for the lock (docs/performance.md, wake-ups).
-    Pure: the caller passes the time (its clock), the threads only read and write two floats.
+    Pure: the caller passes the time (its clock), the threads only read and write two floats. The reader
+    says when its next read comes only after handing over what it read, and the writer's own wake-up time
+    is set only while it sleeps; so a telegram is either found by the writer waking by itself, or rung for.
     """
 
     def __init__(self) -> None:
@@ -191,6 +193,10 @@ class Handoff:
             return expected_at - now
         self._writer_wakes_at = None
         return timeout_s
+
+    def writer_woke(self) -> None:
+        """The writer is awake (by its own time, a ring, or a ring left over): until it sleeps again, ring."""
+        self._writer_wakes_at = None
 
 
 @dataclass
@@ -339,12 +345,14 @@ class Pipeline:
                     source.close()
                     source = None
                     self.reader.reset()
-                paced = getattr(source, "next_data_in_s", None)
-                self._handoff.expect(self.clock(), paced() if paced is not None else None)
                 # Last, just before the next read sleeps: the writer then wakes to a free interpreter lock
                 # instead of waking a second time for it (docs/performance.md, wake-ups).
                 for telegram in valid:
                     self._enqueue(telegram, received_at, blocking=not live)
+                # Only after the hand-off: a writer going to sleep before it must wake for these telegrams,
+                # not for the next read's.
+                paced = getattr(source, "next_data_in_s", None)
+                self._handoff.expect(self.clock(), paced() if paced is not None else None)
         finally:
             if source is not None:
                 source.close()
@@ -421,6 +429,7 @@ class Pipeline:
                 now = self.clock()
                 self._doorbell.wait(self._handoff.writer_sleeps(now, max(0.0, self._next_health_at - now)
                                                                 + HEALTH_SLACK_S))
+                self._handoff.writer_woke()
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:

@@ -271,6 +271,8 @@ class Replayer:
                 else:
                     if start:
                         self._refeed(path, start)
+                        if self.stop.is_set():
+                            break  # the builders are only part-way back to where the stored part left them
                     self._replay_file(path, identity, start)
                 self._done_bytes += identity.size_bytes
         finally:

@@ -68,6 +68,30 @@ def test_a_reader_that_lost_its_beat_is_rung_for_again() -> None:
     assert handoff.should_ring(101.5)
 
 
+def test_a_writer_that_is_awake_is_rung_for_even_before_the_time_it_had_set() -> None:
+    handoff = Handoff()
+    handoff.expect(100.0, 0.95)
+    handoff.writer_sleeps(100.004, HEALTH_TIMEOUT_S)  # to wake at 100.98
+    handoff.writer_woke()  # early, by a ring left over from before
+    # Awake, it may go back to sleep any moment, for the next read's time: a telegram queued now rings.
+    assert handoff.should_ring(100.5)
+
+
+def test_a_late_readers_telegram_is_rung_for_when_the_writer_sleeps_between_its_read_and_hand_off() -> None:
+    """The writer woke by itself at 100.98 to nothing; the reader, late, reads at 101.0 and hands over."""
+    handoff = Handoff()
+    handoff.expect(100.0, 0.95)
+    handoff.writer_sleeps(100.004, HEALTH_TIMEOUT_S)
+    handoff.writer_woke()  # 100.98, the queue is empty
+    # The interpreter lock passes to the writer between the reader's read and its hand-off: the writer goes
+    # back to sleep. The reader has not yet said when its next read comes, so the writer sleeps until rung.
+    assert handoff.writer_sleeps(100.985, HEALTH_TIMEOUT_S) == HEALTH_TIMEOUT_S
+    assert handoff.should_ring(101.003)
+    handoff.expect(101.003, 0.95)  # after the hand-off: the next read's time
+    handoff.writer_woke()
+    assert handoff.writer_sleeps(101.004, HEALTH_TIMEOUT_S) == 101.953 + HANDOFF_SLACK_S - 101.004
+
+
 class WatchedHandoff(Handoff):
     """The pipeline's hand-off, noting each ring decision and letting the source wait for the writer to sleep."""
 
@@ -103,7 +127,7 @@ class PacedSource:
 
     def read(self) -> bytes:
         if not self._handoff.writer_asleep.wait(0.5) or not self._telegrams:
-            return b""  # as a serial read that times out: the pipeline then sees a stop request
+            return b""  # as a serial read that times out: the pipeline reads again, or sees a stop request
         self._handoff.writer_asleep.clear()
         return self._telegrams.pop(0)
 

@@ -181,7 +181,7 @@ def flooded_pty(chunk: bytes, gap_s: float) -> Iterator[str]:
         feeder.join(timeout=10)
         os.close(controller)
         os.close(device)
-        assert not feeder.is_alive(), "the pty feeder did not stop"
+    assert not feeder.is_alive(), "the pty feeder did not stop"
 
 
 class SocketMeter:
