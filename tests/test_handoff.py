@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+import pytest
 from helpers.fake_meter import fixture, restamped_series, wait_for
 
 from p1logger.contracts import Record
@@ -160,6 +161,7 @@ class Collected:
         return {}
 
 
+@pytest.mark.slow  # real threads on real time (about 1 s), as a meter's beat is; nothing is timed
 def test_a_paced_source_delivers_every_telegram_once_and_in_order_mostly_unrung() -> None:
     telegrams = restamped_series(fixture("ndokter_dsmr_parser__fluvius_v171.txt"), 20)
     output = Collected()
