@@ -60,15 +60,9 @@ class RecordMaker:
         self.use_receive_time = use_receive_time
         self.want_figures = want_figures
 
-    def lines(self, telegram: Telegram, received_at_s: float) -> list[str]:
-        """Every builder's lines for one telegram, in builder order: what ``make`` packs into its Record."""
-        lines: list[str] = []
-        for builder in self.builders:
-            lines += builder.build(telegram, received_at_s)
-        return lines
-
     def lines_each(self, telegrams: Sequence[tuple[Telegram, float]]) -> list[list[str]]:
-        """``lines`` of each (telegram, receive time), in order; each builder goes over all of them in turn."""
+        """Every builder's lines for each (telegram, receive time), in builder order per telegram: what ``make``
+        packs into a Record. Each builder goes over all of them in turn (replay passes a few hundred)."""
         made: list[list[str]] = [[] for _ in telegrams]
         for builder in self.builders:
             build = builder.build
@@ -77,7 +71,7 @@ class RecordMaker:
         return made
 
     def make(self, telegram: Telegram, received_at_s: float) -> Record:
-        lines = self.lines(telegram, received_at_s)
+        (lines,) = self.lines_each(((telegram, received_at_s),))
         figures: dict[str, Figures] = {}
         if self.want_figures:
             for builder in self.builders:
