@@ -62,6 +62,11 @@ TAIL_EMPTY, TAIL_PARTIAL, TAIL_COMPLETE = "empty", "partial", "complete"
 PACED_PERIOD_RANGE_S = (0.5, 30.0)  # a meter sends every 1 s (DSMR 5) to 10 s (DSMR 4); others stay blocking
 PACED_PERIOD_CHANGE = 0.1  # a measured period this far off the estimate starts a new estimate
 PROBE_S = 0.002  # how much earlier each paced read comes than the last
+FIRST_BEAT_AGREE_S = 0.02  # a first beat is trusted when its last beat is this close to the run's mean
+# After this many paced reads in a row found whole telegrams, each comes earlier than the last by twice as
+# much as the one before: a beat measured too long (a reader woken late for a first byte) is caught up with
+# in a few telegrams, where a steady probe would let the reads fall ever later, up to a whole beat.
+PROBE_GROWS_AFTER = 6
 LINE_SLACK = 1.1  # a meter may leave gaps between characters: a telegram takes up to a tenth longer
 EARLY_RUN_S = 0.06  # and this much more, over n: a beat measured over n beats errs by up to 2 jitters (30 ms) / n
 
@@ -86,9 +91,11 @@ class LinePacer:
     A meter sends on a steady beat (1 s, or 10 s on DSMR 4). Once the beat is measured, the reader sleeps
     until just after the next telegram should have ended and takes it whole in one read. The beat is
     measured from telegram starts over a growing run of telegrams, so its error shrinks as the run grows;
-    each paced read comes a little earlier than the last, by more while the run is short, so that a beat
-    measured too long never lets the reads fall behind. When a read lands inside a telegram, it waits for
-    the rest and measures the beat again, over the longer run. A paced read that finds nothing starts the
+    a first beat is trusted once two beats or more agree, so one start read late does not set it. Each
+    paced read comes a little earlier than the last, by more while the run is short, and by ever more
+    after a few reads in a row found whole telegrams, so that a beat measured too long never lets the
+    reads fall behind. When a read lands inside a telegram, it waits for the rest and measures the beat
+    again, over the longer run. A paced read that finds nothing starts the
     run afresh; that, or two telegrams at once, goes back to blocking reads. Pure: the caller reads and
     sleeps.
     """
@@ -101,6 +108,9 @@ class LinePacer:
         self._run_start_at: float | None = None  # when the first telegram of the current run started
         self._run_telegrams = 0  # telegrams ended since that one
         self._measured_over = 1  # beats in the span that measured period_s
+        self._probe_s = PROBE_S
+        self._whole_in_a_row = 0  # paced reads since the last that waited on the line
+        self._last_start_at: float | None = None  # the start of the last telegram a read waited for
 
     @staticmethod
     def _arrived(partial: bytes) -> int | None:
@@ -123,6 +133,8 @@ class LinePacer:
         ends = telegram_ends(data)
         self._run_telegrams += ends
         self.next_read_at = None
+        self._probe_s = PROBE_S
+        self._whole_in_a_row = 0
         if tail_state(data) != TAIL_COMPLETE:
             return
         end = data.rfind(b"!")
@@ -132,7 +144,8 @@ class LinePacer:
                                 max(TELEGRAM_SETTLE_S, (len(data) - start) * self.s_per_byte * LINE_SLACK + 0.02))
         if start_at is None or ends != 1:
             return
-        if self._run_start_at is None or self._run_telegrams < 2:
+        last_start_at, self._last_start_at = self._last_start_at, start_at
+        if self._run_start_at is None or self._run_telegrams < 2 or last_start_at is None:
             self._restart_run(start_at)
             return
         measured = (start_at - self._run_start_at) / (self._run_telegrams - 1)
@@ -143,12 +156,17 @@ class LinePacer:
             self.period_s = None
             self._restart_run(start_at)
             return
+        if self.period_s is None and (self._run_telegrams < 3
+                                      or abs((start_at - last_start_at) - measured) > FIRST_BEAT_AGREE_S):
+            # A first beat is trusted only over two beats or more, the last of them like the rest: a reader
+            # woken late for one first byte (a busy start-up) would make it that much off.
+            return
         self.period_s = measured
         self._measured_over = self._run_telegrams - 1
         self.next_read_at = start_at + measured + self.settle_s
 
     def _restart_run(self, start_at: float) -> None:
-        self._run_start_at = start_at
+        self._run_start_at = self._last_start_at = start_at
         self._run_telegrams = 1
 
     def paced(self, data: bytes) -> None:
@@ -161,7 +179,11 @@ class LinePacer:
             return
         # A beat measured over a short span may be a jitter's worth too long: come earlier by more then, so
         # that the next read inside a telegram soon measures it over a longer span.
-        self.next_read_at += self.period_s - EARLY_RUN_S / self._measured_over - PROBE_S
+        self._whole_in_a_row += 1
+        if self._whole_in_a_row > PROBE_GROWS_AFTER:
+            # At most half a telegram's time on the line: a read that overshoots its end lands inside it.
+            self._probe_s = min(2 * self._probe_s, self.settle_s / 2)
+        self.next_read_at += self.period_s - EARLY_RUN_S / self._measured_over - self._probe_s
 
     def lost(self) -> None:
         """A blocking read found nothing: read blocking until the beat is found again."""
