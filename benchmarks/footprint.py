@@ -12,11 +12,13 @@ logging, optional features on).
 
 Wake-ups are the context switches of all the logger's threads over the window
 (/proc/PID/task/*/status): each voluntary one is a thread going to sleep, to be
-woken again.  The CPU per telegram-second is set against dsmr_parser parsing the
-same telegram (CRC checked), measured in this process in the same run.  With
-``--callgrind`` the logger runs under valgrind's callgrind and its user-space
-instructions over the window are counted (slow, but the count does not depend
-on the machine's load).
+woken again.  The CPU per telegram-second, in all and per thread, is set against
+dsmr_parser parsing the same telegram (CRC checked), measured in this process in
+the same run; against the same parse made once a second by a process of its own;
+and against the floor, a process that only wakes once a second and does nothing.
+With ``--callgrind`` the logger runs under valgrind's callgrind and its user-space
+instructions over the window are counted, per thread (slow, but the count does
+not depend on the machine's load).
 
 Measured from /proc: CPU as utime + stime over the measuring window (start-up
 is reported on its own), peak memory as VmHWM. Budgets: 1% of one core and
@@ -101,15 +103,20 @@ def threads_user_system_s(pid: int) -> tuple[float, float]:
     return user / CLOCK_TICKS_PER_S, system / CLOCK_TICKS_PER_S
 
 
-def threads_cpu_s(pid: int) -> float:
-    """CPU time of all the threads of a process, to the nanosecond (/proc/PID/task/*/schedstat)."""
-    total = 0
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU time of each thread of a process, by thread id, to the nanosecond (/proc/PID/task/*/schedstat)."""
+    times: dict[int, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += int((task / "schedstat").read_text().split()[0])
+            times[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
         except OSError:
-            continue
-    return total / 1e9
+            continue  # a thread that just ended
+    return times
+
+
+def threads_cpu_s(pid: int) -> float:
+    """CPU time of all the threads of a process, to the nanosecond."""
+    return sum(thread_cpu_s(pid).values())
 
 
 def dsmr_parser_cpu_s(telegram: bytes, repeat: int) -> float:
@@ -143,6 +150,15 @@ print("ready", flush=True)
 while True:
     time.sleep(1.0)
     parser.parse(text)
+"""
+
+# The floor under both: a process that only sleeps a second and wakes, doing nothing. What one wake-up
+# costs here, whatever a thread does once awake.
+WAKE_BASELINE = """
+import time
+print("ready", flush=True)
+while True:
+    time.sleep(1.0)
 """
 
 
@@ -181,7 +197,8 @@ def main() -> None:
     parser.add_argument("--callgrind", action="store_true",
                         help="run the logger under valgrind --tool=callgrind and count its instructions")
     parser.add_argument("--keep-callgrind", type=Path, default=None,
-                        help="with --callgrind: copy the window's profile here (for callgrind_annotate)")
+                        help="with --callgrind: copy the window's profiles, one per thread, into this folder "
+                             "(for callgrind_annotate)")
     args = parser.parse_args()
 
     binary, detail = find_influxd()
@@ -196,6 +213,7 @@ def main() -> None:
         meter = PtyMeter(root / "ttyP1", chunk_bytes=64, chunk_gap_s=64 / UART_BYTES_PER_S)
         baseline: subprocess.Popen[bytes] | None = None
         paced_baseline: subprocess.Popen[str] | None = None
+        wake_baseline: subprocess.Popen[str] | None = None
         logger: subprocess.Popen[str] | None = None
         callgrind_out = root / "callgrind.out"
         try:
@@ -211,6 +229,9 @@ def main() -> None:
                                               stdout=subprocess.PIPE, text=True)
             assert paced_baseline.stdout is not None
             paced_baseline.stdout.readline()
+            wake_baseline = subprocess.Popen([sys.executable, "-c", WAKE_BASELINE], stdout=subprocess.PIPE, text=True)
+            assert wake_baseline.stdout is not None
+            wake_baseline.stdout.readline()
             env = {k: v for k, v in os.environ.items() if not k.startswith(("P1_", "INFLUX_"))}
             env.update(P1_SOURCE=str(meter.link), INFLUX_BUCKET="p1", P1_SPOOL_DIR=str(root / "spool"),
                        P1_INSTANCE="footprint", PYTHONPATH=str(REPO))
@@ -222,7 +243,7 @@ def main() -> None:
                 env.update(INFLUX_API="v1", INFLUX_URL=influxd.url)
             command = [sys.executable, "-m", "p1logger", "run"]
             if args.callgrind:
-                command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}", *command]
+                command = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={callgrind_out}", *command]
             started = time.monotonic()
             logger = subprocess.Popen(command, env=env, cwd=REPO, text=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -233,10 +254,12 @@ def main() -> None:
             paced(telegrams[:2], meter.send, 1.0)
             time.sleep(1.0)
             startup_cpu_s = cpu_s(logger.pid)
-            window_cpu0 = threads_cpu_s(logger.pid)
+            thread_cpu0 = thread_cpu_s(logger.pid)
+            window_cpu0 = sum(thread_cpu0.values())
             user0, system0 = threads_user_system_s(logger.pid)
             baseline_cpu0 = cpu_s(baseline.pid)
             paced_cpu0 = threads_cpu_s(paced_baseline.pid)
+            wake_cpu0 = threads_cpu_s(wake_baseline.pid)
             switches0 = context_switches(logger.pid)
             if args.callgrind:
                 subprocess.run(["callgrind_control", "--zero", str(logger.pid)], check=True, capture_output=True)
@@ -245,7 +268,8 @@ def main() -> None:
             paced(telegrams[2:], meter.send, 1.0)
             time.sleep(1.0)  # the last telegram's flush interval
             window_s = time.monotonic() - window_start
-            used_cpu_s = threads_cpu_s(logger.pid) - window_cpu0
+            thread_cpu1 = thread_cpu_s(logger.pid)
+            used_cpu_s = sum(thread_cpu1.values()) - window_cpu0
             user1, system1 = threads_user_system_s(logger.pid)
             switches1 = context_switches(logger.pid)
             if args.callgrind:
@@ -253,6 +277,7 @@ def main() -> None:
                                capture_output=True)
             baseline_cpu_s = cpu_s(baseline.pid) - baseline_cpu0
             paced_cpu_s = threads_cpu_s(paced_baseline.pid) - paced_cpu0
+            wake_cpu_s = threads_cpu_s(wake_baseline.pid) - wake_cpu0
             peak_rss = status_bytes(logger.pid, "VmHWM")
             rss_now = status_bytes(logger.pid, "VmRSS")
             baseline_rss = status_bytes(baseline.pid, "VmHWM")
@@ -260,14 +285,21 @@ def main() -> None:
             returncode = logger.wait(timeout=120 if args.callgrind else 15)
             stored = influxd.count("p1", "energy")
             instructions = 0
+            thread_instructions: list[int] = []
             if args.callgrind:
-                dumps = sorted(root.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
-                window_dumps = [p for p in dumps if "window" in p.read_text(errors="replace")[:2000]]
-                instructions = callgrind_instructions((window_dumps or dumps)[0])
+                # --separate-threads: one dump per thread, its name ending in the thread's number.
+                window_dumps = sorted(p for p in root.glob("callgrind.out*")
+                                      if "window" in p.read_text(errors="replace")[:2000])
+                if not window_dumps:
+                    raise SystemExit("callgrind wrote no dump for the window")
+                thread_instructions = [callgrind_instructions(p) for p in window_dumps]
+                instructions = sum(thread_instructions)
                 if args.keep_callgrind is not None:
-                    args.keep_callgrind.write_bytes((window_dumps or dumps)[0].read_bytes())
+                    args.keep_callgrind.mkdir(parents=True, exist_ok=True)
+                    for dump in window_dumps:
+                        (args.keep_callgrind / dump.name).write_bytes(dump.read_bytes())
         finally:
-            for process in (logger, baseline, paced_baseline):
+            for process in (logger, baseline, paced_baseline, wake_baseline):
                 if process is not None and process.poll() is None:
                     process.kill()
                     process.wait()
@@ -283,6 +315,8 @@ def main() -> None:
     woken = {tid: switches1.get(tid, 0) - switches0.get(tid, 0) for tid in switches1}
     wakeups_per_s = sum(woken.values()) / window_s
     per_thread = ", ".join(f"{count / window_s:.1f}" for _, count in sorted(woken.items()))
+    per_thread_cpu = ", ".join(f"{(cpu1 - thread_cpu0.get(tid, 0.0)) / measured * 1e3:.2f}"
+                               for tid, cpu1 in sorted(thread_cpu1.items()))
     print(f"p1logger run footprint: {measured} telegrams at 1/s over a pty (simulated Belgian three-phase "
           f"meter, {len(telegrams[0])} bytes/telegram), {args.api} to influxd {version} on 127.0.0.1"
           f"{' (through the v2 API of tests/helpers)' if args.api == 'v2' else ''}"
@@ -297,15 +331,22 @@ def main() -> None:
     print(f"ratio: {per_telegram_s * 1e3:.2f} ms CPU per telegram-second = "
           f"{per_telegram_s / dsmr_s:.2f} dsmr_parser parses of the same telegram ({dsmr_s * 1e3:.2f} ms each); "
           f"target <= {DSMR_PARSER_RATIO_TARGET}")
+    print(f"per thread: {per_thread_cpu} ms CPU per telegram-second, by thread id")
     paced_parse_s = paced_cpu_s / window_s
     print(f"ratio at the same pace: {per_telegram_s / paced_parse_s:.2f} dsmr_parser parses made once a second "
           f"({paced_parse_s * 1e3:.2f} ms CPU each, woken from a 1 s sleep in a process of its own, in the same "
           f"window: {paced_parse_s / dsmr_s:.1f}x the parse in a loop)")
+    wake_s = wake_cpu_s / window_s
+    print(f"wake-up floor: {wake_s * 1e3:.2f} ms CPU per wake-up of a process that only sleeps 1 s "
+          f"= {wake_s / dsmr_s:.2f} dsmr_parser parses; the logger's {wakeups_per_s:.1f} wake-ups/s at that "
+          f"cost alone, with no work done: {wakeups_per_s * wake_s / dsmr_s:.2f} parses")
     if args.callgrind:
         per_second = instructions / measured
         print(f"instructions: {per_second / 1e6:.2f} M user-space instructions per telegram-second "
               f"(callgrind, {instructions:,} over {measured} telegrams; the run is slowed, so wake-ups and "
               f"CPU above are not representative)")
+        print("instructions per thread: " + ", ".join(f"{count / measured / 1e6:.3f}" for count in thread_instructions)
+              + " M per telegram-second, in the order the threads started")
         print(f"Raspberry Pi estimate: {per_second / PI_INSTRUCTIONS_PER_S:.2%} of one Cortex-A53 core "
               f"(at {PI_INSTRUCTIONS_PER_S / 1e9:.1f} G instructions/s: 1.2 GHz x 0.5 per cycle, assumed)")
     print(f"memory:    peak RSS {mb(peak_rss)} (now {mb(rss_now)}); budget {mb(RSS_BUDGET_BYTES)} -> "
