@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, NamedTuple
 
+from p1logger import cosem, mbus
 from p1logger.errors import ConfigError
 
 GLO_CIPHERING_TAG = 0xDB
@@ -131,12 +132,15 @@ class CipherFramer:
     start-up, or by a glitch) swallows the start of the next one; the caller
     says so with :meth:`cut_short` when the frame fails to open, and the framer
     resumes at the next frame header inside it.  At most ``max_frame_bytes`` of
-    one candidate are held.
+    one candidate are held.  A frame sent in M-Bus segments (Austrian customer
+    interfaces, p1logger.mbus) is joined first and then read like any other.
     """
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes + _MAX_HEADER_BYTES + 1 + FRAME_COUNTER_BYTES + GCM_TAG_BYTES
         self.stats = CipherFramerStats()
+        self.segments = mbus.SegmentJoiner(self.max_frame_bytes)
+        self._joined: CipherFrame | None = None  # the last frame joined from M-Bus segments
         self._buf = bytearray()
 
     @property
@@ -145,6 +149,7 @@ class CipherFramer:
 
     def reset(self) -> None:
         self._buf.clear()
+        self.segments.reset()
 
     def feed(self, data: bytes) -> Iterator[bytes | CipherFrame]:
         """Frames and the plain bytes between them, in stream order.
@@ -160,9 +165,27 @@ class CipherFramer:
 
     def _next(self) -> bytes | CipherFrame | None:
         buf = self._buf
+        while buf and buf[0] == mbus.START:
+            segment = mbus.segment_at(buf, 0)
+            if segment is True:
+                return None
+            if segment is None:
+                del buf[:1]
+                return bytes((mbus.START,))
+            del buf[: segment.frame_bytes]
+            joined = self.segments.add(segment)
+            if joined is not None:
+                found = _header(joined, 0, self.max_frame_bytes) if joined[:1] == bytes((GLO_CIPHERING_TAG,)) else None
+                if isinstance(found, tuple) and found[1] == len(joined):
+                    self.stats.frames += 1
+                    self._joined = _split(joined, found[0])
+                    return self._joined
+                self.segments.stats.dropped += 1
         if not buf:
             return None
-        start = buf.find(GLO_CIPHERING_TAG)
+        # Once M-Bus segments came, DLMS frames come only inside them: a DB byte between segments is
+        # part of a damaged one, and read as a frame it would swallow the segments after it.
+        start = buf.find(mbus.START) if self.segments.stats.segments else _frame_start(buf)
         if start != 0:
             end = len(buf) if start < 0 else start
             plain = bytes(buf[:end])
@@ -190,6 +213,8 @@ class CipherFramer:
         (at least the first 4 of those 10 bytes, when it starts near the end), so the
         bytes of a frame that failed for a wrong key are not taken for one.
         """
+        if frame is self._joined:
+            return False  # its segments were whole and checked: it was not cut short
         raw = frame.raw
         expected = bytes((GLO_CIPHERING_TAG, SYSTEM_TITLE_BYTES)) + frame.system_title
         at = raw.find(expected[:4], 1)
@@ -200,6 +225,13 @@ class CipherFramer:
                 return True
             at = raw.find(expected[:4], at + 1)
         return False
+
+
+def _frame_start(buf: bytearray) -> int:
+    """Where the next DLMS frame or M-Bus segment may start; -1 when neither byte is there."""
+    dlms_at = buf.find(GLO_CIPHERING_TAG)
+    mbus_at = buf.find(mbus.START, 0, dlms_at if dlms_at >= 0 else len(buf))
+    return mbus_at if mbus_at >= 0 else dlms_at
 
 
 def _split(raw: bytes, header_bytes: int) -> CipherFrame:
@@ -241,16 +273,11 @@ class DecryptionError(Exception):
 
 
 class UnsupportedContent(DecryptionError):
-    """The frame opened, but holds binary DLMS/COSEM data, not a DSMR telegram."""
+    """The frame opened, but holds binary DLMS/COSEM data that p1logger.cosem cannot read."""
 
 
-COSEM_CONTENT = ("the frame holds binary DLMS/COSEM data (an Austrian M-Bus meter such as the Kaifa MA309?), "
-                 "which p1logger cannot decode yet: see docs/telegram-format.md")
-
-
-def _is_cosem(plaintext: bytes) -> bool:
-    # data-notification: tag 0F, a 4-byte invoke id, then a date-time (octet string of 12) or none (00)
-    return len(plaintext) > 6 and plaintext[0] == 0x0F and plaintext[5] in (0x00, 0x0C)
+COSEM_CONTENT = ("the frame holds DLMS/COSEM data that p1logger cannot read (values without OBIS codes?): "
+                 "see docs/telegram-format.md, Austrian meters")
 
 
 class _Primitives(NamedTuple):
@@ -287,13 +314,9 @@ def decrypt(frame: CipherFrame, keys: Keys) -> bytes:
             decryptor.finalize()
         except crypto.InvalidTag:
             raise DecryptionError(f"{DECRYPTION_FAILED} and P1_AUTHENTICATION_KEY (the GCM tag does not match)") from None
-        if _is_cosem(plaintext):
-            raise UnsupportedContent(COSEM_CONTENT)
         return plaintext
     plaintext = decrypt_unverified(frame, keys.decryption)
-    if not plaintext.startswith(b"/"):
-        if _is_cosem(plaintext):
-            raise UnsupportedContent(COSEM_CONTENT)
+    if not plaintext.startswith(b"/") and not cosem.is_notification(plaintext):
         raise DecryptionError(f"{DECRYPTION_FAILED} (the frame does not decrypt to a telegram)")
     return plaintext
 

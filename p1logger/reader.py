@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from p1logger import crc, dlms
+from p1logger import cosem, crc, dlms
 from p1logger.decode import Decoder, Telegram
 from p1logger.errors import DecodeError
 from p1logger.framing import DEFAULT_MAX_TELEGRAM_BYTES, Frame, Framer, Reject
@@ -136,6 +136,8 @@ class TelegramReader:
             reason = "unsupported" if isinstance(exc, dlms.UnsupportedContent) else "decrypt"
             failure = Rejected(reason, cipher.raw, str(exc))
         else:
+            if cosem.is_notification(plaintext):
+                return self._open_cosem(cipher, plaintext)
             items = Framer(self.framer.max_telegram_bytes).feed(plaintext)
             if not items and not plaintext.endswith(b"\n"):
                 # A meter that ends the telegram at the CRC, without a line end.
@@ -155,6 +157,19 @@ class TelegramReader:
         if failure.reason in ("decrypt", "unsupported"):
             self._log_decryption_failure(failure.detail)
         return failure
+
+    def _open_cosem(self, cipher: dlms.CipherFrame, plaintext: bytes) -> Telegram | Rejected:
+        """A DLMS data-notification (Austrian M-Bus meters): its objects written out as telegram text,
+        which is what the decoder reads and what the archive keeps. It has no CRC (the M-Bus checksums
+        and any GCM tag vouch for it)."""
+        try:
+            body = cosem.to_telegram(plaintext, cipher.system_title)
+        except cosem.CosemError as exc:
+            self.stats.rejected["unsupported"] += 1
+            detail = f"{dlms.COSEM_CONTENT} ({exc})"
+            self._log_decryption_failure(detail)
+            return Rejected("unsupported", cipher.raw, detail)
+        return self._accept(cipher, Frame(body + b"\r\n", body, ""), None)
 
     def _accept(self, cipher: dlms.CipherFrame, frame: Frame, crc_ok: bool | None) -> Telegram | Rejected:
         title = cipher.system_title

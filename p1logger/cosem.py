@@ -1,0 +1,233 @@
+"""DLMS/COSEM data-notifications, as Austrian M-Bus meters send them (pipeline stage: decode).
+
+Meters such as the Kaifa MA309 on the Austrian customer interface send no DSMR
+text: once decrypted (p1logger.dlms), each frame holds a DLMS
+*data-notification* whose body is A-XDR data, OBIS codes each followed by their
+value and, for numbers, a (scaler, unit) pair. Operators lay it out in two ways,
+both read here by shape: a structure per object (``02 03 09 06 <OBIS> <value>
+02 02 0F <scaler> 16 <unit>``), or one flat structure of OBIS, value and
+scaler-unit in turn.
+
+The objects are written out as the telegram lines a DSMR meter would send
+(``1-0:1.8.0(9108*Wh)``, ``0-0:1.0.0(210719154635S)``), and that text goes
+through the one decoder every telegram goes through: the OBIS table, units and
+points are not written twice. Octet strings are written as hex, as DSMR meters
+write identifiers; the clock as local time with the S/W flag of its clock
+status. There is no CRC: integrity rests on the M-Bus checksums of each segment
+(p1logger.mbus) and, where the meter sends one, the GCM tag.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from decimal import Decimal
+
+DATA_NOTIFICATION = 0x0F
+DATE_TIME_BYTES = 12
+OBIS_BYTES = 6
+CLOCK_OBIS = "0-0:1.0.0"
+CLOCK_STATUS_DAYLIGHT_SAVING = 0x80
+CLOCK_STATUS_NOT_SPECIFIED = 0xFF
+DEVIATION_NOT_SPECIFIED = -0x8000
+_MAX_DEPTH = 8  # nested structures; a notification uses two or three
+_MAX_ITEMS = 1024  # elements in one structure or array
+
+# A-XDR types (DLMS Blue Book, the Data choice): fixed-size numbers by tag, as struct formats.
+_FIXED: dict[int, str] = {
+    0x03: ">?",  # boolean
+    0x05: ">i",  # double-long
+    0x06: ">I",  # double-long-unsigned
+    0x0F: ">b",  # integer
+    0x10: ">h",  # long
+    0x11: ">B",  # unsigned
+    0x12: ">H",  # long-unsigned
+    0x14: ">q",  # long64
+    0x15: ">Q",  # long64-unsigned
+    0x16: ">B",  # enum
+    0x17: ">f",  # float32
+    0x18: ">d",  # float64
+}
+_ARRAY, _STRUCTURE, _OCTET_STRING, _VISIBLE_STRING, _UTF8_STRING = 0x01, 0x02, 0x09, 0x0A, 0x0C
+_NULL, _DATE_TIME, _DATE, _TIME = 0x00, 0x19, 0x1A, 0x1B
+_FIXED_STRINGS = {_DATE_TIME: 12, _DATE: 5, _TIME: 4}
+_ENUM, _INTEGER = 0x16, 0x0F
+
+# COSEM unit codes (Blue Book, physical units) -> the unit text DSMR-style meters write.
+UNITS: dict[int, str] = {
+    8: "deg", 9: "C", 13: "m3", 14: "m3", 27: "W", 28: "VA", 29: "var", 30: "Wh", 31: "VAh", 32: "varh",
+    33: "A", 35: "V", 44: "Hz", 56: "%",
+}
+UNIT_NONE = 255
+
+
+class CosemError(ValueError):
+    """The plaintext is not a data-notification this module can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScalerUnit:
+    scaler: int
+    unit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """An A-XDR value with its type tag (numbers and strings must be told apart to be written)."""
+
+    tag: int
+    value: object
+
+
+def is_notification(plaintext: bytes) -> bool:
+    # Tag 0F, a 4-byte long-invoke-id-and-priority, then its date-time: absent (00) or 12 bytes (0C).
+    return len(plaintext) > 6 and plaintext[0] == DATA_NOTIFICATION and plaintext[5] in (0x00, DATE_TIME_BYTES)
+
+
+def _length(data: bytes, at: int) -> tuple[int, int]:
+    """A BER-style length at ``at``: (length, where the content starts)."""
+    if at >= len(data):
+        raise CosemError("cut short")
+    first = data[at]
+    if first < 0x80:
+        return first, at + 1
+    size = first - 0x80
+    if not 1 <= size <= 2 or at + 1 + size > len(data):
+        raise CosemError(f"bad length form {first:#04x}")
+    return int.from_bytes(data[at + 1 : at + 1 + size], "big"), at + 1 + size
+
+
+def _value(data: bytes, at: int, depth: int) -> tuple[object, int]:
+    """One A-XDR value at ``at``: (value, where the next starts). Structures are lists of values; a
+    structure of an integer and an enum is a ScalerUnit."""
+    if at >= len(data):
+        raise CosemError("cut short")
+    tag = data[at]
+    at += 1
+    fmt = _FIXED.get(tag)
+    if fmt is not None:
+        size = struct.calcsize(fmt)
+        if at + size > len(data):
+            raise CosemError("cut short")
+        return Tagged(tag, struct.unpack_from(fmt, data, at)[0]), at + size
+    if tag in (_STRUCTURE, _ARRAY):
+        if depth >= _MAX_DEPTH:
+            raise CosemError("structures nested too deep")
+        count, at = _length(data, at)
+        if count > _MAX_ITEMS:
+            raise CosemError(f"a structure of {count} elements")
+        items = []
+        for _ in range(count):
+            item, at = _value(data, at, depth + 1)
+            items.append(item)
+        if (len(items) == 2 and isinstance(items[0], Tagged) and items[0].tag == _INTEGER
+                and isinstance(items[1], Tagged) and items[1].tag == _ENUM):
+            return ScalerUnit(int(items[0].value), int(items[1].value)), at  # type: ignore[call-overload]
+        return items, at
+    if tag in (_OCTET_STRING, _VISIBLE_STRING, _UTF8_STRING):
+        size, at = _length(data, at)
+    elif tag in _FIXED_STRINGS:
+        size = _FIXED_STRINGS[tag]
+    elif tag == _NULL:
+        return Tagged(tag, None), at
+    else:
+        raise CosemError(f"A-XDR type {tag:#04x} is not read")
+    if at + size > len(data):
+        raise CosemError("cut short")
+    return Tagged(_OCTET_STRING, bytes(data[at : at + size])), at + size
+
+
+def _leaves(value: object) -> list[object]:
+    """The values of a tree in order, structures opened (a ScalerUnit stays whole)."""
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
+def obis_text(code: bytes) -> str:
+    a, b, c, d, e, f = code
+    text = f"{a}-{b}:{c}.{d}.{e}"
+    return text if f == 0xFF else f"{text}*{f}"
+
+
+def _clock_text(raw: bytes) -> str | None:
+    """A COSEM date-time as a DSMR time (YYMMDDhhmmss + S or W), or None when it is no full time."""
+    year = int.from_bytes(raw[0:2], "big")
+    month, day, _weekday, hour, minute, second = raw[2:8]
+    if year == 0xFFFF or not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+        return None
+    status = raw[11]
+    deviation = int.from_bytes(raw[9:11], "big", signed=True)
+    if status != CLOCK_STATUS_NOT_SPECIFIED:
+        summer = bool(status & CLOCK_STATUS_DAYLIGHT_SAVING)
+    else:
+        # No status: Central European summer time is two hours ahead of UTC (the deviation counts
+        # minutes from local time to UTC).
+        summer = deviation == -120
+    return f"{year % 100:02d}{month:02d}{day:02d}{hour:02d}{minute:02d}{second:02d}{'S' if summer else 'W'}"
+
+
+def _number_text(value: object, scale: ScalerUnit | None) -> str:
+    if isinstance(value, float):
+        number = repr(value * 10.0 ** scale.scaler) if scale is not None else repr(value)
+    else:
+        number = format(Decimal(int(value)).scaleb(scale.scaler if scale is not None else 0), "f")  # type: ignore[call-overload]
+    unit = UNITS.get(scale.unit, "") if scale is not None else ""
+    return f"{number}*{unit}" if unit else number
+
+
+def _line(obis: str, value: Tagged, scale: ScalerUnit | None) -> str:
+    if value.tag == _NULL:
+        return f"{obis}()"
+    if isinstance(value.value, bytes):
+        clock = _clock_text(value.value) if len(value.value) == DATE_TIME_BYTES else None
+        return f"{obis}({clock if clock is not None else value.value.hex().upper()})"
+    if isinstance(value.value, bool):
+        return f"{obis}({int(value.value)})"
+    return f"{obis}({_number_text(value.value, scale)})"
+
+
+def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
+    """The notification as telegram text, "/" header line through "!" (what the decoder reads).
+
+    CosemError when it is not a notification or holds no OBIS-coded value.
+    """
+    if not is_notification(plaintext):
+        raise CosemError("not a DLMS data-notification")
+    at = 5
+    sent_at: str | None = None
+    if plaintext[at] == DATE_TIME_BYTES:
+        sent_at = _clock_text(plaintext[at + 1 : at + 1 + DATE_TIME_BYTES])
+        at += 1 + DATE_TIME_BYTES
+    else:
+        at += 1
+    body, end = _value(plaintext, at, 0)
+    if end != len(plaintext):
+        raise CosemError(f"{len(plaintext) - end} bytes after the notification's body")
+    leaves = _leaves(body)
+    lines: list[str] = []
+    index = 0
+    while index < len(leaves):
+        leaf = leaves[index]
+        index += 1
+        if not (isinstance(leaf, Tagged) and isinstance(leaf.value, bytes) and len(leaf.value) == OBIS_BYTES):
+            continue
+        if index >= len(leaves) or not isinstance(leaves[index], Tagged):
+            continue
+        value = leaves[index]
+        index += 1
+        scale = None
+        if index < len(leaves) and isinstance(leaves[index], ScalerUnit):
+            scale = leaves[index]
+            index += 1
+        lines.append(_line(obis_text(leaf.value), value, scale))  # type: ignore[arg-type]
+    if not lines:
+        raise CosemError("the notification holds no OBIS-coded values (a meter that sends values alone, "
+                         "in an order of its own, is not read)")
+    if sent_at is not None and not any(line.startswith(CLOCK_OBIS + "(") for line in lines):
+        lines.insert(0, f"{CLOCK_OBIS}({sent_at})")
+    maker = system_title[:3].decode("ascii", "replace") if system_title[:3].isalpha() else "XXX"
+    header = f"/{maker}5\\COSEM {system_title[3:].hex().upper()}"
+    return ("\r\n".join([header, "", *lines, "!"])).encode("ascii")
