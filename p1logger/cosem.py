@@ -229,5 +229,7 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
     if sent_at is not None and not any(line.startswith(CLOCK_OBIS + "(") for line in lines):
         lines.insert(0, f"{CLOCK_OBIS}({sent_at})")
     maker = system_title[:3].decode("ascii", "replace") if system_title[:3].isalpha() else "XXX"
-    header = f"/{maker}5\\COSEM {system_title[3:].hex().upper()}"
+    # The header names the maker and the rest of the system title (the meter's serial): the meter's name
+    # wherever it sends no identifier of its own (EVN's layout), so no space, which a tag would escape.
+    header = f"/{maker}5\\COSEM-{system_title[3:].hex().upper()}"
     return ("\r\n".join([header, "", *lines, "!"])).encode("ascii")

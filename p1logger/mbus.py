@@ -29,7 +29,7 @@ _FIXED_BYTES = 5  # C A CI STSAP DTSAP
 CI_DLMS_MAX = 0x1F
 CI_LAST_SEGMENT = 0x10
 CI_SEGMENT_COUNT = 0x0F
-MAX_FRAME_BYTES = _HEADER_BYTES + 255 + 2
+MAX_FRAME_BYTES = _HEADER_BYTES + 261 + 2  # a length of 256-261 sent as its low byte (below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,9 @@ def segment_at(buf: bytes | bytearray, start: int) -> Segment | None | Literal[T
         return None
     length = buf[start + 1]
     if length < _FIXED_BYTES + 1:
-        return None
+        # Too short to carry a segment: EVN's Sagemcom T210-D sends a 257-byte frame with only the low
+        # byte of its length (01). Read so, it must still pass its checksum and stop byte.
+        length += 256
     frame_bytes = _HEADER_BYTES + length + 2
     if available < frame_bytes:
         return True

@@ -43,7 +43,7 @@ def feed(tested: TelegramReader, data: bytes, chunk: int) -> list[Telegram | Rej
 
 
 TIROL_TELEGRAM = "\r\n".join([
-    "/KFM5\\COSEM 1010000023",
+    "/KFM5\\COSEM-1010000023",
     "",
     "0-0:1.0.0(210719154635S)",
     "0-0:96.1.0(314B464D30313030303030303335)",
@@ -155,7 +155,7 @@ def test_a_flat_layout_of_obis_value_and_scaler_unit_in_turn() -> None:
     )
     text = cosem.to_telegram(notification(body, date_time(2024, 1, 15, 8, 30, 5)), b"KFM\x00\x00\x00\x00\x01")
     assert text.decode("ascii").split("\r\n") == [
-        "/KFM5\\COSEM 0000000001",
+        "/KFM5\\COSEM-0000000001",
         "",
         "0-0:1.0.0(240115083005W)",
         "1-0:1.8.0(12345678*Wh)",
@@ -384,3 +384,62 @@ def test_replay_of_an_m_bus_capture_stores_every_frame(influxd: Any, influx_db: 
     rows = influxd.query("SELECT import_total_kwh FROM energy", influx_db)["results"][0]["series"][0]["values"]
     # 2024-01-15 08:30:00-11 local winter time (UTC+1): 07:30:00-11 UTC, 1705303800 + n; 1000-1011 Wh.
     assert rows == [[1705303800 + n, (1000 + n) / 1000] for n in range(12)]
+
+
+# ------------------------------------------------------------------ EVN (Netz NÖ): the flat layout, real captures
+
+
+EVN_CASES = {
+    # file: (key, meter header, UTC time, values). Expected values as published (SOURCES.md), scaled.
+    "netz_noe__kaifa_ma309m_doc_example_mbus.hex": (
+        "36C66639E48A8CA4D6BC8B282A793BBB", "KFM5\\COSEM-6750000009", "2021-09-27T07:47:15+00:00",
+        {"1-0:1.8.0": 12937.0, "1-0:2.8.0": 0.0, "1-0:1.7.0": 0.0, "1-0:2.7.0": 0.0, "1-0:32.7.0": 233.7,
+         "1-0:52.7.0": 0.0, "1-0:72.7.0": 0.0, "1-0:31.7.0": 0.0, "1-0:51.7.0": 0.0, "1-0:71.7.0": 0.0,
+         "1-0:13.7.0": 1.0}),
+    "energyagent__evn_sagemcom_t210d_mbus.hex": (
+        "A89AE6C225E45130298B3CC3F4D23463", "SAG5\\COSEM-5905E990F3", "2023-06-09T06:57:55+00:00",
+        {"1-0:1.8.0": 6842204.0, "1-0:2.8.0": 6430217.0, "1-0:1.7.0": 0.0, "1-0:2.7.0": 2088.0, "1-0:32.7.0": 237.3,
+         "1-0:52.7.0": 237.8, "1-0:72.7.0": 239.2, "1-0:31.7.0": 3.2, "1-0:51.7.0": 2.73, "1-0:71.7.0": 2.92,
+         "1-0:13.7.0": 0.991}),
+    "evn__sagemcom_t210d_length_low_byte_mbus.hex": (
+        "E36344D76C1F6E5DD9F54258B5508866", "SAG5\\COSEM-5905ED3312", "2023-04-14T15:56:05+00:00",
+        {"1-0:1.8.0": 627660.0, "1-0:2.8.0": 0.0, "1-0:1.7.0": 515.0, "1-0:2.7.0": 0.0, "1-0:32.7.0": 232.9,
+         "1-0:52.7.0": 236.5, "1-0:72.7.0": 237.2, "1-0:31.7.0": 0.85, "1-0:51.7.0": 0.94, "1-0:71.7.0": 1.18,
+         "1-0:13.7.0": 0.819}),
+}
+EVN_UNITS = {"1-0:1.8.0": "Wh", "1-0:2.8.0": "Wh", "1-0:1.7.0": "W", "1-0:2.7.0": "W", "1-0:32.7.0": "V",
+             "1-0:52.7.0": "V", "1-0:72.7.0": "V", "1-0:31.7.0": "A", "1-0:51.7.0": "A", "1-0:71.7.0": "A",
+             "1-0:13.7.0": None}
+
+
+@pytest.mark.parametrize("name", sorted(EVN_CASES))
+@pytest.mark.parametrize("chunk", [1, 64, 4096])
+def test_evn_captures_decode_to_their_published_values(name: str, chunk: int) -> None:
+    key, header, utc, values = EVN_CASES[name]
+    tested = reader(bytes.fromhex(key))
+    items = feed(tested, read_hex(name), chunk)
+    assert len(items) == 1 and isinstance(items[0], Telegram), items
+    telegram = items[0]
+    assert telegram.header == header
+    assert telegram.timestamp is not None and telegram.timestamp.isoformat() == utc
+    assert {obis: (r.value, r.unit) for obis, r in telegram.fields.items() if obis != "0-0:1.0.0"} == {
+        obis: (value, EVN_UNITS[obis]) for obis, value in values.items()}
+    assert telegram.unknown == {} and telegram.invalid == {}
+
+
+def test_evn_three_phase_points_in_the_units_their_names_carry() -> None:
+    key, header, _, _ = EVN_CASES["energyagent__evn_sagemcom_t210d_mbus.hex"]
+    [telegram] = reader(bytes.fromhex(key)).feed(read_hex("energyagent__evn_sagemcom_t210d_mbus.hex"))
+    assert isinstance(telegram, Telegram)
+    t = 1686293875  # 2023-06-09 06:57:55 UTC
+    meter = header
+    assert PointBuilder(VIENNA).build(telegram, 1_700_000_000.0) == [
+        f"energy,meter={meter} import_total_kwh=6842.204,export_total_kwh=6430.217 {t}",
+        f"power,meter={meter},phase=total import_w=0.0,export_w=2088.0 {t}",
+        f"voltage,meter={meter},phase=L1 voltage_v=237.3 {t}",
+        f"voltage,meter={meter},phase=L2 voltage_v=237.8 {t}",
+        f"voltage,meter={meter},phase=L3 voltage_v=239.2 {t}",
+        f"current,meter={meter},phase=L1 current_a=3.2 {t}",
+        f"current,meter={meter},phase=L2 current_a=2.73 {t}",
+        f"current,meter={meter},phase=L3 current_a=2.92 {t}",
+    ]
