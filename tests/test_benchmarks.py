@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 # benchmark -> (quick arguments, the line that carries its ratio against the baseline of the same run)
 QUICK: dict[str, tuple[list[str], str]] = {
     "decode.py": (["--telegrams", "200", "--repeat", "1"], r"ratio +\d+\.\dx"),
-    "decrypt.py": (["--telegrams", "100", "--repeat", "1"], r"GCM tag checked\).* ratio \d+\.\d\dx baseline"),
+    "decrypt.py": (["--telegrams", "100", "--repeat", "1"], r"COSEM \(EVN layout\).* ratio \d+\.\d\dx baseline"),
     "mqtt_state.py": (["--telegrams", "100", "--repeats", "1"], r"MQTT state \+ JSON: .* ratio \d+\.\d\d"),
     "dump_json.py": (["--telegrams", "200", "--runs", "1"], r"ratio: p1logger is \d+\.\dx dsmr_parser in CPU"),
     "startup.py": (["--runs", "1"], r"ratio: health CPU = \d+\.\d\dx the bare import"),
