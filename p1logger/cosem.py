@@ -12,9 +12,11 @@ The objects are written out as the telegram lines a DSMR meter would send
 (``1-0:1.8.0(9108*Wh)``, ``0-0:1.0.0(210719154635S)``), and that text goes
 through the one decoder every telegram goes through: the OBIS table, units and
 points are not written twice. Octet strings are written as hex, as DSMR meters
-write identifiers; the clock as local time with the S/W flag of its clock
-status. There is no CRC: integrity rests on the M-Bus checksums of each segment
-(p1logger.mbus) and, where the meter sends one, the GCM tag.
+write identifiers; a date-time too (``0-0:1.0.0(07E50713010F2E2300FF8880)``),
+which the timestamp parser reads as it reads any DLMS date-time (its clock
+status decides summer or winter time). There is no CRC: integrity rests on the
+M-Bus checksums of each segment (p1logger.mbus) and, where the meter sends one,
+the GCM tag.
 
 Pure: no I/O.
 """
@@ -29,9 +31,7 @@ DATA_NOTIFICATION = 0x0F
 DATE_TIME_BYTES = 12
 OBIS_BYTES = 6
 CLOCK_OBIS = "0-0:1.0.0"
-CLOCK_STATUS_DAYLIGHT_SAVING = 0x80
-CLOCK_STATUS_NOT_SPECIFIED = 0xFF
-DEVIATION_NOT_SPECIFIED = -0x8000
+CURRENT_VALUE = 0xFF  # OBIS group F: the current value, not a billing period's
 _MAX_DEPTH = 8  # nested structures; a notification uses two or three
 _MAX_ITEMS = 1024  # elements in one structure or array
 
@@ -147,26 +147,8 @@ def _leaves(value: object) -> list[object]:
 
 
 def obis_text(code: bytes) -> str:
-    a, b, c, d, e, f = code
-    text = f"{a}-{b}:{c}.{d}.{e}"
-    return text if f == 0xFF else f"{text}*{f}"
-
-
-def _clock_text(raw: bytes) -> str | None:
-    """A COSEM date-time as a DSMR time (YYMMDDhhmmss + S or W), or None when it is no full time."""
-    year = int.from_bytes(raw[0:2], "big")
-    month, day, _weekday, hour, minute, second = raw[2:8]
-    if year == 0xFFFF or not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
-        return None
-    status = raw[11]
-    deviation = int.from_bytes(raw[9:11], "big", signed=True)
-    if status != CLOCK_STATUS_NOT_SPECIFIED:
-        summer = bool(status & CLOCK_STATUS_DAYLIGHT_SAVING)
-    else:
-        # No status: Central European summer time is two hours ahead of UTC (the deviation counts
-        # minutes from local time to UTC).
-        summer = deviation == -120
-    return f"{year % 100:02d}{month:02d}{day:02d}{hour:02d}{minute:02d}{second:02d}{'S' if summer else 'W'}"
+    a, b, c, d, e, _f = code
+    return f"{a}-{b}:{c}.{d}.{e}"
 
 
 def _number_text(value: object, scale: ScalerUnit | None) -> str:
@@ -182,8 +164,7 @@ def _line(obis: str, value: Tagged, scale: ScalerUnit | None) -> str:
     if value.tag == _NULL:
         return f"{obis}()"
     if isinstance(value.value, bytes):
-        clock = _clock_text(value.value) if len(value.value) == DATE_TIME_BYTES else None
-        return f"{obis}({clock if clock is not None else value.value.hex().upper()})"
+        return f"{obis}({value.value.hex().upper()})"
     if isinstance(value.value, bool):
         return f"{obis}({int(value.value)})"
     return f"{obis}({_number_text(value.value, scale)})"
@@ -199,7 +180,9 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
     at = 5
     sent_at: str | None = None
     if plaintext[at] == DATE_TIME_BYTES:
-        sent_at = _clock_text(plaintext[at + 1 : at + 1 + DATE_TIME_BYTES])
+        if at + 1 + DATE_TIME_BYTES > len(plaintext):
+            raise CosemError("cut short")
+        sent_at = plaintext[at + 1 : at + 1 + DATE_TIME_BYTES].hex().upper()
         at += 1 + DATE_TIME_BYTES
     else:
         at += 1
@@ -222,6 +205,10 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
         if index < len(leaves) and isinstance(leaves[index], ScalerUnit):
             scale = leaves[index]
             index += 1
+        if leaf.value[5] != CURRENT_VALUE:
+            # Another billing period's value (F = 0-99, 101...): written out, its OBIS would read as the
+            # current one (the decoder drops what follows "*"), so it is left out.
+            continue
         lines.append(_line(obis_text(leaf.value), value, scale))  # type: ignore[arg-type]
     if not lines:
         raise CosemError("the notification holds no OBIS-coded values (a meter that sends values alone, "

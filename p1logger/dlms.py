@@ -141,6 +141,7 @@ class CipherFramer:
         self.stats = CipherFramerStats()
         self.segments = mbus.SegmentJoiner(self.max_frame_bytes)
         self._joined: CipherFrame | None = None  # the last frame joined from M-Bus segments
+        self._segmented = False  # M-Bus segments came on this connection
         self._buf = bytearray()
 
     @property
@@ -150,6 +151,7 @@ class CipherFramer:
     def reset(self) -> None:
         self._buf.clear()
         self.segments.reset()
+        self._segmented = False
 
     def feed(self, data: bytes) -> Iterator[bytes | CipherFrame]:
         """Frames and the plain bytes between them, in stream order.
@@ -173,6 +175,7 @@ class CipherFramer:
                 del buf[:1]
                 return bytes((mbus.START,))
             del buf[: segment.frame_bytes]
+            self._segmented = True
             joined = self.segments.add(segment)
             if joined is not None:
                 found = _header(joined, 0, self.max_frame_bytes) if joined[:1] == bytes((GLO_CIPHERING_TAG,)) else None
@@ -185,7 +188,7 @@ class CipherFramer:
             return None
         # Once M-Bus segments came, DLMS frames come only inside them: a DB byte between segments is
         # part of a damaged one, and read as a frame it would swallow the segments after it.
-        start = buf.find(mbus.START) if self.segments.stats.segments else _frame_start(buf)
+        start = buf.find(mbus.START) if self._segmented else _frame_start(buf)
         if start != 0:
             end = len(buf) if start < 0 else start
             plain = bytes(buf[:end])

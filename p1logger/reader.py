@@ -165,6 +165,11 @@ class TelegramReader:
         try:
             body = cosem.to_telegram(plaintext, cipher.system_title)
         except cosem.CosemError as exc:
+            assert self.cipher_framer is not None
+            if self.cipher_framer.cut_short(cipher):
+                # Without a tag a frame cut short still opens to a notification's first bytes.
+                self.stats.rejected["incomplete"] += 1
+                return Rejected("incomplete", cipher.raw, "an encrypted frame was cut short")
             self.stats.rejected["unsupported"] += 1
             detail = f"{dlms.COSEM_CONTENT} ({exc})"
             self._log_decryption_failure(detail)

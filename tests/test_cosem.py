@@ -9,6 +9,7 @@ segments the way the example is.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,7 +46,7 @@ def feed(tested: TelegramReader, data: bytes, chunk: int) -> list[Telegram | Rej
 TIROL_TELEGRAM = "\r\n".join([
     "/KFM5\\COSEM-1010000023",
     "",
-    "0-0:1.0.0(210719154635S)",
+    "0-0:1.0.0(07E50713010F2E2300FF8880)",  # read by the timestamp parser as any DLMS date-time
     "0-0:96.1.0(314B464D30313030303030303335)",
     "0-0:42.0.0(4B464D31313030313030303030303335)",
     "1-0:32.7.0(230.8*V)",
@@ -157,7 +158,7 @@ def test_a_flat_layout_of_obis_value_and_scaler_unit_in_turn() -> None:
     assert text.decode("ascii").split("\r\n") == [
         "/KFM5\\COSEM-0000000001",
         "",
-        "0-0:1.0.0(240115083005W)",
+        "0-0:1.0.0(07E8010FFF081E0500FFC400)",  # the notification's own time
         "1-0:1.8.0(12345678*Wh)",
         "1-0:2.8.0(1000*Wh)",
         "1-0:1.7.0(1234*W)",
@@ -188,14 +189,33 @@ def test_signed_and_wide_numbers_positive_scalers_and_other_types() -> None:
     ]
 
 
-@pytest.mark.parametrize(("deviation", "status", "flag"), [
-    (-120, 0x80, "S"), (-60, 0x00, "W"), (-120, 0xFF, "S"), (-60, 0xFF, "W"), (-0x8000, 0x81, "S"),
+@pytest.mark.parametrize(("status", "utc"), [
+    (0x80, "2025-10-26T00:30:01+00:00"),  # the autumn hour's first pass, summer time
+    (0x00, "2025-10-26T01:30:01+00:00"),  # its second pass, winter time
+    (0xFF, "2025-10-26T00:30:01+00:00"),  # no status: the zone decides (the first pass)
 ])
-def test_the_clock_flag_comes_from_the_clock_status_or_else_the_deviation(deviation: int, status: int,
-                                                                          flag: str) -> None:
-    body = structure(obis("0-0:1.0.0"), b"\x09\x0c" + date_time(2025, 3, 30, 3, 0, 1, deviation, status))
-    text = cosem.to_telegram(notification(body), TIROL_TITLE).decode("ascii")
-    assert f"0-0:1.0.0(250330030001{flag})" in text.split("\r\n")
+def test_the_clock_status_tells_the_autumn_hours_apart(status: int, utc: str) -> None:
+    body = structure(obis("0-0:1.0.0"), b"\x09\x0c" + date_time(2025, 10, 26, 2, 30, 1, -60, status),
+                     obis("1-0:1.8.0"), u32(5), scaler_unit(0, 30))
+    text = cosem.to_telegram(notification(body), TIROL_TITLE)
+    telegram = TelegramReader(TimestampParser(VIENNA)).feed(text + b"\r\n")[0]
+    assert isinstance(telegram, Telegram) and telegram.timestamp is not None
+    assert telegram.timestamp.isoformat() == utc
+
+
+def test_a_clock_out_of_range_is_reported_not_moved_to_another_century() -> None:
+    body = structure(obis("0-0:1.0.0"), b"\x09\x0c" + date_time(1999, 12, 31, 23, 59, 0), obis("1-0:1.8.0"), u32(5))
+    telegram = TelegramReader(TimestampParser(VIENNA)).feed(cosem.to_telegram(notification(body), TIROL_TITLE)
+                                                            + b"\r\n")[0]
+    assert isinstance(telegram, Telegram)
+    assert "0-0:1.0.0" in telegram.invalid and "out of range" in telegram.invalid["0-0:1.0.0"]
+
+
+def test_another_billing_periods_value_does_not_replace_the_current_one() -> None:
+    previous = obis("1-0:1.8.0")[:-1] + bytes((101,))  # F = 101: the last billing period
+    body = structure(obis("1-0:1.8.0"), u32(9000), scaler_unit(0, 30), previous, u32(5), scaler_unit(0, 30))
+    assert cosem.to_telegram(notification(body), TIROL_TITLE).decode("ascii").split("\r\n")[2:-1] == [
+        "1-0:1.8.0(9000*Wh)"]
 
 
 def test_values_without_obis_codes_are_rejected_saying_so() -> None:
@@ -210,6 +230,8 @@ def test_values_without_obis_codes_are_rejected_saying_so() -> None:
     (notification(b"\x02\x01\x20\x00"), "type 0x20"),
     (notification(b"\x02\x85"), "bad length form"),
     (b"/not a notification", "not a DLMS data-notification"),
+    (bytes.fromhex("0f00000001" "0c" "07e5"), "cut short"),  # the notification's time cut short
+    (bytes.fromhex("0f00000001" "0c" "07e5071301"), "cut short"),
 ])
 def test_damaged_notifications_raise(plaintext: bytes, why: str) -> None:
     with pytest.raises(cosem.CosemError, match=why):
@@ -226,7 +248,7 @@ def long_frame(ci: int, data: bytes) -> bytes:
 
 def segmented(apdu: bytes, size: int = 245) -> bytes:
     pieces = [apdu[at : at + size] for at in range(0, len(apdu), size)]
-    return b"".join(long_frame(count | (0x10 if count == len(pieces) - 1 else 0), piece)
+    return b"".join(long_frame((count & 0x0F) | (0x10 if count == len(pieces) - 1 else 0), piece)
                     for count, piece in enumerate(pieces))
 
 
@@ -443,3 +465,83 @@ def test_evn_three_phase_points_in_the_units_their_names_carry() -> None:
         f"current,meter={meter},phase=L2 current_a=2.73 {t}",
         f"current,meter={meter},phase=L3 current_a=2.92 {t}",
     ]
+
+
+# ------------------------------------------------------------------ bare DLMS frames, reconnects, and noise
+
+
+def bare_frames(count: int) -> list[bytes]:
+    """The same notifications in bare DB frames (no M-Bus around them)."""
+    return [sealed(notification(structure(obis("1-0:1.8.0"), u32(1000 + n), scaler_unit(0, 30))), 100 + n)
+            for n in range(count)]
+
+
+def test_bare_dlms_frames_holding_notifications_are_read() -> None:
+    assert energy(reader().feed(b"".join(bare_frames(3)))) == [1000.0, 1001.0, 1002.0]
+
+
+def test_a_bare_frame_cut_short_costs_only_itself() -> None:
+    # With no tag, a frame cut short still opens to a notification's first bytes; the next frame
+    # inside it is found again.
+    frames = bare_frames(3)
+    tested = reader()
+    items = tested.feed(frames[0][:-10] + frames[1] + frames[2])
+    assert energy(items) == [1001.0, 1002.0]
+    assert tested.stats.rejected == {"incomplete": 1}
+
+
+def test_after_a_reconnect_bare_frames_are_looked_for_again() -> None:
+    stream, _ = meter_stream(1)
+    tested = reader()
+    assert energy(tested.feed(stream)) == [1000.0]
+    tested.reset()  # another meter, or a dongle that unwraps the segments, after a reconnect
+    assert energy(tested.feed(b"".join(bare_frames(2)))) == [1000.0, 1001.0]
+
+
+def test_noise_and_damaged_captures_never_raise() -> None:
+    # Corrupt input is counted and skipped, never raised: random bytes, and the published captures and
+    # plaintexts with bytes flipped, cut, inserted or dropped, fed in random pieces.
+    rng = random.Random(20261130)
+    captures = [(read_hex("smart_meter_tirol__kaifa_example_mbus.hex"), TIROL_KEY)] + [
+        (read_hex(name), bytes.fromhex(case[0])) for name, case in EVN_CASES.items()]
+    plaintext = read_hex("smart_meter_tirol__kaifa_example_plaintext.hex")
+    telegrams = 0
+    for case in range(1500):
+        capture, key = captures[case % len(captures)]
+        if case % 3 == 0:
+            data, key = segmented(sealed(damaged(rng, plaintext), 1 + case), rng.choice([20, 245])), TIROL_KEY
+        elif case % 3 == 1:
+            data = damaged(rng, capture * 2)
+        else:
+            data = rng.randbytes(rng.randint(0, 600))
+        tested = reader(key)
+        at = 0
+        while at < len(data):
+            size = rng.choice([1, 7, 64, 4096])
+            telegrams += sum(isinstance(item, Telegram) for item in tested.feed(data[at : at + size]))
+            at += size
+    assert telegrams > 0  # some damage leaves frames whole: those are still read
+
+
+def damaged(rng: random.Random, data: bytes) -> bytes:
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(out)) if out else 0
+        action = rng.randrange(4)
+        if action == 0 and out:
+            out[at] ^= 1 << rng.randrange(8)
+        elif action == 1:
+            out[at:at] = rng.randbytes(rng.randint(1, 6))
+        elif action == 2:
+            del out[at : at + rng.randint(1, 6)]
+        else:
+            out[at:at] = bytes((rng.choice([0x02, 0x09, 0x0C, 0x0F, 0x68, 0x81, 0x82, 0xDB, 0xFF]),))
+    return bytes(out)
+
+
+def test_a_frame_of_more_than_sixteen_segments_counts_them_modulo_sixteen() -> None:
+    stream = b"".join(segmented(sealed(notification(structure(obis("1-0:1.8.0"), u32(7), scaler_unit(0, 30)),
+                                                    date_time(2024, 1, 15, 8, 30, 0)), 5 + n), 2) for n in range(2))
+    tested = reader()
+    assert energy(feed(tested, stream, 50)) == [7.0, 7.0]
+    assert tested.cipher_framer is not None and tested.cipher_framer.segments.stats.segments > 2 * 16

@@ -278,6 +278,18 @@ def test_reads_that_keep_finding_whole_telegrams_come_ever_earlier() -> None:
     cap = round(pacer.settle_s / 2, 6)
     assert steps == [PROBE_S] * PROBE_GROWS_AFTER + [min(cap, PROBE_S * 2 ** k) for k in range(1, 9)]
     assert steps[-1] == cap  # never more than half a telegram's time on the line: the next read lands inside it
-    pacer.anchored(TELEGRAM, 27.0)  # a read that waited on the line: back to the small probe
+    beats = 2 + len(steps) + 1  # since the telegram at 10.0
+    pacer.anchored(TELEGRAM, 10.0 + beats)  # a read that waited on the line: back to the small probe
     pacer.paced(TELEGRAM)
-    assert pacer.next_read_at == pytest.approx(28.0 + pacer.settle_s + 1.0 - 0.06 / 17 - PROBE_S)
+    assert pacer.next_read_at == pytest.approx(11.0 + beats + pacer.settle_s + 1.0 - 0.06 / beats - PROBE_S)
+
+
+def test_a_jittery_first_beat_is_trusted_by_the_fifth_telegram() -> None:
+    # A WiFi dongle on a 10 s meter: no beat agrees with the mean within 40 ms, but over four beats a
+    # start's jitter is a quarter of it, and blocking reads cost a wake-up a second meanwhile.
+    pacer = LinePacer(S_PER_BYTE)
+    for start_at in (10.0, 20.06, 29.96, 40.05):
+        pacer.anchored(TELEGRAM, start_at)
+        assert pacer.period_s is None
+    pacer.anchored(TELEGRAM, 49.97)
+    assert pacer.period_s == pytest.approx((49.97 - 10.0) / 4)

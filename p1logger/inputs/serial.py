@@ -62,11 +62,12 @@ TAIL_EMPTY, TAIL_PARTIAL, TAIL_COMPLETE = "empty", "partial", "complete"
 PACED_PERIOD_RANGE_S = (0.5, 30.0)  # a meter sends every 1 s (DSMR 5) to 10 s (DSMR 4); others stay blocking
 PACED_PERIOD_CHANGE = 0.1  # a measured period this far off the estimate starts a new estimate
 PROBE_S = 0.002  # how much earlier each paced read comes than the last
-FIRST_BEAT_AGREE_S = 0.02  # a first beat is trusted when its last beat is this close to the run's mean
+FIRST_BEAT_AGREE_S = 0.04  # a first beat is trusted when its last beat is this close to the run's mean,
+FIRST_BEAT_TRUSTED_AFTER = 5  # or once measured over this many telegrams (a late start is then a fifth of it)
 # After this many paced reads in a row found whole telegrams, each comes earlier than the last by twice as
-# much as the one before: a beat measured too long (a reader woken late for a first byte) is caught up with
-# in a few telegrams, where a steady probe would let the reads fall ever later, up to a whole beat.
-PROBE_GROWS_AFTER = 6
+# much as the one before: a beat measured too long is caught up with in a few telegrams, where a steady
+# probe would let the reads fall ever later, up to a whole beat.
+PROBE_GROWS_AFTER = 12  # past where a steady 2 ms probe lands a read inside a telegram (about 16 reads)
 LINE_SLACK = 1.1  # a meter may leave gaps between characters: a telegram takes up to a tenth longer
 EARLY_RUN_S = 0.06  # and this much more, over n: a beat measured over n beats errs by up to 2 jitters (30 ms) / n
 
@@ -156,8 +157,9 @@ class LinePacer:
             self.period_s = None
             self._restart_run(start_at)
             return
-        if self.period_s is None and (self._run_telegrams < 3
-                                      or abs((start_at - last_start_at) - measured) > FIRST_BEAT_AGREE_S):
+        if self.period_s is None and (self._run_telegrams < 3 or (
+                self._run_telegrams < FIRST_BEAT_TRUSTED_AFTER
+                and abs((start_at - last_start_at) - measured) > FIRST_BEAT_AGREE_S)):
             # A first beat is trusted only over two beats or more, the last of them like the rest: a reader
             # woken late for one first byte (a busy start-up) would make it that much off.
             return
