@@ -3,10 +3,11 @@
 Meters such as the Kaifa MA309 on the Austrian customer interface send no DSMR
 text: once decrypted (p1logger.dlms), each frame holds a DLMS
 *data-notification* whose body is A-XDR data, OBIS codes each followed by their
-value and, for numbers, a (scaler, unit) pair. Operators lay it out in two ways,
-both read here by shape: a structure per object (``02 03 09 06 <OBIS> <value>
-02 02 0F <scaler> 16 <unit>``), or one flat structure of OBIS, value and
-scaler-unit in turn.
+value and, for numbers, a (scaler, unit) pair. Operators lay it out in three ways,
+all read here by shape: a structure per object (``02 03 09 06 <OBIS> <value>
+02 02 0F <scaler> 16 <unit>``), one flat structure of OBIS, value and
+scaler-unit in turn, or OBIS and value alone (Landis+Gyr), where an energy or
+power register is in its base unit (Wh, W, varh, var).
 
 The objects are written out as the telegram lines a DSMR meter would send
 (``1-0:1.8.0(9108*Wh)``, ``0-0:1.0.0(210719154635S)``), and that text goes
@@ -31,6 +32,7 @@ DATA_NOTIFICATION = 0x0F
 DATE_TIME_BYTES = 12
 OBIS_BYTES = 6
 CLOCK_OBIS = "0-0:1.0.0"
+DEVICE_NAME_OBIS = "0-0:42.0.0"  # COSEM logical device name: the maker's three letters and a serial
 CURRENT_VALUE = 0xFF  # OBIS group F: the current value, not a billing period's
 _MAX_DEPTH = 8  # nested structures; a notification uses two or three
 _MAX_ITEMS = 1024  # elements in one structure or array
@@ -61,6 +63,17 @@ UNITS: dict[int, str] = {
     33: "A", 35: "V", 44: "Hz", 56: "%",
 }
 UNIT_NONE = 255
+_DOUBLE_LONG_UNSIGNED = 0x06
+# Wiener Netze's customer interface sends eight values without OBIS codes, in this order (its
+# specification's; Iskra AM550, Siemens IM350, Landis+Gyr E450 alike), in base units.
+WIENER_NETZE_VALUES = (
+    ("1-0:1.8.0", "Wh"), ("1-0:2.8.0", "Wh"), ("1-0:3.8.0", "varh"), ("1-0:4.8.0", "varh"),
+    ("1-0:1.7.0", "W"), ("1-0:2.7.0", "W"), ("1-0:3.7.0", "var"), ("1-0:4.7.0", "var"),
+)
+ENERGY_D, POWER_D = 8, 7  # OBIS group D: a register's total (energy), its current average (power)
+# OBIS group C (per phase: 21-40, 41-60, 61-80 repeat 1-20) -> the base unit of its power.
+_BASE_UNITS = {1: "W", 2: "W", 15: "W", 16: "W", 3: "var", 4: "var", 5: "var", 6: "var", 7: "var", 8: "var",
+               9: "VA", 10: "VA"}
 
 
 class CosemError(ValueError):
@@ -151,23 +164,58 @@ def obis_text(code: bytes) -> str:
     return f"{a}-{b}:{c}.{d}.{e}"
 
 
-def _number_text(value: object, scale: ScalerUnit | None) -> str:
+def base_unit(code: bytes) -> str:
+    """The unit of an electricity energy or power register sent without its scaler and unit (Landis+Gyr's
+    push lists): its base unit, which Austrian operators document (Wh, W, varh, var); "" for others."""
+    a, _b, c, d, _e, _f = code
+    if a != 1 or d not in (ENERGY_D, POWER_D) or not 1 <= c <= 80:
+        return ""
+    quantity = _BASE_UNITS.get(c if c <= 20 else (c - 1) % 20 + 1, "")
+    return quantity + "h" if quantity and d == ENERGY_D else quantity
+
+
+def _number_text(value: object, scale: ScalerUnit | None, code: bytes) -> str:
     if isinstance(value, float):
         number = repr(value * 10.0 ** scale.scaler) if scale is not None else repr(value)
     else:
         number = format(Decimal(int(value)).scaleb(scale.scaler if scale is not None else 0), "f")  # type: ignore[call-overload]
-    unit = UNITS.get(scale.unit, "") if scale is not None else ""
+    unit = UNITS.get(scale.unit, "") if scale is not None else base_unit(code)
     return f"{number}*{unit}" if unit else number
 
 
-def _line(obis: str, value: Tagged, scale: ScalerUnit | None) -> str:
+def _line(code: bytes, value: Tagged, scale: ScalerUnit | None) -> str:
+    obis = obis_text(code)
     if value.tag == _NULL:
         return f"{obis}()"
     if isinstance(value.value, bytes):
         return f"{obis}({value.value.hex().upper()})"
     if isinstance(value.value, bool):
         return f"{obis}({int(value.value)})"
-    return f"{obis}({_number_text(value.value, scale)})"
+    return f"{obis}({_number_text(value.value, scale, code)})"
+
+
+def _values_alone(body: object) -> list[str]:
+    """The lines of a notification of values without OBIS codes, in the one order read: Wiener Netze's
+    (an optional meter name, the time, then eight double-long-unsigned values, WIENER_NETZE_VALUES); none
+    for any other shape."""
+    if not isinstance(body, list):
+        return []
+    named = len(body) == 2 + len(WIENER_NETZE_VALUES) and _is_string(body[0])
+    items = body[1:] if named else body
+    if len(items) != 1 + len(WIENER_NETZE_VALUES) or not (_is_string(items[0]) and len(items[0].value) == DATE_TIME_BYTES):
+        return []
+    values = items[1:]
+    if not all(isinstance(item, Tagged) and item.tag == _DOUBLE_LONG_UNSIGNED for item in values):
+        return []
+    lines = [f"{CLOCK_OBIS}({items[0].value.hex().upper()})"]
+    if named:
+        lines.append(f"{DEVICE_NAME_OBIS}({body[0].value.hex().upper()})")  # type: ignore[union-attr]
+    lines += [f"{obis}({item.value}*{unit})" for (obis, unit), item in zip(WIENER_NETZE_VALUES, values)]  # type: ignore[union-attr]
+    return lines
+
+
+def _is_string(item: object) -> bool:
+    return isinstance(item, Tagged) and isinstance(item.value, bytes)
 
 
 def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
@@ -209,7 +257,9 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
             # Another billing period's value (F = 0-99, 101...): written out, its OBIS would read as the
             # current one (the decoder drops what follows "*"), so it is left out.
             continue
-        lines.append(_line(obis_text(leaf.value), value, scale))  # type: ignore[arg-type]
+        lines.append(_line(leaf.value, value, scale))  # type: ignore[arg-type]
+    if not lines:
+        lines = _values_alone(body)
     if not lines:
         raise CosemError("the notification holds no OBIS-coded values (a meter that sends values alone, "
                          "in an order of its own, is not read)")

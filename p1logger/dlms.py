@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal, NamedTuple
 
-from p1logger import cosem, mbus
+from p1logger import cosem, hdlc, mbus
 from p1logger.errors import ConfigError
 
 GLO_CIPHERING_TAG = 0xDB
@@ -122,6 +122,8 @@ def _header(buf: bytes | bytearray, start: int, max_frame_bytes: int) -> tuple[i
 class CipherFramerStats:
     frames: int = 0
     cut_short: int = 0  # frames that turned out to be cut short by the next frame
+    unwrapped_not_frames: int = 0  # M-Bus segments or HDLC blocks that joined into no DLMS frame
+    damaged_wrappers: int = 0  # M-Bus or HDLC frames whose checksum failed
 
 
 class CipherFramer:
@@ -132,16 +134,18 @@ class CipherFramer:
     start-up, or by a glitch) swallows the start of the next one; the caller
     says so with :meth:`cut_short` when the frame fails to open, and the framer
     resumes at the next frame header inside it.  At most ``max_frame_bytes`` of
-    one candidate are held.  A frame sent in M-Bus segments (Austrian customer
-    interfaces, p1logger.mbus) is joined first and then read like any other.
+    one candidate are held.  A frame sent in M-Bus segments or HDLC frames
+    (Austrian customer interfaces, p1logger.mbus and p1logger.hdlc) is joined
+    first and then read like any other.
     """
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes + _MAX_HEADER_BYTES + 1 + FRAME_COUNTER_BYTES + GCM_TAG_BYTES
         self.stats = CipherFramerStats()
         self.segments = mbus.SegmentJoiner(self.max_frame_bytes)
+        self.messages = hdlc.MessageJoiner(self.max_frame_bytes)
         self._joined: CipherFrame | None = None  # the last frame joined from M-Bus segments
-        self._segmented = False  # M-Bus segments came on this connection
+        self._wrapped = False  # M-Bus or HDLC frames came on this connection
         self._buf = bytearray()
 
     @property
@@ -151,7 +155,8 @@ class CipherFramer:
     def reset(self) -> None:
         self._buf.clear()
         self.segments.reset()
-        self._segmented = False
+        self.messages.reset()
+        self._wrapped = False
 
     def feed(self, data: bytes) -> Iterator[bytes | CipherFrame]:
         """Frames and the plain bytes between them, in stream order.
@@ -167,28 +172,39 @@ class CipherFramer:
 
     def _next(self) -> bytes | CipherFrame | None:
         buf = self._buf
-        while buf and buf[0] == mbus.START:
-            segment = mbus.segment_at(buf, 0)
-            if segment is True:
-                return None
-            if segment is None:
-                del buf[:1]
-                return bytes((mbus.START,))
-            del buf[: segment.frame_bytes]
-            self._segmented = True
-            joined = self.segments.add(segment)
+        while buf and buf[0] in _WRAPPER_STARTS:
+            joined: bytes | None
+            if buf[0] == mbus.START:
+                segment = mbus.segment_at(buf, 0)
+                if segment is True:
+                    return None
+                if segment is None:
+                    del buf[:1]
+                    return bytes((mbus.START,))
+                del buf[: segment.frame_bytes]
+                joined = self.segments.add(segment) if isinstance(segment, mbus.Segment) else self._damaged()
+            else:
+                frame = hdlc.frame_at(buf, 0)
+                if frame is True:
+                    return None
+                if frame is None:
+                    del buf[:1]
+                    return bytes((hdlc.FLAG,))
+                del buf[: frame.frame_bytes]
+                joined = self.messages.add(frame) if isinstance(frame, hdlc.HdlcFrame) else self._damaged()
+            self._wrapped = True
             if joined is not None:
                 found = _header(joined, 0, self.max_frame_bytes) if joined[:1] == bytes((GLO_CIPHERING_TAG,)) else None
                 if isinstance(found, tuple) and found[1] == len(joined):
                     self.stats.frames += 1
                     self._joined = _split(joined, found[0])
                     return self._joined
-                self.segments.stats.dropped += 1
+                self.stats.unwrapped_not_frames += 1
         if not buf:
             return None
-        # Once M-Bus segments came, DLMS frames come only inside them: a DB byte between segments is
-        # part of a damaged one, and read as a frame it would swallow the segments after it.
-        start = buf.find(mbus.START) if self._segmented else _frame_start(buf)
+        # Once M-Bus or HDLC frames came, DLMS frames come only inside them: a DB byte between them is
+        # part of a damaged one, and read as a frame it would swallow the ones after it.
+        start = _wrapper_start(buf) if self._wrapped else _frame_start(buf)
         if start != 0:
             end = len(buf) if start < 0 else start
             plain = bytes(buf[:end])
@@ -207,6 +223,13 @@ class CipherFramer:
         del buf[:frame_bytes]
         self.stats.frames += 1
         return _split(raw, header_bytes)
+
+    def _damaged(self) -> bytes | None:
+        """A wrapper frame failed its checksum: the message it belonged to is lost (nothing joined)."""
+        self.stats.damaged_wrappers += 1
+        self.segments.reset()
+        self.messages.reset()
+        return None
 
     def cut_short(self, frame: CipherFrame) -> bool:
         """The frame just handed out did not open: if the same meter's next frame starts inside
@@ -230,11 +253,22 @@ class CipherFramer:
         return False
 
 
+_WRAPPER_STARTS = (mbus.START, hdlc.FLAG)
+
+
+def _wrapper_start(buf: bytearray, end: int | None = None) -> int:
+    """Where the next M-Bus or HDLC frame may start (before ``end``); -1 when neither byte is there."""
+    end = len(buf) if end is None else end
+    mbus_at = buf.find(mbus.START, 0, end)
+    hdlc_at = buf.find(hdlc.FLAG, 0, mbus_at if mbus_at >= 0 else end)
+    return hdlc_at if hdlc_at >= 0 else mbus_at
+
+
 def _frame_start(buf: bytearray) -> int:
-    """Where the next DLMS frame or M-Bus segment may start; -1 when neither byte is there."""
+    """Where the next DLMS frame, M-Bus or HDLC frame may start; -1 when none of their bytes is there."""
     dlms_at = buf.find(GLO_CIPHERING_TAG)
-    mbus_at = buf.find(mbus.START, 0, dlms_at if dlms_at >= 0 else len(buf))
-    return mbus_at if mbus_at >= 0 else dlms_at
+    wrapper_at = _wrapper_start(buf, dlms_at if dlms_at >= 0 else None)
+    return wrapper_at if wrapper_at >= 0 else dlms_at
 
 
 def _split(raw: bytes, header_bytes: int) -> CipherFrame:
@@ -279,8 +313,7 @@ class UnsupportedContent(DecryptionError):
     """The frame opened, but holds binary DLMS/COSEM data that p1logger.cosem cannot read."""
 
 
-COSEM_CONTENT = ("the frame holds DLMS/COSEM data that p1logger cannot read (values without OBIS codes?): "
-                 "see docs/telegram-format.md, Austrian meters")
+COSEM_CONTENT = "the frame holds DLMS/COSEM data that p1logger cannot read: see docs/telegram-format.md, Austria"
 
 
 class _Primitives(NamedTuple):

@@ -40,9 +40,17 @@ class Segment:
     data: bytes
 
 
-def segment_at(buf: bytes | bytearray, start: int) -> Segment | None | Literal[True]:
-    """The DLMS segment in the long frame at ``start``; True when more bytes are needed to tell; None
-    when no such frame starts there (or its checksum or stop byte is wrong)."""
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """A frame whose envelope holds (start, lengths, end) but whose checksum fails: skipped whole, for a
+    DLMS frame inside it, read bare, would swallow the frames after it."""
+
+    frame_bytes: int
+
+
+def segment_at(buf: bytes | bytearray, start: int) -> Segment | Damaged | None | Literal[True]:
+    """The DLMS segment in the long frame at ``start``; Damaged when its checksum fails; True when more
+    bytes are needed to tell; None when no such frame starts there."""
     available = len(buf) - start
     if available < _HEADER_BYTES:
         return True if buf[start : start + 1] == bytes((START,)) else None
@@ -58,8 +66,10 @@ def segment_at(buf: bytes | bytearray, start: int) -> Segment | None | Literal[T
         return True
     content = start + _HEADER_BYTES
     end = content + length
-    if buf[end + 1] != STOP or sum(buf[content:end]) & 0xFF != buf[end]:
+    if buf[end + 1] != STOP:
         return None
+    if sum(buf[content:end]) & 0xFF != buf[end]:
+        return Damaged(frame_bytes)
     ci = buf[content + 2]
     if ci > CI_DLMS_MAX:
         return None
