@@ -511,15 +511,15 @@ SETTINGS: tuple[Setting, ...] = (
     # --- encrypted meters (docs/telegram-format.md): no flag default from the environment, so a parsed
     # namespace printed in a bug report never holds a key; config.decryption_keys reads the variables.
     Setting("P1_DECRYPTION_KEY", "--decryption-key", hex_key,
-            "encrypted meters (Luxembourg Smarty, Austrian Sagemcom T210-D): the 32-hex-digit key from the grid "
-            "operator; the variable is safer than the flag, which other users can see in ps", _KEY_COMMANDS,
+            "encrypted meters (Luxembourg Smarty, Austrian meters on P1, M-Bus or HDLC): the 32-hex-digit key "
+            "from the grid operator; the variable is safer than the flag, which other users can see in ps", _KEY_COMMANDS,
             "encrypted meters", bad="not-a-key", secret=True, metavar="HEX"),
     Setting("P1_DECRYPTION_KEY_FILE", "--decryption-key-file", text("a file name"),
             "file holding the decryption key (Docker secrets)", _KEY_COMMANDS, "encrypted meters", bad="\n",
             metavar="FILE"),
     Setting("P1_AUTHENTICATION_KEY", "--authentication-key", hex_key,
-            "optional: with it each encrypted frame's GCM tag is checked; without it the telegram's CRC guards "
-            "the content", _KEY_COMMANDS, "encrypted meters", bad="0x12", secret=True, metavar="HEX"),
+            "optional: with it each encrypted frame's GCM tag is checked; without it the telegram's CRC (on "
+            "M-Bus and HDLC meters, their frames' checksums) guards the content", _KEY_COMMANDS, "encrypted meters", bad="0x12", secret=True, metavar="HEX"),
     Setting("P1_AUTHENTICATION_KEY_FILE", "--authentication-key-file", text("a file name"),
             "file holding the authentication key", _KEY_COMMANDS, "encrypted meters", bad="\n", metavar="FILE"),
     Setting("P1_SIMULATOR_ENCRYPTION_KEY", "--encryption-key", hex_key,
