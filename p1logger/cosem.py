@@ -70,7 +70,10 @@ WIENER_NETZE_VALUES = (
     ("1-0:1.8.0", "Wh"), ("1-0:2.8.0", "Wh"), ("1-0:3.8.0", "varh"), ("1-0:4.8.0", "varh"),
     ("1-0:1.7.0", "W"), ("1-0:2.7.0", "W"), ("1-0:3.7.0", "var"), ("1-0:4.7.0", "var"),
 )
-ENERGY_D, POWER_D = 8, 7  # OBIS group D: a register's total (energy), its current average (power)
+# OBIS group D: time integrals (energy: 8, 9, 10, 29) and the values in power (instantaneous 7, demand
+# and its minima, maxima and averages 1-6, 11-16, 21-28).
+ENERGY_D = frozenset((8, 9, 10, 29))
+POWER_D = frozenset((*range(1, 8), *range(11, 17), *range(21, 29))) - ENERGY_D
 # OBIS group C (per phase: 21-40, 41-60, 61-80 repeat 1-20) -> the base unit of its power.
 _BASE_UNITS = {1: "W", 2: "W", 15: "W", 16: "W", 3: "var", 4: "var", 5: "var", 6: "var", 7: "var", 8: "var",
                9: "VA", 10: "VA"}
@@ -168,10 +171,10 @@ def base_unit(code: bytes) -> str:
     """The unit of an electricity energy or power register sent without its scaler and unit (Landis+Gyr's
     push lists): its base unit, which Austrian operators document (Wh, W, varh, var); "" for others."""
     a, _b, c, d, _e, _f = code
-    if a != 1 or d not in (ENERGY_D, POWER_D) or not 1 <= c <= 80:
+    if a != 1 or not (d in ENERGY_D or d in POWER_D) or not 1 <= c <= 80:
         return ""
     quantity = _BASE_UNITS.get(c if c <= 20 else (c - 1) % 20 + 1, "")
-    return quantity + "h" if quantity and d == ENERGY_D else quantity
+    return quantity + "h" if quantity and d in ENERGY_D else quantity
 
 
 def _number_text(value: object, scale: ScalerUnit | None, code: bytes) -> str:
@@ -202,7 +205,7 @@ def _values_alone(body: object) -> list[str]:
         return []
     named = len(body) == 2 + len(WIENER_NETZE_VALUES) and _is_string(body[0])
     items = body[1:] if named else body
-    if len(items) != 1 + len(WIENER_NETZE_VALUES) or not (_is_string(items[0]) and len(items[0].value) == DATE_TIME_BYTES):
+    if len(items) != 1 + len(WIENER_NETZE_VALUES) or not _is_date_time(items[0]):
         return []
     values = items[1:]
     if not all(isinstance(item, Tagged) and item.tag == _DOUBLE_LONG_UNSIGNED for item in values):
@@ -216,6 +219,14 @@ def _values_alone(body: object) -> list[str]:
 
 def _is_string(item: object) -> bool:
     return isinstance(item, Tagged) and isinstance(item.value, bytes)
+
+
+def _is_date_time(item: object) -> bool:
+    """A COSEM date-time by its shape: 12 bytes, month, day and hour in range (or "not specified")."""
+    if not (isinstance(item, Tagged) and isinstance(item.value, bytes) and len(item.value) == DATE_TIME_BYTES):
+        return False
+    month, day, _weekday, hour = item.value[2:6]
+    return (1 <= month <= 12 or month >= 0xFD) and (1 <= day <= 31 or day >= 0xFD) and (hour < 24 or hour == 0xFF)
 
 
 def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:

@@ -182,17 +182,28 @@ class CipherFramer:
                     del buf[:1]
                     return bytes((mbus.START,))
                 del buf[: segment.frame_bytes]
-                joined = self.segments.add(segment) if isinstance(segment, mbus.Segment) else self._damaged()
+                if isinstance(segment, mbus.Segment):
+                    self._wrapped = True
+                    joined = self.segments.add(segment)
+                else:
+                    joined = self._damaged()
             else:
+                if buf[1:2] == bytes((hdlc.FLAG,)):
+                    del buf[:1]  # the closing flag of a frame, followed by the next one's opening flag
+                    continue
                 frame = hdlc.frame_at(buf, 0)
                 if frame is True:
                     return None
                 if frame is None:
                     del buf[:1]
                     return bytes((hdlc.FLAG,))
-                del buf[: frame.frame_bytes]
-                joined = self.messages.add(frame) if isinstance(frame, hdlc.HdlcFrame) else self._damaged()
-            self._wrapped = True
+                # The closing flag stays: a meter may send one flag between two frames.
+                del buf[: frame.frame_bytes - 1]
+                if isinstance(frame, hdlc.HdlcFrame):
+                    self._wrapped = True
+                    joined = self.messages.add(frame)
+                else:
+                    joined = self._damaged()
             if joined is not None:
                 found = _header(joined, 0, self.max_frame_bytes) if joined[:1] == bytes((GLO_CIPHERING_TAG,)) else None
                 if isinstance(found, tuple) and found[1] == len(joined):

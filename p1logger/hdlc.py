@@ -13,7 +13,7 @@ interface of Wiener Netze's meters send each encrypted DLMS frame
     <information>           the DLMS frame, or a General Block Transfer block: E0 <control: 80 on the last>
                             <block number, 2> <acknowledged, 2> <length> <data>
     <FCS>                   CRC-16/X.25 of everything from the format field, low byte first
-    7E                      flag
+    7E                      flag (the next frame's opening flag too, where a meter sends one between frames)
 
 Both checksums are checked, and blocks only join in their numbered order, so a
 damaged or missing frame loses its message only (counted), never joins the
@@ -62,8 +62,8 @@ def _address_end(buf: bytes | bytearray, at: int, end: int) -> int | None:
 
 
 def frame_at(buf: bytes | bytearray, start: int) -> HdlcFrame | Damaged | None | Literal[True]:
-    """The HDLC frame at ``start``; Damaged when a checksum fails; True when more bytes are needed to
-    tell; None when no frame starts there."""
+    """The HDLC frame at ``start``; Damaged when its header checks but its FCS fails; True when more
+    bytes are needed to tell; None when no frame starts there."""
     available = len(buf) - start
     if available < 3:
         return True if buf[start : start + 1] == bytes((FLAG,)) and (
@@ -73,21 +73,27 @@ def frame_at(buf: bytes | bytearray, start: int) -> HdlcFrame | Damaged | None |
     length = (buf[start + 1] & 0x07) << 8 | buf[start + 2]
     if length < 7:
         return None
-    if available < length + 2:
-        return True
     end = start + 1 + length  # the closing flag
-    if buf[end] != FLAG:
-        return None
-    source_at = _address_end(buf, start + 3, end)
-    control_at = _address_end(buf, source_at, end) if source_at is not None else None
+    # The header's own checksum comes first: until it checks, nothing vouches for the length, and a
+    # length read from noise must not hold the bytes after it.
+    header_end = min(end, len(buf))
+    source_at = _address_end(buf, start + 3, header_end)
+    control_at = _address_end(buf, source_at, header_end) if source_at is not None else None
     if control_at is None:
-        return None
+        return True if header_end == len(buf) < end and len(buf) - start < 3 + 2 * _MAX_ADDRESS_BYTES else None
     hcs_at = control_at + 1
     info_at = hcs_at + 2
     if info_at > end - 2:
         return None
-    if (_x25(bytes(buf[start + 1 : hcs_at])) != int.from_bytes(buf[hcs_at:info_at], "little")
-            or _x25(bytes(buf[start + 1 : end - 2])) != int.from_bytes(buf[end - 2 : end], "little")):
+    if info_at > len(buf):
+        return True
+    if _x25(bytes(buf[start + 1 : hcs_at])) != int.from_bytes(buf[hcs_at:info_at], "little"):
+        return None
+    if available < length + 2:
+        return True
+    if buf[end] != FLAG:
+        return None
+    if _x25(bytes(buf[start + 1 : end - 2])) != int.from_bytes(buf[end - 2 : end], "little"):
         return Damaged(length + 2)
     return HdlcFrame(length + 2, bool(buf[start + 1] & _SEGMENTED), bytes(buf[info_at : end - 2]))
 
@@ -124,6 +130,8 @@ class MessageJoiner:
         """The whole DLMS frame once its last part came, else None."""
         self.stats.frames += 1
         info = frame.information
+        if self._segment_open and info[:3] in LLC_HEADERS:
+            self._drop()  # a new message: the open one lost its last segment
         if self._segment_open:
             return self._append(info, done=not frame.more)
         if info[:3] in LLC_HEADERS:

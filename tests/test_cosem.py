@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import crcmod.predefined
 import pytest
 
 from p1logger import cosem, dlms, hdlc, mbus
@@ -622,7 +624,8 @@ def test_wiener_netze_values_are_read_in_the_specifications_order(name: str) -> 
     [telegram] = reader(bytes.fromhex(key)).feed(read_hex(name))
     assert isinstance(telegram, Telegram)
     assert telegram.timestamp is not None and telegram.timestamp.isoformat() == utc
-    expected = {obis: (float(value), unit) for (obis, unit), value in zip(cosem.WIENER_NETZE_VALUES, values)}
+    expected: dict[str, tuple[object, str | None]] = {
+        obis: (float(value), unit) for (obis, unit), value in zip(cosem.WIENER_NETZE_VALUES, values)}
     if device is not None:
         expected["0-0:42.0.0"] = (device, None)
     assert {obis: (r.value, r.unit) for obis, r in telegram.fields.items() if obis != "0-0:1.0.0"} == expected
@@ -658,7 +661,7 @@ def test_hdlc_frame_at_checks_the_envelope_and_both_checksums() -> None:
     assert hdlc.frame_at(bytes(bad_fcs), 0) == mbus.Damaged(141)
     bad_hcs = bytearray(first)
     bad_hcs[7] ^= 0x01
-    assert hdlc.frame_at(bytes(bad_hcs), 0) == mbus.Damaged(141)
+    assert hdlc.frame_at(bytes(bad_hcs), 0) is None  # nothing vouches for its length: not a frame start
     assert hdlc.frame_at(b"~~kWh", 0) is None
 
 
@@ -670,3 +673,78 @@ def test_block_transfer_blocks_join_only_in_their_order() -> None:
         assert not any(isinstance(item, Telegram) for item in tested.feed(stream))
         assert tested.stats.rejected == {}
         assert tested.cipher_framer is not None and tested.cipher_framer.messages.stats.dropped == dropped
+
+
+def test_hdlc_looking_noise_on_a_smarty_line_loses_nothing() -> None:
+    # A header-shaped burst whose HCS fails is no frame: bare DLMS frames after it are still read.
+    frames = bare_frames(8)
+    stream = b"".join(frames[:3]) + bytes.fromhex("7EA009030313000000007E") + b"".join(frames[3:])
+    assert energy(reader().feed(stream)) == [1000.0 + n for n in range(8)]
+
+
+def test_a_length_bit_flipped_in_one_hdlc_frame_costs_that_frame_only() -> None:
+    key, message = wiener_netze_message()
+    sealed_frames = [hdlc_frame(message(100 + n)) for n in range(6)]
+    damaged = bytearray(sealed_frames[2])
+    damaged[1] |= 0x04  # the length grows by 1024: its HCS fails, so it is not taken for a frame
+    items = reader(key).feed(b"".join(sealed_frames[:2]) + bytes(damaged) + b"".join(sealed_frames[3:]))
+    assert sum(isinstance(item, Telegram) for item in items) == 5
+
+
+def test_a_message_missing_its_last_segment_costs_only_itself() -> None:
+    key, message = wiener_netze_message()
+    first = message(1)
+    split = [hdlc_frame(first[:30], more=True), hdlc_frame(first[30:60], more=True)]  # its last segment lost
+    items = reader(key).feed(b"".join(split) + hdlc_frame(message(2)) + hdlc_frame(message(3)))
+    assert sum(isinstance(item, Telegram) for item in items) == 2
+
+
+def test_frames_sharing_one_flag_are_read() -> None:
+    first, second, last = hdlc_frames(read_hex(E450))
+    shared = first + second[1:] + last[1:]  # one flag between frames, as HDLC allows
+    assert isinstance(TelegramReader(TimestampParser(VIENNA), keys=E450_KEYS).feed(shared)[-1], Telegram)
+
+
+def wiener_netze_message() -> tuple[bytes, Callable[[int], bytes]]:
+    """The published Iskra frame's key, and its notification sealed again (LLC first) with any counter."""
+    name = "energyagent__wiener_netze_iskra_am550_hdlc.hex"
+    key = bytes.fromhex(WIENER_NETZE[name][0])
+    parsed = hdlc.frame_at(read_hex(name), 0)
+    assert isinstance(parsed, hdlc.HdlcFrame)
+    apdu = dlms.parse_frame(parsed.information[3:])
+    assert apdu is not None
+    plaintext = dlms.decrypt_unverified(apdu, key)
+
+    def message(counter: int) -> bytes:
+        return b"\xe6\xe7\x00" + dlms.encrypt(plaintext, dlms.Keys(key), apdu.system_title, counter,
+                                               dlms.SECURITY_ENCRYPTED)
+
+    return key, message
+
+
+def hdlc_frame(information: bytes, more: bool = False) -> bytes:
+    """One type-3 HDLC frame (addresses 03 and 21, control 13), with both checksums."""
+    x25 = crcmod.predefined.mkCrcFun("x-25")
+    length = 2 + 2 + 1 + 2 + len(information) + 2
+    header = bytes((0xA0 | (0x08 if more else 0) | length >> 8, length & 0xFF, 0x03, 0x21, 0x13))
+    header += x25(header).to_bytes(2, "little")
+    body = header + information
+    return b"\x7e" + body + x25(body).to_bytes(2, "little") + b"\x7e"
+
+
+def test_base_units_cover_demand_registers() -> None:
+    def code(text: str) -> bytes:
+        return obis(text)[2:]
+
+    assert [cosem.base_unit(code(t)) for t in (
+        "1-0:1.8.0", "1-0:1.7.0", "1-0:1.4.0", "1-0:1.6.0", "1-0:2.6.0", "1-0:21.7.0", "1-0:23.8.0", "1-0:9.8.0",
+        "1-0:32.7.0", "1-0:31.7.0", "1-0:13.7.0", "0-0:1.8.0", "1-0:1.29.0",
+    )] == ["Wh", "W", "W", "W", "W", "W", "varh", "VAh", "", "", "", "", "Wh"]
+
+
+def test_the_wiener_netze_shape_needs_a_real_time() -> None:
+    serial = b"\x0a\x0c" + b"181220000009"  # a 12-character serial, not a date-time
+    for body in (structure(serial, *(u32(n) for n in range(8))),
+                 structure(b"\x09\x0c" + date_time(2021, 10, 21, 6, 44, 2), serial, *(u32(n) for n in range(8)))):
+        with pytest.raises(cosem.CosemError, match="no OBIS-coded values"):
+            cosem.to_telegram(notification(body), TIROL_TITLE)
