@@ -17,7 +17,7 @@ from typing import Any
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from p1logger import settings
+from p1logger import cosem, settings
 from p1logger.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ TARIFF_LABELS: dict[str, dict[int, str]] = {
     "BE": {1: "day (peak)", 2: "night (off-peak)"},
     "NL": {1: "low (night)", 2: "normal (day)"},
     "LU": {1: "day", 2: "night"},
+    "AT": {1: "T1", 2: "T2"},  # what each tariff means is the supplier's: Austria has no national rule
 }
 DEFAULT_COUNTRY = "BE"
 EMUCS_VERSION_OBIS = "0-0:96.1.4"
@@ -52,6 +53,8 @@ def detect_country(header: str, obis_codes: Collection[str]) -> tuple[str, str]:
         return "BE", f"the meter sends {EMUCS_VERSION_OBIS}, the Belgian e-MUCS version"
     if header.startswith("Lux"):
         return "LU", "the meter identifies itself as a Luxembourg Smarty meter (Lux)"
+    if cosem.HEADER_MARK in header:
+        return "AT", "the meter sends DLMS/COSEM data, as Austrian meters do"
     if DSMR_VERSION_OBIS in obis_codes or not header:
         return "NL", (f"a DSMR meter without {EMUCS_VERSION_OBIS} (which every Belgian meter sends): "
                       "Dutch tariff numbering; set P1_COUNTRY if the meter is elsewhere")
@@ -159,7 +162,7 @@ def check_source(spec: str) -> None:
 
 
 def check_country(country: str | None) -> str:
-    """A parsed country (BE, NL, LU), or "" when it is to be detected from the telegrams."""
+    """A parsed country (BE, NL, LU, AT), or "" when it is to be detected from the telegrams."""
     return settings.country(country or "")
 
 

@@ -32,6 +32,7 @@ DATA_NOTIFICATION = 0x0F
 DATE_TIME_BYTES = 12
 OBIS_BYTES = 6
 CLOCK_OBIS = "0-0:1.0.0"
+HEADER_MARK = "\\COSEM-"  # in every header written here: how a notification's telegram is told (config.py)
 DEVICE_NAME_OBIS = "0-0:42.0.0"  # COSEM logical device name: the maker's three letters and a serial
 CURRENT_VALUE = 0xFF  # OBIS group F: the current value, not a billing period's
 _MAX_DEPTH = 8  # nested structures; a notification uses two or three
@@ -279,5 +280,5 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
     maker = system_title[:3].decode("ascii", "replace") if system_title[:3].isalpha() else "XXX"
     # The header names the maker and the rest of the system title (the meter's serial): the meter's name
     # wherever it sends no identifier of its own (EVN's layout), so no space, which a tag would escape.
-    header = f"/{maker}5\\COSEM-{system_title[3:].hex().upper()}"
+    header = f"/{maker}5{HEADER_MARK}{system_title[3:].hex().upper()}"
     return ("\r\n".join([header, "", *lines, "!"])).encode("ascii")

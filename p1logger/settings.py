@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from p1logger.errors import ConfigError
 
-COUNTRIES = ("BE", "NL", "LU")
+COUNTRIES = ("BE", "NL", "LU", "AT")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _PARITIES = {"N": "N", "E": "E", "O": "O", "NONE": "N", "EVEN": "E", "ODD": "O"}
 _TRUE = ("1", "true", "yes", "on")
@@ -262,7 +262,7 @@ def timezone_name(value: str) -> str:
 
 
 def country(value: str) -> str:
-    """BE, NL or LU; "auto" (or empty) detects the country from the telegrams."""
+    """BE, NL, LU or AT; "auto" (or empty) detects the country from the telegrams."""
     cleaned = value.strip().upper()
     if cleaned in ("", "AUTO"):
         return ""
@@ -418,8 +418,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("P1_TIMEZONE", "--timezone", timezone_name, "the meter's time zone, an IANA name",
             (*_DECODE_COMMANDS, "prices"), "decoding", bad="Europe/Brusels", default="Europe/Brussels"),
     Setting("P1_COUNTRY", "--country", country,
-            "country for tariff labels: BE (tariff 1 = day), NL (tariff 1 = night) or LU; unset detects it "
-            "from the telegrams (a Belgian meter sends 0-0:96.1.4)",
+            "country for tariff labels: BE (tariff 1 = day), NL (tariff 1 = night), LU or AT (T1, T2); unset "
+            "detects it from the telegrams (a Belgian meter sends 0-0:96.1.4, an Austrian DLMS meter COSEM data)",
             _DECODE_COMMANDS, "decoding", bad="XX", default_doc="detected"),
     Setting("P1_TIMESTAMPS", "--timestamps", one_of("meter", "receive"),
             "stamp points with the meter's clock, or with the receive time (meters whose clock is wrong; "

@@ -748,3 +748,13 @@ def test_the_wiener_netze_shape_needs_a_real_time() -> None:
                  structure(b"\x09\x0c" + date_time(2021, 10, 21, 6, 44, 2), serial, *(u32(n) for n in range(8)))):
         with pytest.raises(cosem.CosemError, match="no OBIS-coded values"):
             cosem.to_telegram(notification(body), TIROL_TITLE)
+
+
+def test_a_cosem_telegram_is_labelled_austrian() -> None:
+    from p1logger.config import detect_country, tariff_label
+
+    [telegram] = TelegramReader(TimestampParser(VIENNA), keys=E450_KEYS).feed(read_hex(E450))
+    assert isinstance(telegram, Telegram)
+    assert detect_country(telegram.header, telegram.fields) == (
+        "AT", "the meter sends DLMS/COSEM data, as Austrian meters do")
+    assert [tariff_label("AT", 1), tariff_label("AT", 2)] == ["T1", "T2"]
