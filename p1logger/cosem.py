@@ -33,6 +33,7 @@ DATE_TIME_BYTES = 12
 OBIS_BYTES = 6
 CLOCK_OBIS = "0-0:1.0.0"
 HEADER_MARK = "\\COSEM-"  # in every header written here: how a notification's telegram is told (config.py)
+METER_NUMBER_OBIS = "0-0:96.1.0"  # the equipment identifier DSMR 2.2/3 and other countries use
 DEVICE_NAME_OBIS = "0-0:42.0.0"  # COSEM logical device name: the maker's three letters and a serial
 CURRENT_VALUE = 0xFF  # OBIS group F: the current value, not a billing period's
 _MAX_DEPTH = 8  # nested structures; a notification uses two or three
@@ -222,6 +223,11 @@ def _is_string(item: object) -> bool:
     return isinstance(item, Tagged) and isinstance(item.value, bytes)
 
 
+def _is_meter_number(item: object) -> bool:
+    return (isinstance(item, Tagged) and isinstance(item.value, bytes) and 6 <= len(item.value) <= 20
+            and item.value.isascii() and item.value.isalnum())
+
+
 def _is_date_time(item: object) -> bool:
     """A COSEM date-time by its shape: 12 bytes, month, day and hour in range (or "not specified")."""
     if not (isinstance(item, Tagged) and isinstance(item.value, bytes) and len(item.value) == DATE_TIME_BYTES):
@@ -252,6 +258,7 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
     leaves = _leaves(body)
     lines: list[str] = []
     index = 0
+    after_last_object = 0  # where the leaves after the last OBIS-coded value start
     while index < len(leaves):
         leaf = leaves[index]
         index += 1
@@ -265,11 +272,18 @@ def to_telegram(plaintext: bytes, system_title: bytes) -> bytes:
         if index < len(leaves) and isinstance(leaves[index], ScalerUnit):
             scale = leaves[index]
             index += 1
+        after_last_object = index
         if leaf.value[5] != CURRENT_VALUE:
             # Another billing period's value (F = 0-99, 101...): written out, its OBIS would read as the
             # current one (the decoder drops what follows "*"), so it is left out.
             continue
         lines.append(_line(leaf.value, value, scale))  # type: ignore[arg-type]
+    trailing = leaves[after_last_object:]
+    number = trailing[0] if len(trailing) == 1 else None
+    if lines and isinstance(number, Tagged) and _is_meter_number(number) and not any(
+            line.startswith(METER_NUMBER_OBIS + "(") for line in lines):
+        # EVN's layout ends with the meter number, printed on the meter, with no OBIS code of its own.
+        lines.append(f"{METER_NUMBER_OBIS}({bytes(number.value).hex().upper()})")  # type: ignore[call-overload]
     if not lines:
         lines = _values_alone(body)
     if not lines:

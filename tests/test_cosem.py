@@ -420,21 +420,21 @@ EVN_CASES = {
         "36C66639E48A8CA4D6BC8B282A793BBB", "KFM5\\COSEM-6750000009", "2021-09-27T07:47:15+00:00",
         {"1-0:1.8.0": 12937.0, "1-0:2.8.0": 0.0, "1-0:1.7.0": 0.0, "1-0:2.7.0": 0.0, "1-0:32.7.0": 233.7,
          "1-0:52.7.0": 0.0, "1-0:72.7.0": 0.0, "1-0:31.7.0": 0.0, "1-0:51.7.0": 0.0, "1-0:71.7.0": 0.0,
-         "1-0:13.7.0": 1.0}),
+         "1-0:13.7.0": 1.0, "0-0:96.1.0": "181220000009"}),
     "energyagent__evn_sagemcom_t210d_mbus.hex": (
         "A89AE6C225E45130298B3CC3F4D23463", "SAG5\\COSEM-5905E990F3", "2023-06-09T06:57:55+00:00",
         {"1-0:1.8.0": 6842204.0, "1-0:2.8.0": 6430217.0, "1-0:1.7.0": 0.0, "1-0:2.7.0": 2088.0, "1-0:32.7.0": 237.3,
          "1-0:52.7.0": 237.8, "1-0:72.7.0": 239.2, "1-0:31.7.0": 3.2, "1-0:51.7.0": 2.73, "1-0:71.7.0": 2.92,
-         "1-0:13.7.0": 0.991}),
+         "1-0:13.7.0": 0.991, "0-0:96.1.0": "178210193075"}),
     "evn__sagemcom_t210d_length_low_byte_mbus.hex": (
         "E36344D76C1F6E5DD9F54258B5508866", "SAG5\\COSEM-5905ED3312", "2023-04-14T15:56:05+00:00",
         {"1-0:1.8.0": 627660.0, "1-0:2.8.0": 0.0, "1-0:1.7.0": 515.0, "1-0:2.7.0": 0.0, "1-0:32.7.0": 232.9,
          "1-0:52.7.0": 236.5, "1-0:72.7.0": 237.2, "1-0:31.7.0": 0.85, "1-0:51.7.0": 0.94, "1-0:71.7.0": 1.18,
-         "1-0:13.7.0": 0.819}),
+         "1-0:13.7.0": 0.819, "0-0:96.1.0": "178210431186"}),
 }
 EVN_UNITS = {"1-0:1.8.0": "Wh", "1-0:2.8.0": "Wh", "1-0:1.7.0": "W", "1-0:2.7.0": "W", "1-0:32.7.0": "V",
              "1-0:52.7.0": "V", "1-0:72.7.0": "V", "1-0:31.7.0": "A", "1-0:51.7.0": "A", "1-0:71.7.0": "A",
-             "1-0:13.7.0": None}
+             "1-0:13.7.0": None, "0-0:96.1.0": None}
 
 
 @pytest.mark.parametrize("name", sorted(EVN_CASES))
@@ -453,11 +453,11 @@ def test_evn_captures_decode_to_their_published_values(name: str, chunk: int) ->
 
 
 def test_evn_three_phase_points_in_the_units_their_names_carry() -> None:
-    key, header, _, _ = EVN_CASES["energyagent__evn_sagemcom_t210d_mbus.hex"]
+    key, _, _, _ = EVN_CASES["energyagent__evn_sagemcom_t210d_mbus.hex"]
     [telegram] = reader(bytes.fromhex(key)).feed(read_hex("energyagent__evn_sagemcom_t210d_mbus.hex"))
     assert isinstance(telegram, Telegram)
     t = 1686293875  # 2023-06-09 06:57:55 UTC
-    meter = header
+    meter = "178210193075"  # the meter number EVN's layout ends with
     assert PointBuilder(VIENNA).build(telegram, 1_700_000_000.0) == [
         f"energy,meter={meter} import_total_kwh=6842.204,export_total_kwh=6430.217 {t}",
         f"power,meter={meter},phase=total import_w=0.0,export_w=2088.0 {t}",
