@@ -135,11 +135,16 @@ def _is_number(group: str) -> bool:
     return _NUMBER_UNIT.match(group) is not None
 
 
+_NOT_TEXT = "\ufffd"  # what a byte that is not ASCII reads as
+
+
 def _is_time(group: str) -> bool:
     return is_timestamp_shape(group)
 
 
 def _hex_text(group: str) -> str:
+    # Hungarian meters pad an empty message with raw 0xFF bytes, which are not text (and decode to U+FFFD).
+    group = group.strip(_NOT_TEXT)
     if not group or len(group) % 2:
         return group
     try:
@@ -338,9 +343,11 @@ def _parse_capture(groups: list[str], ts: TimestampParser) -> Reading:
 def _parse_peak_history(groups: list[str], ts: TimestampParser) -> Reading:
     first = groups[0]
     if _is_time(first):
-        # Hungarian meters reuse 0-0:98.1.0 for billing values captured at one time.
+        # Hungarian meters reuse 0-0:98.1.0 for last month's billing registers, captured at one time: energy
+        # totals, then the import and export maximum demands. None is a Belgian monthly peak, so no entry
+        # names a month (points writes peaks only for entries that do).
         stamp = ts.read(first)
-        values = tuple(HistoryEntry(stamp, *_split_number(g), month=_previous_month(first)) for g in groups[1:] if g)
+        values = tuple(HistoryEntry(stamp, *_split_number(g)) for g in groups[1:] if g)
         return Reading(values, values[0].unit if values else None, stamp)
     names, rows = _capture_rows(groups, ts)
     entries: list[HistoryEntry] = []

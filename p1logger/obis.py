@@ -171,7 +171,7 @@ OBIS_TABLE: tuple[ObisDef, ...] = (
     _d("1-0:2.6.0", "demand_export_month_peak", "Peak export demand this month", TN, "kW"),
     _d("1-0:1.5.0", "demand_last_quarter", "Average import demand of the last completed quarter", N, "kW"),
     _d("1-0:2.5.0", "demand_export_last_quarter", "Average export demand of the last completed quarter", N, "kW"),
-    _d("0-0:98.1.0", "demand_peak_history", "Monthly peak demand history (more columns kept per entry)",
+    _d("0-0:98.1.0", "demand_peak_history", "Monthly peak demand history (Hungary: last month's billing values)",
        Kind.PEAK_HISTORY, "kW"),
     _d("0-0:98.1.1", "capture_history_2", "Second monthly capture object (e-MUCS H: any columns, kept whole)", CAP),
     _d("0-0:98.2.0", "capture_daily", "Daily capture object (any columns, kept whole)", CAP),
@@ -201,7 +201,7 @@ OBIS_TABLE: tuple[ObisDef, ...] = (
     _d("0-n:24.2.2", "mbus_reading_2", "M-Bus second reading (heat meters: e.g. cooling), at its capture time", TN),
     _d("0-n:24.3.0", "mbus_reading_legacy", "M-Bus reading (DSMR 2.2/3), at its capture time", Kind.MBUS_LEGACY),
     _d("0-n:24.4.0", "mbus_valve_state", "M-Bus valve state", I),
-    _d("0-n:96.3.10", "mbus_breaker_state", "M-Bus breaker state", I),
+    _d("0-n:96.3.10", "mbus_breaker_state", "Switch state n (Luxembourg: relay n; else an M-Bus device's breaker)", I),
 )
 
 OBIS_BY_CODE: dict[str, ObisDef] = {d.obis: d for d in OBIS_TABLE}

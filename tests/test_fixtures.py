@@ -58,6 +58,8 @@ NO_TELEGRAM_TIME = {
     "nielsbasjes_dsmr_tools__landisgyr_e350_dsmr42_b.txt",  # 000101010000W
     "wassasin_dsmr5__mcs_dsmr50_anonymised.txt",  # 000000000000W
     "athombv_node_dsmr_parser__sagemcom_xt211_anonymised.txt",  # 123412341234W
+    "nrocco_smeterd__iskra_me382_1004_dsmr3_gas.txt",
+    "nrocco_smeterd__iskra_me382_1003_dsmr3.txt",
 }
 
 
@@ -85,7 +87,7 @@ def expected_verdict(name: str) -> bool | None:
 
 
 def test_sources_describes_exactly_the_fixture_files() -> None:
-    assert len(NAMES) == 67
+    assert len(NAMES) == 78
     assert sorted(SOURCES) == NAMES
 
 
@@ -93,7 +95,7 @@ def test_the_known_bad_crcs_are_the_ones_sources_marks_not_valid() -> None:
     marked_bad = {name for name, (_, valid) in SOURCES.items() if valid == "NO"}
     assert marked_bad - {UNPADDED_BUT_CORRECT} == KNOWN_BAD_CRC
     verdicts = [expected_verdict(name) for name in NAMES]
-    assert (verdicts.count(True), verdicts.count(False), verdicts.count(None)) == (44, 12, 11)
+    assert (verdicts.count(True), verdicts.count(False), verdicts.count(None)) == (53, 12, 13)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -145,7 +147,7 @@ def test_the_whole_corpus_as_one_stream() -> None:
     rejected = [NAMES[i] for i, r in enumerate(results) if isinstance(r, Rejected)]
     assert set(rejected) == KNOWN_BAD_CRC and len(rejected) == 12
     assert all(r.reason == "crc" for r in results if isinstance(r, Rejected))
-    assert reader.stats.ok == 55
+    assert reader.stats.ok == 66
     assert dict(reader.stats.rejected) == {"crc": 12}
     assert reader.stats.invalid_values == 0
     assert dict(reader.stats.unknown_obis) == {}

@@ -117,7 +117,8 @@ def test_gas_on_channel_two_of_a_dutch_meter() -> None:
     assert len(gas) == 1 and gas[0].startswith("gas,channel=2,")
 
 
-_LINE = re.compile(r"^(?P<m>[a-z0-9_]+)(?P<tags>(?:,[a-z]+=[^ ]+)*) (?P<fields>\S+) (?P<t>\d+)$")
+# A tag value may hold escaped spaces, commas and equals signs ("meter=ADN9\\ 7534").
+_LINE = re.compile(r"^(?P<m>[a-z0-9_]+)(?P<tags>(?:,[a-z]+=(?:\\.|[^ \\])+)*) (?P<fields>\S+) (?P<t>\d+)$")
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.txt")))
@@ -130,7 +131,7 @@ def test_every_point_from_every_fixture_fits_the_schema(name: str) -> None:
             match = _LINE.match(line)
             assert match, line
             measurement = SCHEMA[match["m"]]
-            tags = {pair.split("=", 1)[0] for pair in match["tags"].split(",")[1:]}
+            tags = {pair.split("=", 1)[0] for pair in re.split(r"(?<!\\),", match["tags"])[1:]}
             assert tags <= measurement.tags, line
             for pair in match["fields"].split(","):
                 key, value = pair.split("=", 1)
@@ -156,3 +157,41 @@ def test_health_line_types_and_unknown_fields() -> None:
     assert line == "p1logger,instance=pi telegrams_ok=5i,write_latency_ms=12.0,last_telegram_age_s=0.5 1700000000"
     with pytest.raises(KeyError):
         health_line("pi", 1, not_a_field=1)
+
+
+def test_hungarian_billing_values_are_not_written_as_monthly_peaks() -> None:
+    # E.ON Hungary's 0-0:98.1.0 holds last month's billing registers (energies, then import and export
+    # maximum demands), not Belgian monthly peaks: six kW values under one month tag would overwrite
+    # each other, and the last (an export demand) would stand as the month's peak.
+    budapest = ZoneInfo("Europe/Budapest")
+    [item] = TelegramReader(TimestampParser(budapest)).feed(
+        (FIXTURES / "ndokter_dsmr_parser__v5_eon_hu.txt").read_bytes())
+    assert isinstance(item, Telegram)
+    meter, t = "890082200002160", 1690204050  # 0-0:1.0.0(230724150730S)
+    assert PointBuilder(budapest).build(item, RECEIVED_AT_S) == [
+        f"energy,meter={meter} import_total_kwh=173.64,import_t1_kwh=47.719,import_t2_kwh=125.921,import_t3_kwh=0.0,"
+        f"import_t4_kwh=0.0,export_total_kwh=627.177,export_t1_kwh=401.829,export_t2_kwh=225.348,export_t3_kwh=0.0,"
+        f"export_t4_kwh=0.0,active_tariff=1i {t}",
+        f"voltage,meter={meter},phase=L1 voltage_v=240.4 {t}",
+        f"voltage,meter={meter},phase=L2 voltage_v=239.1 {t}",
+        f"voltage,meter={meter},phase=L3 voltage_v=241.2 {t}",
+        f"current,meter={meter},phase=L1 current_a=3.0 {t}",
+        f"current,meter={meter},phase=L2 current_a=4.0 {t}",
+        f"current,meter={meter},phase=L3 current_a=3.0 {t}",
+        f"power,meter={meter},phase=total import_w=0.0,export_w=2601.0 {t}",
+    ]
+    billing = item.fields["0-0:98.1.0"].value
+    assert isinstance(billing, tuple) and len(billing) == 19
+    assert [(e.value, e.unit) for e in billing[-6:]] == [  # type: ignore[union-attr]
+        (3.564, "kW"), (2.156, "kW"), (3.564, "kW"), (4.104, "kW"), (4.104, "kW"), (3.4, "kW")]
+
+
+def test_a_message_padded_with_raw_ff_bytes_reads_as_empty() -> None:
+    # E.ON Hungary pads an empty 0-0:96.13.0 with 1024 bytes of 0xFF, inside the CRC: not text.
+    data = (FIXTURES / "kazhu_p1monitor__hungary_aux_eon_ff_message.bin").read_bytes()
+    assert data.count(b"\xff") == 1024
+    [item] = TelegramReader(TimestampParser(ZoneInfo("Europe/Budapest"))).feed(data)
+    assert isinstance(item, Telegram) and item.crc_ok is True
+    assert item.fields["0-0:96.13.0"].value == ""
+    assert item.invalid == {} and item.unknown == {"0-0:96.50.68": "(ON)"}  # an E.ON object, kept raw
+    assert not any(line.startswith("capacity_history") for line in PointBuilder(BRUSSELS).build(item, RECEIVED_AT_S))

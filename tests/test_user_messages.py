@@ -14,7 +14,7 @@ from helpers.fake_meter import flooded_pty
 from helpers.influx_servers import InfluxServer, http_request
 
 from p1logger.cli import main
-from p1logger.inputs import CRC_HINT, GARBAGE_HINT, no_valid_telegram_hint
+from p1logger.inputs import CRC_HINT, CRC_MISSING_HINT, GARBAGE_HINT, no_valid_telegram_hint
 from p1logger.inputs.serial import describe_os_error
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +40,9 @@ def p1logger(*argv: str, stdin: bytes | None = None, **settings: str) -> subproc
 def test_the_hint_follows_what_was_rejected() -> None:
     assert no_valid_telegram_hint({"crc": 4}) == CRC_HINT
     assert no_valid_telegram_hint({"crc": 2, "crc_missing": 1, "incomplete": 2}) == CRC_HINT
+    # Only the CRC line missing, every time: a gateway that strips it, not a noisy line.
+    assert no_valid_telegram_hint({"crc_missing": 5}) == CRC_MISSING_HINT
+    assert CRC_MISSING_HINT.startswith("telegrams arrive without their CRC line although the meter is DSMR 4")
     assert no_valid_telegram_hint({}) == GARBAGE_HINT
     assert no_valid_telegram_hint({"crc": 1, "bad_end": 3}) == GARBAGE_HINT
     assert CRC_HINT.startswith("telegrams arrive but fail their checksum: noisy cable or two readers on one port?")

@@ -33,6 +33,8 @@ GARBAGE_HINT = (
 CRC_HINT = ("telegrams arrive but fail their checksum: noisy cable or two readers on one port? "
             "Try a shorter or shielded cable, and check that no other program (ModemManager, Home Assistant, "
             "a second logger) reads the same port")
+CRC_MISSING_HINT = ("telegrams arrive without their CRC line although the meter is DSMR 4 or newer: a gateway or "
+                    "dongle that strips it? Read the meter's own P1 output, or set the gateway to pass telegrams unchanged")
 NO_SOURCE = "no source: set P1_SOURCE (e.g. /dev/ttyUSB0, socket://host:2001, file:PATH or simulator)"
 
 
@@ -75,9 +77,11 @@ SCHEMES: tuple[tuple[Callable[[str], bool], Callable[[str, OpenOptions], Source]
 def no_valid_telegram_hint(rejected: Mapping[str, int]) -> str:
     """Why no valid telegram arrived, judging by what was rejected: whole telegrams failing only their
     checksum mean the line settings are right and the signal is damaged; anything else, the settings."""
-    checksum = rejected.get("crc", 0) + rejected.get("crc_missing", 0)
+    missing = rejected.get("crc_missing", 0)
+    checksum = rejected.get("crc", 0) + missing
     if checksum and checksum >= sum(rejected.values()) - checksum:
-        return CRC_HINT
+        # A line that drops telegram ends never drops only the CRC, every time.
+        return CRC_MISSING_HINT if missing == checksum else CRC_HINT
     return GARBAGE_HINT
 
 
