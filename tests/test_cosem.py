@@ -758,3 +758,15 @@ def test_a_cosem_telegram_is_labelled_austrian() -> None:
     assert detect_country(telegram.header, telegram.fields) == (
         "AT", "the meter sends DLMS/COSEM data, as Austrian meters do")
     assert [tariff_label("AT", 1), tariff_label("AT", 2)] == ["T1", "T2"]
+
+
+def test_the_mqtt_state_of_an_evn_meter_is_in_the_units_its_keys_carry() -> None:
+    from p1logger.outputs.mqtt import state
+
+    key = EVN_CASES["energyagent__evn_sagemcom_t210d_mbus.hex"][0]
+    [telegram] = reader(bytes.fromhex(key)).feed(read_hex("energyagent__evn_sagemcom_t210d_mbus.hex"))
+    assert isinstance(telegram, Telegram)
+    assert state.encode(state.build_state(telegram, 1686293875, {})) == (
+        b'{"current_l1_a":3.2,"current_l2_a":2.73,"current_l3_a":2.92,"energy_export_total_kwh":6430.217,'
+        b'"energy_import_total_kwh":6842.204,"meter":"178210193075","power_export_w":2088.0,"power_import_w":0.0,'
+        b'"time":"2023-06-09T06:57:55+00:00","voltage_l1_v":237.3,"voltage_l2_v":237.8,"voltage_l3_v":239.2}')
