@@ -136,6 +136,7 @@ def _is_number(group: str) -> bool:
 
 
 _NOT_TEXT = "\ufffd"  # what a byte that is not ASCII reads as
+IMPORT_PEAK_OBIS = "1-0:1.6.0"
 
 
 def _is_time(group: str) -> bool:
@@ -355,11 +356,16 @@ def _parse_peak_history(groups: list[str], ts: TimestampParser) -> Reading:
         # Each row by shape: the first time is the capture stamp (00:00 on the 1st after the month),
         # the next one when the peak happened, the first number the import peak itself.
         time_cells = [group for group in cells if _is_time(group)]
-        number_cells = [group for group in cells if group and not _is_time(group) and _is_number(group)]
+        # Where the header names the import peak's columns (e-MUCS H adds a billing period counter and the
+        # export peak: (0-0:0.1.0)(1-0:1.6.0)(1-0:1.6.0)(1-0:2.6.0)(1-0:2.6.0)), the peak is read there.
+        peak = [group for name, group in zip(names, cells) if name == IMPORT_PEAK_OBIS]
+        in_peak = peak if any(group and not _is_time(group) and _is_number(group) for group in peak) else cells
+        number_cells = [group for group in in_peak if group and not _is_time(group) and _is_number(group)]
         if not time_cells or not number_cells:
             raise DecodeError(f"history entry ({')('.join(cells)}) has no capture time or no value")
         value, unit = _split_number(number_cells[0])
-        occurred_text = time_cells[1] if len(time_cells) > 1 else None
+        peak_times = [group for group in in_peak if _is_time(group)] if in_peak is peak else time_cells[1:]
+        occurred_text = peak_times[0] if peak_times else None
         occurred_at = ts.read(occurred_text) if occurred_text is not None else None
         month = _previous_month(time_cells[0])
         if month is None and occurred_at is not None and occurred_text is not None:
@@ -413,7 +419,7 @@ PARSERS: dict[Kind, Parser] = {
 _UNKNOWN = object()
 # Bounds: garbage OBIS codes cannot grow the resolutions, nor a stream of new meters the telegrams kept.
 _MAX_RESOLVED = 4096
-_MAX_METERS = 64
+_MAX_METERS = 128  # a reader sees one or two; a replay of a mixed corpus, the ~100 meters of tests/fixtures
 _MAX_LAYOUTS = 4  # templates per meter key: meters that share it, or one meter's values at another width
 # Where a telegram says which meter sent it: this tells apart meters that share an identification line.
 _METER_ID_MARKERS = ("\n0-0:96.1.1(", "\n0-0:96.1.0(")

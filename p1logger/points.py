@@ -178,6 +178,19 @@ _INSTANT: dict[str, tuple[tuple[str, str | None], str, Mapping[str, float], tupl
     obis: ((measurement, phase), field, units, PLAUSIBLE.get(field))
     for obis, (measurement, field, phase, units) in INSTANT_MAP.items()
 }
+# Some meters (Sagemcom XT211, Landis+Gyr E360 in a heat pump) count on electricity channel 1, not 0:
+# 1-1:1.8.1 is their 1-0:1.8.1, unless the telegram also carries the 1-0 object, which then wins.
+_SUBCHANNEL_TWIN = {"1-1:" + obis[4:]: obis for obis in INSTANT_MAP if obis.startswith("1-0:")}
+_INSTANT.update({alias: _INSTANT[twin] for alias, twin in _SUBCHANNEL_TWIN.items() if alias not in _INSTANT})
+
+
+def instant_obis(obis: str, fields: Mapping[str, object]) -> str | None:
+    """The INSTANT_MAP key a reading is written under: its own, or a channel-1 object's channel-0 twin
+    when the telegram carries no such twin; None when it is not written."""
+    if obis in INSTANT_MAP:
+        return obis
+    twin = _SUBCHANNEL_TWIN.get(obis)
+    return twin if twin is not None and twin not in fields else None
 
 
 def _field_spec(obis: str, reading: Reading) -> _FieldSpec | None:
@@ -385,6 +398,8 @@ class PointBuilder:
                         spec = by_value[value_key] = _field_spec(obis, reading)
                 else:
                     spec = _field_spec(obis, reading)
+                if spec is not None and obis in _SUBCHANNEL_TWIN and instant_obis(obis, fields) is None:
+                    spec = None  # its channel-0 twin is in the telegram too, and is the one written
                 specs[obis] = (reading, spec)  # bounded by the OBIS codes the decoder knows
             else:
                 spec = cached[1]

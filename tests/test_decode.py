@@ -101,7 +101,7 @@ def test_every_field_has_its_exact_value(name: str) -> None:
 
 def test_expected_values_cover_the_required_telegrams() -> None:
     belgian = {p.stem for p in FIXTURES.glob("*.txt") if p.read_bytes().startswith(b"/FLU5")}
-    assert len(belgian) == 16
+    assert len(belgian) == 17
     assert belgian <= set(EXPECTED_NAMES), belgian - set(EXPECTED_NAMES)
     headers = {json.loads((EXPECTED / f"{n}.json").read_text())["header"][:3] for n in EXPECTED_NAMES}
     # Iskra, Kaifa, Landis+Gyr, Sagemcom (Ene, FLU, Lux, EST, SAG), Kamstrup, EasyMeter, NWA.

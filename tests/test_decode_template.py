@@ -105,14 +105,24 @@ def test_each_real_telegram_replayed_over_time_decodes_as_if_read_afresh() -> No
 def test_the_whole_corpus_interleaved_decodes_as_if_each_telegram_were_read_afresh() -> None:
     rng = random.Random(14)
     decoder = CountingDecoder()
+    read_line_by_line: list[str] = []
     for round_ in range(16):
-        before = decoder.line_by_line
-        for body in BODIES.values():
+        for name, body in BODIES.items():
             data = evolve(body, rng)
+            before = decoder.line_by_line
             assert_same(decoder.decode(data), data)
+            if round_ == 15 and decoder.line_by_line > before:
+                read_line_by_line.append(name)
     # Once each meter's changing values are known, only the DSMR 2.2/3 telegrams are read line by
-    # line: meters that share an identification line and id (anonymised fixtures) do not defeat it.
-    assert decoder.line_by_line - before == 10
+    # line: meters that share an identification line and id (anonymised fixtures) do not defeat it,
+    # unless their telegrams are also of one length, as three Landis+Gyr E360 with no id of their own
+    # are: each then takes the others' place, which no single reader sees.
+    dsmr22 = {name for name, body in BODIES.items() if b"\n(" in body}
+    e360_without_id = {name for name, body in BODIES.items() if body.startswith(b"/LGF5E360\r\n")
+                       and b"\n0-0:96.1.1(" not in body and b"\n0-0:96.1.0(" not in body}
+    assert len(dsmr22) == 10 and len(e360_without_id) == 3
+    assert dsmr22 <= set(read_line_by_line) <= dsmr22 | e360_without_id
+    assert len(set(read_line_by_line) - dsmr22) <= len(e360_without_id) - 1
 
 
 def test_text_input_and_lf_only_line_ends_take_the_same_path() -> None:

@@ -87,7 +87,7 @@ def expected_verdict(name: str) -> bool | None:
 
 
 def test_sources_describes_exactly_the_fixture_files() -> None:
-    assert len(NAMES) == 78
+    assert len(NAMES) == 93
     assert sorted(SOURCES) == NAMES
 
 
@@ -95,7 +95,7 @@ def test_the_known_bad_crcs_are_the_ones_sources_marks_not_valid() -> None:
     marked_bad = {name for name, (_, valid) in SOURCES.items() if valid == "NO"}
     assert marked_bad - {UNPADDED_BUT_CORRECT} == KNOWN_BAD_CRC
     verdicts = [expected_verdict(name) for name in NAMES]
-    assert (verdicts.count(True), verdicts.count(False), verdicts.count(None)) == (53, 12, 13)
+    assert (verdicts.count(True), verdicts.count(False), verdicts.count(None)) == (68, 12, 13)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -147,7 +147,7 @@ def test_the_whole_corpus_as_one_stream() -> None:
     rejected = [NAMES[i] for i, r in enumerate(results) if isinstance(r, Rejected)]
     assert set(rejected) == KNOWN_BAD_CRC and len(rejected) == 12
     assert all(r.reason == "crc" for r in results if isinstance(r, Rejected))
-    assert reader.stats.ok == 66
+    assert reader.stats.ok == 81
     assert dict(reader.stats.rejected) == {"crc": 12}
     assert reader.stats.invalid_values == 0
     assert dict(reader.stats.unknown_obis) == {}

@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from p1logger.decode import Telegram
-from p1logger.points import INSTANT_MAP, TARIFF_OBIS, TOTAL_PHASE, UNITS_BY_SUFFIX, convert_reading, fill_totals, mbus_readings
+from p1logger.points import (
+    INSTANT_MAP,
+    TARIFF_OBIS,
+    TOTAL_PHASE,
+    UNITS_BY_SUFFIX,
+    convert_reading,
+    fill_totals,
+    instant_obis,
+    mbus_readings,
+)
 
 StateValue = float | int | str | bool | None
 State = dict[str, StateValue]
@@ -71,8 +80,10 @@ def telegram_state(telegram: Telegram) -> State:
     """The telegram's own values by state key, converted; objects a unit cannot be found for are left out."""
     values: State = {}
     energy: dict[str, float | int] = {}
-    for obis, reading in telegram.fields.items():
-        target = INSTANT_MAP.get(obis)
+    fields = telegram.fields
+    for obis, reading in fields.items():
+        instant = instant_obis(obis, fields)
+        target = INSTANT_MAP[instant] if instant is not None else None
         if target is not None:
             value = convert_reading(reading, target[3])
             if value is None:
@@ -80,7 +91,7 @@ def telegram_state(telegram: Telegram) -> State:
             if target[0] == "energy":
                 energy[target[1]] = value
             else:
-                values[INSTANT_KEYS[obis]] = value
+                values[INSTANT_KEYS[instant]] = value  # type: ignore[index]
             continue
         key = DIAGNOSTIC_KEYS.get(obis)
         if key is None:
