@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from p1logger.crc import crc16
 from p1logger.decode import Telegram
 from p1logger.points import SCHEMA, PointBuilder, escape_tag, format_field, health_line
 from p1logger.reader import TelegramReader
@@ -195,3 +196,30 @@ def test_a_message_padded_with_raw_ff_bytes_reads_as_empty() -> None:
     assert item.fields["0-0:96.13.0"].value == ""
     assert item.invalid == {} and item.unknown == {"0-0:96.50.68": "(ON)"}  # an E.ON object, kept raw
     assert not any(line.startswith("capacity_history") for line in PointBuilder(BRUSSELS).build(item, RECEIVED_AT_S))
+
+
+def test_a_peak_history_is_read_from_the_columns_its_header_names() -> None:
+    # e-MUCS H (Landis+Gyr E660, firmware 50250): (0-0:0.1.0)(1-0:1.6.0)(1-0:1.6.0)(1-0:2.6.0)(1-0:2.6.0),
+    # so each row holds the billing period counter (15) before the import peak; 1.452 kW at
+    # 2025-06-04 08:45 CEST is June's peak, not 15.
+    lines = PointBuilder(BRUSSELS).build(telegram("mhendriks_dsmr3lib__landisgyr_e660_fluvius_50250_98_1_1.txt"),
+                                         RECEIVED_AT_S)
+    assert [line for line in lines if line.startswith("capacity_history")] == [
+        "capacity_history,meter=68682514,month=2025-06 history_peak_kw=1.452 1749019500"]
+
+
+def test_energy_counted_on_electricity_channel_1_is_written() -> None:
+    # A Landis+Gyr E360 in a heat pump counts on 1-1:1.8.0, with no 1-0 object of the same kind.
+    lines = PointBuilder(BRUSSELS).build(telegram("mhendriks_dsmr3lib__landisgyr_e360_weheat_1_1_channel.txt"),
+                                         RECEIVED_AT_S)
+    assert lines[0] == "energy,meter=LGF5E360 import_total_kwh=1.021,export_total_kwh=0.0 1761671981"
+
+
+def test_a_channel_0_object_wins_over_its_channel_1_twin() -> None:
+    body = (b"/TST5\\\\test\r\n\r\n0-0:1.0.0(250101120000W)\r\n1-0:1.8.0(000010.000*kWh)\r\n"
+            b"1-1:1.8.0(000099.000*kWh)\r\n!")
+    data = body + b"%04X\r\n" % crc16(body)
+    [item] = TelegramReader(TimestampParser(BRUSSELS)).feed(data)
+    assert isinstance(item, Telegram)
+    assert PointBuilder(BRUSSELS).build(item, RECEIVED_AT_S) == [
+        "energy,meter=TST5\\\\test import_total_kwh=10.0 1735729200"]
