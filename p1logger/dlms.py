@@ -320,10 +320,6 @@ class DecryptionError(Exception):
     """The frame does not open with these keys (or was damaged)."""
 
 
-class UnsupportedContent(DecryptionError):
-    """The frame opened, but holds binary DLMS/COSEM data that p1logger.cosem cannot read."""
-
-
 COSEM_CONTENT = "the frame holds DLMS/COSEM data that p1logger cannot read: see docs/telegram-format.md, Austria"
 
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 import crcmod.predefined
 
-from p1logger.mbus import Damaged
+from p1logger.mbus import Damaged, Parts
 
 FLAG = 0x7E
 _FORMAT_TYPE_3 = 0xA0
@@ -108,16 +108,13 @@ class MessageJoiner:
     """Joins HDLC segments and General Block Transfer blocks into one DLMS frame; bounded."""
 
     def __init__(self, max_message_bytes: int) -> None:
-        self.max_message_bytes = max_message_bytes
         self.stats = MessageJoinerStats()
-        self._parts: list[bytes] = []
-        self._size = 0
+        self._parts = Parts(max_message_bytes)
         self._segment_open = False  # an HDLC-segmented message is under way
         self._next_block: int | None = None  # the GBT block number expected next
 
     def reset(self) -> None:
         self._parts.clear()
-        self._size = 0
         self._segment_open = False
         self._next_block = None
 
@@ -149,15 +146,13 @@ class MessageJoiner:
         return self._append(info, done=not frame.more)
 
     def _append(self, data: bytes, done: bool) -> bytes | None:
-        self._parts.append(data)
-        self._size += len(data)
-        if self._size > self.max_message_bytes:
+        if not self._parts.add(data):
             self._drop()
             return None
         if not done:
             self._segment_open = self._next_block is None
             return None
-        joined = b"".join(self._parts)
+        joined = self._parts.join()
         self.reset()
         return joined
 

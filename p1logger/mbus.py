@@ -83,18 +83,43 @@ class SegmentJoinerStats:
     dropped: int = 0  # DLMS frames lost to a segment out of its place (one missing or damaged)
 
 
+class Parts:
+    """The pieces of one DLMS frame as they come, at most ``max_bytes`` in all (M-Bus segments, HDLC blocks)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._pieces)
+
+    def add(self, piece: bytes) -> bool:
+        """Keep ``piece``; False when the frame would grow past the bound (the caller drops it)."""
+        self._pieces.append(piece)
+        self._size += len(piece)
+        return self._size <= self.max_bytes
+
+    def join(self) -> bytes:
+        """The frame, its pieces forgotten."""
+        joined = b"".join(self._pieces)
+        self.clear()
+        return joined
+
+    def clear(self) -> None:
+        self._pieces.clear()
+        self._size = 0
+
+
 class SegmentJoiner:
     """Joins the segments of one DLMS frame; bounded by ``max_frame_bytes``."""
 
     def __init__(self, max_frame_bytes: int) -> None:
-        self.max_frame_bytes = max_frame_bytes
         self.stats = SegmentJoinerStats()
-        self._parts: list[bytes] = []
-        self._size = 0
+        self._parts = Parts(max_frame_bytes)
 
     def reset(self) -> None:
         self._parts.clear()
-        self._size = 0
 
     def add(self, segment: Segment) -> bytes | None:
         """The whole DLMS frame once its last segment came, else None."""
@@ -105,14 +130,8 @@ class SegmentJoiner:
             self.reset()
             if segment.count != 0:
                 return None  # the middle of a frame whose start was missed (or damaged)
-        self._parts.append(segment.data)
-        self._size += len(segment.data)
-        if self._size > self.max_frame_bytes:
+        if not self._parts.add(segment.data):
             self.stats.dropped += 1
             self.reset()
             return None
-        if not segment.last:
-            return None
-        joined = b"".join(self._parts)
-        self.reset()
-        return joined
+        return self._parts.join() if segment.last else None

@@ -129,27 +129,17 @@ class TelegramReader:
         """Decrypt one frame and check the telegram inside; a frame that fails is looked into
         for the start of the next one (it was then cut short, not wrongly keyed)."""
         assert self.keys is not None and self.cipher_framer is not None
-        failure: Rejected
         try:
             plaintext = dlms.decrypt(cipher, self.keys)
         except dlms.DecryptionError as exc:
-            reason = "unsupported" if isinstance(exc, dlms.UnsupportedContent) else "decrypt"
-            failure = Rejected(reason, cipher.raw, str(exc))
+            failure = Rejected("decrypt", cipher.raw, str(exc))
         else:
-            if cosem.is_notification(plaintext):
-                return self._open_cosem(cipher, plaintext)
-            items = Framer(self.framer.max_telegram_bytes).feed(plaintext)
-            if not items and not plaintext.endswith(b"\n"):
-                # A meter that ends the telegram at the CRC, without a line end.
-                items = Framer(self.framer.max_telegram_bytes).feed(plaintext + b"\r\n")
-            frame = items[0] if len(items) == 1 else None
-            if not isinstance(frame, Frame):
-                failure = Rejected("decrypt", cipher.raw, f"{dlms.DECRYPTION_FAILED} (no whole telegram inside)")
-            elif (crc_ok := crc.check(frame.body, frame.crc_text)) is False:
-                failure = Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X} "
-                                   "in a decrypted frame")
-            else:
-                return self._accept(cipher, frame, crc_ok)
+            opened = self._cosem_frame(cipher, plaintext) if cosem.is_notification(plaintext) else \
+                self._telegram_frame(cipher, plaintext)
+            if not isinstance(opened, Rejected):
+                return self._accept(cipher, *opened)
+            failure = opened
+        # Without a tag, a frame cut short still opens to a telegram's or a notification's first bytes.
         if self.cipher_framer.cut_short(cipher):
             self.stats.rejected["incomplete"] += 1
             return Rejected("incomplete", cipher.raw, "an encrypted frame was cut short")
@@ -158,23 +148,29 @@ class TelegramReader:
             self._log_decryption_failure(failure.detail)
         return failure
 
-    def _open_cosem(self, cipher: dlms.CipherFrame, plaintext: bytes) -> Telegram | Rejected:
-        """A DLMS data-notification (Austrian M-Bus meters): its objects written out as telegram text,
-        which is what the decoder reads and what the archive keeps. It has no CRC (the M-Bus checksums
-        and any GCM tag vouch for it)."""
+    def _telegram_frame(self, cipher: dlms.CipherFrame, plaintext: bytes) -> tuple[Frame, bool | None] | Rejected:
+        """The DSMR telegram a frame decrypted to, with its CRC's verdict; or why not (``_open`` counts it)."""
+        items = Framer(self.framer.max_telegram_bytes).feed(plaintext)
+        if not items and not plaintext.endswith(b"\n"):
+            # A meter that ends the telegram at the CRC, without a line end.
+            items = Framer(self.framer.max_telegram_bytes).feed(plaintext + b"\r\n")
+        frame = items[0] if len(items) == 1 else None
+        if not isinstance(frame, Frame):
+            return Rejected("decrypt", cipher.raw, f"{dlms.DECRYPTION_FAILED} (no whole telegram inside)")
+        if (crc_ok := crc.check(frame.body, frame.crc_text)) is False:
+            return Rejected("crc", frame.raw, f"CRC {frame.crc_text} does not match {crc.crc16(frame.body):04X} "
+                            "in a decrypted frame")
+        return frame, crc_ok
+
+    def _cosem_frame(self, cipher: dlms.CipherFrame, plaintext: bytes) -> tuple[Frame, bool | None] | Rejected:
+        """A DLMS data-notification (Austrian meters) as telegram text, which is what the decoder reads and
+        what the archive keeps; or why not (``_open`` counts it). No CRC (None): the M-Bus or HDLC checksums
+        and any GCM tag vouch for it."""
         try:
             body = cosem.to_telegram(plaintext, cipher.system_title)
         except cosem.CosemError as exc:
-            assert self.cipher_framer is not None
-            if self.cipher_framer.cut_short(cipher):
-                # Without a tag a frame cut short still opens to a notification's first bytes.
-                self.stats.rejected["incomplete"] += 1
-                return Rejected("incomplete", cipher.raw, "an encrypted frame was cut short")
-            self.stats.rejected["unsupported"] += 1
-            detail = f"{dlms.COSEM_CONTENT} ({exc})"
-            self._log_decryption_failure(detail)
-            return Rejected("unsupported", cipher.raw, detail)
-        return self._accept(cipher, Frame(body + b"\r\n", body, ""), None)
+            return Rejected("unsupported", cipher.raw, f"{dlms.COSEM_CONTENT} ({exc})")
+        return Frame(body + b"\r\n", body, ""), None
 
     def _accept(self, cipher: dlms.CipherFrame, frame: Frame, crc_ok: bool | None) -> Telegram | Rejected:
         title = cipher.system_title

@@ -337,14 +337,20 @@ def test_a_replayed_frame_counter_is_rejected() -> None:
     assert [item.reason for item in again if isinstance(item, Rejected)] == ["replay", "replay"]
 
 
-def mbus_frames(stream: bytes) -> list[bytes]:
+def frames_in(stream: bytes, frame_at: Callable[[bytes, int], object],
+              kind: type[mbus.Segment] | type[hdlc.HdlcFrame]) -> list[bytes]:
+    """The M-Bus or HDLC frames a stream is made of, each one whole and checked by ``frame_at``."""
     frames, at = [], 0
     while at < len(stream):
-        segment = mbus.segment_at(stream, at)
-        assert isinstance(segment, mbus.Segment)
-        frames.append(stream[at : at + segment.frame_bytes])
-        at += segment.frame_bytes
+        frame = frame_at(stream, at)
+        assert isinstance(frame, kind)
+        frames.append(stream[at : at + frame.frame_bytes])
+        at += frame.frame_bytes
     return frames
+
+
+def mbus_frames(stream: bytes) -> list[bytes]:
+    return frames_in(stream, mbus.segment_at, mbus.Segment)
 
 
 def test_segment_at_checks_the_frame() -> None:
@@ -639,13 +645,7 @@ def test_values_alone_in_another_shape_are_not_guessed() -> None:
 
 
 def hdlc_frames(stream: bytes) -> list[bytes]:
-    frames, at = [], 0
-    while at < len(stream):
-        frame = hdlc.frame_at(stream, at)
-        assert isinstance(frame, hdlc.HdlcFrame)
-        frames.append(stream[at : at + frame.frame_bytes])
-        at += frame.frame_bytes
-    return frames
+    return frames_in(stream, hdlc.frame_at, hdlc.HdlcFrame)
 
 
 def test_hdlc_frame_at_checks_the_envelope_and_both_checksums() -> None:
